@@ -1,0 +1,425 @@
+"""Audit configuration: nested frozen dataclasses, loadable from dicts and YAML.
+
+Defaults live only here. ``load_config`` accepts an :class:`AuditConfig`, a dict or a
+YAML path; unknown keys raise :class:`~auditor.errors.ConfigError` with a
+"did you mean" hint, and every value is type-checked against its field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from auditor.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How images are read.
+
+    Attributes:
+        batch_size: images per forward pass.
+        num_workers: DataLoader workers (0 = in the main process).
+        mean: per-channel mean the dataset's images were normalised with, or None when
+            images are already in [0, 1]; used to give CLIP/SAM and the report plain RGB.
+        std: per-channel std matching ``mean``.
+    """
+
+    batch_size: int = 64
+    num_workers: int = 0
+    mean: Optional[list[float]] = None
+    std: Optional[list[float]] = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """How the user's model is read.
+
+    Attributes:
+        head: dotted name of the head module (the last ``nn.Linear`` when None).
+        feature_layer: dotted name of the last spatial layer used for CAMs (found by a dry run when None).
+        device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:1", "mps".
+    """
+
+    head: Optional[str] = None
+    feature_layer: Optional[str] = None
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Important features per class.
+
+    Attributes:
+        top_k: important features kept per class (by mean activation x head weight).
+        cache_dir: folder for the on-disk feature cache (a temporary folder when None).
+    """
+
+    top_k: int = 5
+    cache_dir: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class VerdictConfig:
+    """Core-or-spurious verdicts from heatmaps, object masks and ablations.
+
+    Attributes:
+        n_images: top-activating images of the class examined per (class, feature).
+        heatmap: heatmap backend ("cam" on the last spatial layer, or "gradient").
+        ablation_fill: value replacing the removed region: "neutral" (grey at the data's brightness with its pixel noise) or "blur".
+        density_threshold: a feature whose heat density inside the object is below this
+            multiple of the density outside counts as having its evidence outside the object.
+        min_activation_drop: ablation drops smaller than this fraction count as "no effect".
+    """
+
+    n_images: int = 16
+    heatmap: str = "cam"
+    ablation_fill: str = "neutral"
+    density_threshold: float = 1.0
+    min_activation_drop: float = 0.05
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    """Where object masks come from.
+
+    Attributes:
+        provider: "auto" (the dataset's masks when it has them, else SAM), "dataset", "sam", "box".
+        sam_checkpoint: path to a SAM checkpoint (``sam_vit_b_01ec64.pth`` etc.).
+        sam_model_type: "vit_b", "vit_l", "vit_h", or "tiny" (the project's own tiny SAM).
+        points_per_side: SAM automatic mask generator grid.
+        pred_iou_thresh: SAM automatic mask generator IoU threshold.
+        stability_score_thresh: SAM automatic mask generator stability threshold.
+        cache_dir: folder caching computed masks (inside the feature cache when None).
+    """
+
+    provider: str = "auto"
+    sam_checkpoint: Optional[str] = None
+    sam_model_type: str = "vit_b"
+    points_per_side: int = 16
+    pred_iou_thresh: float = 0.7
+    stability_score_thresh: float = 0.8
+    cache_dir: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ConceptConfig:
+    """CLIP concept directions.
+
+    Attributes:
+        enabled: run the concept stage (needs a CLIP backend with local weights).
+        backend: "open_clip" or "hf_clip".
+        model_name: open_clip model name, or a local folder for "hf_clip".
+        pretrained: open_clip pretrained tag or local checkpoint path.
+        prompt_files: YAML files of candidate concepts (the bundled ``prompts/`` when empty).
+        concepts: extra concept names added to the prompt files'.
+        n_names: concepts named per important feature.
+    """
+
+    enabled: bool = False
+    backend: str = "open_clip"
+    model_name: str = "ViT-B-32"
+    pretrained: Optional[str] = None
+    prompt_files: list[str] = field(default_factory=list)
+    concepts: list[str] = field(default_factory=list)
+    n_names: int = 3
+
+
+@dataclass(frozen=True)
+class RankingConfig:
+    """Spuriosity rankings.
+
+    Attributes:
+        source: "features" (mean z-scored activation of spurious neural features),
+            "concepts" (CLIP similarity to spurious concepts) or "both" (mean of the two z-scores).
+    """
+
+    source: str = "features"
+
+
+@dataclass(frozen=True)
+class GapConfig:
+    """Spurious gaps.
+
+    Attributes:
+        top_fraction: k as a fraction of the class's images.
+        min_k: smallest k; classes with fewer than 2*min_k images are skipped with a warning.
+        n_bootstrap: bootstrap resamples for the confidence interval.
+        confidence: confidence level of the interval.
+    """
+
+    top_fraction: float = 0.1
+    min_k: int = 10
+    n_bootstrap: int = 1000
+    confidence: float = 0.95
+
+
+@dataclass(frozen=True)
+class TuningConfig:
+    """Head tuning on low-spuriosity training images.
+
+    Attributes:
+        enabled: tune a copy of the head.
+        n_per_class: training images per class used for tuning.
+        epochs: maximum full-batch epochs.
+        lr: learning rate (Adam).
+        weight_decay: L2 penalty on the head.
+        target_gap: stop once every class's validation gap is below this.
+        max_accuracy_drop: never return a head whose validation accuracy is more than this below the original's.
+        baselines: other selections tuned the same way ("random", "error").
+    """
+
+    enabled: bool = True
+    n_per_class: int = 100
+    epochs: int = 300
+    lr: float = 1e-2
+    weight_decay: float = 1e-3
+    target_gap: float = 0.05
+    max_accuracy_drop: float = 0.02
+    baselines: list[str] = field(default_factory=lambda: ["random", "error"])
+
+
+@dataclass(frozen=True)
+class NeuronTuneConfig:
+    """NeuronTune-style neuron regulation (Zheng, Ye, Zhang, 2025).
+
+    Attributes:
+        enabled: run it.
+        identification_split: "val" (default) or "train".
+        threshold: lambda; a dimension is biased when delta(y, i) > threshold.
+        combine: "any" (biased for some class) or "mean" (mean delta over classes).
+        epochs: head retraining epochs.
+        lr: learning rate.
+    """
+
+    enabled: bool = False
+    identification_split: str = "val"
+    threshold: float = 0.0
+    combine: str = "any"
+    epochs: int = 200
+    lr: float = 1e-2
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    """Discovery of cues from images without the class object.
+
+    Attributes:
+        enabled: run it.
+        pool_dir: folder of unrelated images (the audit's own images with objects removed when None).
+        min_confidence: predicted probability needed to collect an image for a class.
+        max_clusters: most clusters per predicted class.
+        embedding: "auto" (CLIP if a backend is present, else a small VAE), "clip", "vae".
+    """
+
+    enabled: bool = False
+    pool_dir: Optional[str] = None
+    min_confidence: float = 0.6
+    max_clusters: int = 4
+    embedding: str = "auto"
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Label-noise flags and core cropping for classes with negative gaps.
+
+    Attributes:
+        enabled: run it.
+        n_flagged: highest-spuriosity images flagged per class.
+        box_expand: how much the crop box is expanded around the object (0.2 = 20%).
+    """
+
+    enabled: bool = False
+    n_flagged: int = 10
+    box_expand: float = 0.2
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Pass/fail thresholds; an empty list always passes.
+
+    Attributes:
+        fail_on: conditions such as "max_gap>0.10", "n_spurious_significant>=1", "worst_decile_accuracy<0.5".
+    """
+
+    fail_on: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """Report outputs.
+
+    Attributes:
+        output_dir: folder receiving results.json and report.html (nothing written when None).
+        html: also write report.html.
+        n_grid_images: images per top/bottom grid in the HTML report.
+        human_annotations: CSV of human core/spurious labels (class, feature, label) to compare with.
+    """
+
+    output_dir: Optional[str] = None
+    html: bool = True
+    n_grid_images: int = 8
+    human_annotations: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Every knob of an audit. Each section is a frozen dataclass with documented defaults."""
+
+    seed: int = 0
+    progress: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    verdicts: VerdictConfig = field(default_factory=VerdictConfig)
+    masks: MaskConfig = field(default_factory=MaskConfig)
+    concepts: ConceptConfig = field(default_factory=ConceptConfig)
+    ranking: RankingConfig = field(default_factory=RankingConfig)
+    gaps: GapConfig = field(default_factory=GapConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
+    neurontune: NeuronTuneConfig = field(default_factory=NeuronTuneConfig)
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as plain nested dicts (YAML/JSON ready)."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "AuditConfig":
+        """A copy with dotted keys replaced, e.g. ``replace(**{"gaps.min_k": 5})``.
+
+        Raises:
+            ConfigError: for unknown keys or badly typed values.
+        """
+        merged = self.to_dict()
+        for dotted, value in changes.items():
+            node = merged
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                if not isinstance(node.get(part), dict):
+                    raise ConfigError(f"unknown config section {dotted!r}")
+                node = node[part]
+            node[leaf] = value
+        return _build(AuditConfig, merged, "")
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "verdicts.heatmap": ("cam", "gradient"),
+    "verdicts.ablation_fill": ("neutral", "blur"),
+    "masks.provider": ("auto", "dataset", "sam", "box"),
+    "masks.sam_model_type": ("vit_b", "vit_l", "vit_h", "tiny"),
+    "concepts.backend": ("open_clip", "hf_clip"),
+    "ranking.source": ("features", "concepts", "both"),
+    "neurontune.identification_split": ("val", "train"),
+    "neurontune.combine": ("any", "mean"),
+    "discovery.embedding": ("auto", "clip", "vae"),
+}
+POSITIVE = {
+    "data.batch_size", "features.top_k", "verdicts.n_images", "gaps.min_k", "gaps.n_bootstrap",
+    "tuning.n_per_class", "tuning.epochs", "neurontune.epochs", "discovery.max_clusters",
+    "noise.n_flagged", "masks.points_per_side", "report.n_grid_images", "concepts.n_names",
+}
+UNIT_INTERVAL = {
+    "gaps.top_fraction", "gaps.confidence", "tuning.target_gap", "tuning.max_accuracy_drop",
+    "discovery.min_confidence", "masks.pred_iou_thresh", "masks.stability_score_thresh",
+    "verdicts.min_activation_drop",
+}
+
+
+def _is_instance(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_is_instance(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        return isinstance(value, (list, tuple)) and all(_is_instance(v, item) for v in value)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def _check_value(key: str, value: Any) -> None:
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ConfigError(f"`{key}` must be one of {list(CHOICES[key])}; got {value!r}")
+    if key in POSITIVE and value <= 0:
+        raise ConfigError(f"`{key}` must be a positive integer; got {value!r}")
+    if key in UNIT_INTERVAL and not 0 <= value <= 1:
+        raise ConfigError(f"`{key}` must be between 0 and 1; got {value!r}")
+
+
+def _build(cls: type, values: Any, prefix: str):
+    if isinstance(values, cls):
+        values = dataclasses.asdict(values)
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section `{prefix or 'root'}` must be a mapping; got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            hint = difflib.get_close_matches(str(key), names, n=1)
+            did_you_mean = f" Did you mean `{prefix}{hint[0]}`?" if hint else ""
+            raise ConfigError(f"unknown config key `{dotted}`; allowed keys here: {names}.{did_you_mean}")
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation):
+            kwargs[key] = _build(annotation, value, f"{dotted}.")
+            continue
+        if not _is_instance(value, annotation):
+            expected = getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
+            raise ConfigError(f"`{dotted}` must be {expected}; got {value!r} ({type(value).__name__})")
+        if isinstance(value, tuple):
+            value = list(value)
+        _check_value(dotted, value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def load_config(config: "AuditConfig | dict | str | Path | None" = None, **overrides: Any) -> AuditConfig:
+    """Resolve any accepted form of configuration into an :class:`AuditConfig`.
+
+    Args:
+        config: None (defaults), an AuditConfig, a nested dict, or a path to a YAML file.
+        **overrides: dotted keys to override, e.g. ``**{"tuning.enabled": False}``.
+
+    Returns:
+        A validated AuditConfig.
+
+    Raises:
+        ConfigError: unknown key (with a hint), wrong type, value out of range, unreadable YAML.
+
+    Example:
+        >>> load_config({"gaps": {"min_k": 5}}).gaps.min_k
+        5
+    """
+    if config is None:
+        resolved = AuditConfig()
+    elif isinstance(config, AuditConfig):
+        resolved = _build(AuditConfig, config, "")
+    elif isinstance(config, dict):
+        resolved = _build(AuditConfig, config, "")
+    elif isinstance(config, (str, Path)):
+        path = Path(config)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {error}") from None
+        resolved = _build(AuditConfig, data, "")
+    else:
+        raise ConfigError(f"config must be an AuditConfig, dict, YAML path or None; got {type(config).__name__}")
+    return resolved.replace(**overrides) if overrides else resolved

@@ -1,0 +1,242 @@
+"""ModelAdapter: reads features, logits and spatial maps from the user's model via hooks.
+
+The head is the model's last ``nn.Linear`` (or the module named by the user); its
+input is the feature vector. The last spatial layer (a module whose output is
+``(N, C, h, w)``) is found by a dry forward pass. The user's model is never changed:
+hooks are removed after every call and the training flag is restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from auditor.errors import InvalidInputError, NumericalError, UnsupportedModelError
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """Turn "auto" / "cpu" / "cuda[:i]" / "mps" into a torch.device.
+
+    Raises:
+        InvalidInputError: when the requested device is not available.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError(f"device {name!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidInputError(f"device {name!r} requested but MPS is not available; use 'cpu' or 'auto'")
+    return device
+
+
+def logits_from_output(output: Any) -> torch.Tensor:
+    """Extract the logits tensor from a model output (tensor, tuple, or object with ``.logits``)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if hasattr(output, "logits"):
+        return output.logits
+    if isinstance(output, dict) and "logits" in output:
+        return output["logits"]
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise UnsupportedModelError(f"cannot find logits in the model's output of type {type(output).__name__}")
+
+
+def find_head(model: nn.Module, name: str | None = None) -> tuple[str, nn.Linear]:
+    """Return ``(name, module)`` of the classification head.
+
+    Raises:
+        UnsupportedModelError: no ``nn.Linear`` in the model, or ``name`` not a Linear.
+    """
+    modules = dict(model.named_modules())
+    if name is not None:
+        if name not in modules:
+            raise UnsupportedModelError(f"the model has no module named {name!r}; set `model.head` to one of its Linear layers")
+        if not isinstance(modules[name], nn.Linear):
+            raise UnsupportedModelError(f"module {name!r} is {type(modules[name]).__name__}, not nn.Linear")
+        return name, modules[name]
+    linears = [(n, m) for n, m in modules.items() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise UnsupportedModelError(
+            "the model has no nn.Linear layer to use as its classification head; auditor needs a linear head "
+            "whose input is the feature vector (name it with `model.head` if it is wrapped)"
+        )
+    return linears[-1]
+
+
+@dataclass
+class ForwardResult:
+    """Outputs of one batch: features ``(N, D)``, logits ``(N, K)``, spatial map ``(N, C, h, w)`` or None."""
+
+    features: torch.Tensor
+    logits: torch.Tensor
+    spatial: torch.Tensor | None = None
+
+
+class ModelAdapter:
+    """Hook-based reader of a classifier's penultimate features and spatial maps.
+
+    Args:
+        model: the user's classifier; left exactly as it is.
+        head: dotted module name of the head (default: the last nn.Linear).
+        feature_layer: dotted module name of the last spatial layer (default: found by a dry run).
+        device: torch device to run on.
+
+    Raises:
+        UnsupportedModelError: no linear head.
+    """
+
+    def __init__(self, model: nn.Module, head: str | None = None, feature_layer: str | None = None, device: str | torch.device = "cpu"):
+        if not isinstance(model, nn.Module):
+            raise UnsupportedModelError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        self.model = model
+        self.device = torch.device(device) if not isinstance(device, torch.device) else device
+        self.head_name, self.head = find_head(model, head)
+        self.n_classes = self.head.out_features
+        self.n_features = self.head.in_features
+        self._feature_layer_name = feature_layer
+        self._spatial_name: str | None | bool = None  # None = not searched yet, False = none found
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[None]:
+        """Eval mode on the right device for the duration; restore mode and device afterwards."""
+        was_training = self.model.training
+        try:
+            original_device = next(self.model.parameters()).device
+        except StopIteration:
+            original_device = self.device
+        self.model.eval()
+        if original_device != self.device:
+            self.model.to(self.device)
+        try:
+            yield
+        finally:
+            if original_device != self.device:
+                self.model.to(original_device)
+            self.model.train(was_training)
+
+    @property
+    def spatial_layer(self) -> str | None:
+        """Name of the last spatial layer whose channels are the features, or None."""
+        if self._spatial_name is None:
+            raise RuntimeError("call locate_spatial_layer(images) first")
+        return self._spatial_name or None
+
+    def locate_spatial_layer(self, images: torch.Tensor) -> str | None:
+        """Find, by a dry run on ``images``, the last module output of shape ``(N, D, h, w)`` with h*w > 1.
+
+        D must equal the head's input size, so each channel is one neural feature's map.
+        Pooled ``(N, D, 1, 1)`` outputs are skipped, and so is a map followed by a token
+        sequence (a vision transformer's patch embedding): such models get gradient heatmaps.
+        """
+        if self._spatial_name is not None:
+            return self._spatial_name or None
+        modules = dict(self.model.named_modules())
+        if self._feature_layer_name is not None:
+            if self._feature_layer_name not in modules:
+                raise UnsupportedModelError(f"the model has no module named {self._feature_layer_name!r} (`model.feature_layer`)")
+            self._spatial_name = self._feature_layer_name
+            return self._spatial_name
+        order: list[str] = []
+        tokens_after: list[bool] = []
+
+        def record(name):
+            def hook(_module, _inputs, output):
+                if not isinstance(output, torch.Tensor):
+                    return
+                if output.ndim == 4 and output.shape[1] == self.n_features and output.shape[2] * output.shape[3] > 1:
+                    order.append(name)
+                    tokens_after.append(False)
+                elif output.ndim == 3 and output.shape[-1] == self.n_features and output.shape[1] > 1 and tokens_after:
+                    tokens_after[-1] = True  # a token sequence follows the map: a transformer's patch embedding
+            return hook
+
+        # Containers fire after their children, so the deepest module producing the last map comes last.
+        handles = [m.register_forward_hook(record(n)) for n, m in modules.items() if n and not isinstance(m, torch.jit.ScriptModule)]
+        try:
+            with self._session(), torch.no_grad():
+                self.model(images[:2].to(self.device))
+        finally:
+            for h in handles:
+                h.remove()
+        if tokens_after and tokens_after[-1]:
+            order = []
+        self._spatial_name = order[-1] if order else False
+        logger.info("spatial feature layer: %s", self._spatial_name or "none (gradient heatmaps)")
+        return self._spatial_name or None
+
+    def forward(self, images: torch.Tensor, with_spatial: bool = False, grad: bool = False) -> ForwardResult:
+        """Run the model on a batch and capture the head's input (and the spatial map).
+
+        Raises:
+            NumericalError: NaN or inf in features or logits.
+        """
+        captured: dict[str, torch.Tensor] = {}
+
+        def head_hook(_module, inputs):
+            captured["features"] = inputs[0]
+
+        def spatial_hook(_module, _inputs, output):
+            captured["spatial"] = output
+
+        handles = [self.head.register_forward_pre_hook(head_hook)]
+        if with_spatial and self.spatial_layer:
+            handles.append(dict(self.model.named_modules())[self.spatial_layer].register_forward_hook(spatial_hook))
+        try:
+            with self._session(), torch.set_grad_enabled(grad):
+                logits = logits_from_output(self.model(images.to(self.device)))
+        finally:
+            for h in handles:
+                h.remove()
+        if "features" not in captured:
+            raise UnsupportedModelError(f"the head {self.head_name!r} was not called during the forward pass")
+        features = captured["features"]
+        if features.ndim != 2:
+            if features[0].numel() != self.n_features:
+                raise UnsupportedModelError(
+                    f"the head {self.head_name!r} receives inputs of shape {tuple(features.shape)}; auditor needs one "
+                    f"feature vector of size {self.n_features} per image"
+                )
+            features = features.flatten(1)
+        if not grad:
+            features, logits = features.detach(), logits.detach()
+        if not torch.isfinite(features).all() or not torch.isfinite(logits).all():
+            raise NumericalError(
+                "the model produced NaN or inf activations/logits; check the input normalisation and the model's weights"
+            )
+        return ForwardResult(features=features, logits=logits, spatial=captured.get("spatial"))
+
+    def head_weight(self) -> torch.Tensor:
+        """The head's weight ``(K, D)`` as a detached CPU float tensor."""
+        return self.head.weight.detach().float().cpu()
+
+    def head_bias(self) -> torch.Tensor:
+        """The head's bias ``(K,)`` (zeros when it has none)."""
+        if self.head.bias is None:
+            return torch.zeros(self.n_classes)
+        return self.head.bias.detach().float().cpu()
+
+    def copy_with_head(self, weight: torch.Tensor, bias: torch.Tensor) -> nn.Module:
+        """A deep copy of the model whose head has the given weight and bias; the original is untouched."""
+        clone = copy.deepcopy(self.model)
+        head = dict(clone.named_modules())[self.head_name]
+        with torch.no_grad():
+            head.weight.copy_(weight.to(head.weight))
+            if head.bias is not None:
+                head.bias.copy_(bias.to(head.bias))
+            elif bias.abs().max() > 0:
+                raise UnsupportedModelError("the head has no bias but tuning produced one")
+        return clone.eval()

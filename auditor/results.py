@@ -1,0 +1,120 @@
+"""Plain result records passed between stages and stored in the report."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+def to_jsonable(value: Any) -> Any:
+    """Recursively convert numpy scalars/arrays, dataclasses and tuples into JSON-ready values (NaN -> None)."""
+    if hasattr(value, "__dataclass_fields__"):
+        return to_jsonable(asdict(value))
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return None if not np.isfinite(value) else value
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+@dataclass(frozen=True)
+class FeatureVerdict:
+    """Core-or-spurious verdict for one (class, feature) with its evidence.
+
+    Attributes:
+        class_index: the class.
+        feature: the feature index (a column of the activations).
+        label: "core" or "spurious".
+        importance: mean activation x head weight for the class.
+        heat_inside: mean fraction of the heatmap's mass inside the object mask.
+        object_area: mean fraction of the image covered by the object mask.
+        density_ratio: heat density inside the object / heat density outside (1 = uniform).
+        object_drop: relative drop of the feature's activation when the object is removed.
+        background_drop: relative drop when the background is removed.
+        heat_says_spurious: the heatmap alone says the evidence lies outside the object.
+        ablation_says_spurious: the ablation alone says so.
+        confirmed: both signals agree with ``label``.
+        image_indices: the top-activating images examined.
+        concept_names: CLIP names of the feature (filled by the concept stage).
+    """
+
+    class_index: int
+    feature: int
+    label: str
+    importance: float
+    heat_inside: float
+    object_area: float
+    density_ratio: float
+    object_drop: float
+    background_drop: float
+    heat_says_spurious: bool
+    ablation_says_spurious: bool
+    confirmed: bool
+    image_indices: list[int] = field(default_factory=list)
+    concept_names: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GapEstimate:
+    """Spurious gap of one class: accuracy on top-k minus bottom-k spuriosity images.
+
+    Attributes:
+        class_index: the class.
+        gap: top-k accuracy minus bottom-k accuracy (NaN if the class was skipped).
+        ci_low, ci_high: bootstrap confidence interval of the gap.
+        significant: the interval excludes zero.
+        k: images in each end.
+        top_accuracy, bottom_accuracy: accuracy on each end.
+        n_images: images of the class in the split.
+        top_indices, bottom_indices: dataset indices of the two ends (highest first / lowest first).
+        note: why the class was skipped, or a flag such as "negative gap: possible label noise".
+    """
+
+    class_index: int
+    gap: float
+    ci_low: float
+    ci_high: float
+    significant: bool
+    k: int
+    top_accuracy: float
+    bottom_accuracy: float
+    n_images: int
+    top_indices: list[int] = field(default_factory=list)
+    bottom_indices: list[int] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    """One head-tuning run (ours or a baseline) with before/after metrics on validation data.
+
+    Attributes:
+        method: "low_spuriosity", "random", "error", ...
+        n_train_images: images the head was tuned on.
+        epochs: epochs run before stopping.
+        stopped_early: the target gap was reached.
+        seconds: wall time of the tuning.
+        before: metrics of the original head (accuracy, mean_gap, max_gap, worst_class_accuracy, decile_accuracy).
+        after: the same metrics for the tuned head.
+        gaps_after: per-class gap of the tuned head.
+    """
+
+    method: str
+    n_train_images: int
+    epochs: int
+    stopped_early: bool
+    seconds: float
+    before: dict[str, Any]
+    after: dict[str, Any]
+    gaps_after: dict[int, float] = field(default_factory=dict)

@@ -1,0 +1,128 @@
+"""Train (once) and cache the demo classifier on the generated world."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from auditor.world.generator import WorldSpec, WorldSplit, generate_split
+from auditor.world.model import SmallCNN
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """How the demo CNN is trained (ERM, plain cross-entropy)."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    width: int = 16
+    seed: int = 0
+
+
+def cache_root() -> Path:
+    """Folder for cached worlds and models: ``$AUDITOR_CACHE_DIR`` or ``~/.cache/auditor``."""
+    root = os.environ.get("AUDITOR_CACHE_DIR")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "auditor"
+
+
+def _key(world: WorldSpec, spec: TrainSpec) -> str:
+    text = json.dumps([world.fingerprint(), dataclasses.asdict(spec)], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def load_split(spec: WorldSpec, split: str, cache: bool = True) -> WorldSplit:
+    """Generate a split, or read it from the on-disk cache when generated before."""
+    path = cache_root() / "worlds" / spec.fingerprint() / f"{split}.npz"
+    if cache and path.exists():
+        with np.load(path) as data:
+            return WorldSplit(**{k: data[k] for k in data.files}, class_names=spec.class_names)
+    data = generate_split(spec, split)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fields = {f.name: getattr(data, f.name) for f in dataclasses.fields(data) if f.name != "class_names"}
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, **fields)
+        tmp.replace(path)
+    return data
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def train_model(train: WorldSplit, n_classes: int, spec: TrainSpec, progress: bool = True) -> SmallCNN:
+    """Train a :class:`SmallCNN` by ERM on a world split (labels as given, noise included)."""
+    generator = torch.Generator().manual_seed(spec.seed)
+    torch.manual_seed(spec.seed)
+    model = SmallCNN(n_classes, width=spec.width)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    steps_per_epoch = int(np.ceil(len(train) / spec.batch_size))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=spec.lr, total_steps=spec.epochs * steps_per_epoch)
+    images, labels = _to_tensor(train.images), torch.from_numpy(train.labels)
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    for epoch in tqdm(range(spec.epochs), desc="training demo CNN", disable=not progress):
+        order = torch.randperm(len(labels), generator=generator)
+        total = 0.0
+        for start in range(0, len(order), spec.batch_size):
+            batch = order[start : start + spec.batch_size]
+            x = images[batch]
+            flip = torch.rand(len(batch), generator=generator) < 0.5
+            x[flip] = x[flip].flip(-1)
+            loss = loss_fn(model(x), labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += loss.item() * len(batch)
+        logger.info("epoch %d: train loss %.4f", epoch + 1, total / len(labels))
+    model.eval()
+    return model
+
+
+def load_or_train_model(world: WorldSpec, spec: TrainSpec = TrainSpec(), progress: bool = True) -> SmallCNN:
+    """Return the demo CNN for ``world``, training and caching it on first use.
+
+    The checkpoint lives under :func:`cache_root`, keyed by both specs, so a second
+    call (or a second process) loads it in milliseconds.
+
+    Returns:
+        The trained model in eval mode.
+    """
+    path = cache_root() / "models" / f"cnn-{_key(world, spec)}.pt"
+    model = SmallCNN(len(world.classes), width=spec.width)
+    if path.exists():
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model.eval()
+    start = time.perf_counter()
+    model = train_model(load_split(world, "train"), len(world.classes), spec, progress=progress)
+    logger.info("trained demo CNN in %.1fs", time.perf_counter() - start)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(path)
+    return model
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Predicted labels, int64 ``(N,)``, for uint8 ``(N, H, W, 3)`` images."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        out.append(model(_to_tensor(images[start : start + batch_size])).argmax(1).numpy())
+    return np.concatenate(out)

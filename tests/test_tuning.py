@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+
+from auditor.config import GapConfig, TuningConfig
+from auditor.errors import ConfigError
+from auditor.features import FeatureCache
+from auditor.gaps import class_gaps
+from auditor.ranking import spuriosity_scores
+from auditor.tuning import decile_accuracy, fit_head, select_tuning_images, tune_head
+
+
+def planted_split(n_per_class, cue_rate, rng):
+    """Two classes; feature 0 is a noisy core signal, features 1/2 are class 0/1 cues."""
+    labels = np.repeat([0, 1], n_per_class)
+    core = np.where(labels == 1, 1.0, -1.0) + rng.normal(0, 0.8, len(labels))
+    cue0 = np.where(labels == 0, rng.random(len(labels)) < cue_rate, rng.random(len(labels)) < 1 - cue_rate)
+    cue1 = np.where(labels == 1, rng.random(len(labels)) < cue_rate, rng.random(len(labels)) < 1 - cue_rate)
+    activations = np.stack([core, 3.0 * cue0 + rng.normal(0, 0.2, len(labels)), 3.0 * cue1 + rng.normal(0, 0.2, len(labels))], 1)
+    return activations.astype(np.float32), labels, np.stack([cue0, cue1], 1)
+
+
+def erm_head(activations, labels):
+    weight, bias, _ = fit_head(activations, labels, np.zeros((2, 3)), np.zeros(2), epochs=300, lr=0.05, weight_decay=0.0)
+    return weight, bias
+
+
+def cache_for(activations, labels, weight, bias):
+    return FeatureCache.from_arrays(activations, activations @ weight.T + bias, labels)
+
+
+def test_fit_head_learns_a_separable_problem_and_respects_feature_mask():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int)
+    w, b, epochs = fit_head(x, y, np.zeros((2, 3)), np.zeros(2), epochs=200, lr=0.1, weight_decay=0.0)
+    assert ((x @ w.T + b).argmax(1) == y).mean() > 0.95 and epochs == 200
+    w, b, _ = fit_head(x, y, np.zeros((2, 3)), np.zeros(2), epochs=50, lr=0.1, weight_decay=0.0,
+                       feature_mask=np.array([False, True, True]))
+    assert np.all(w[:, 0] == 0)
+
+
+def test_fit_head_stops_when_asked():
+    x = np.eye(2, dtype=np.float32)
+    calls = []
+    _, _, epochs = fit_head(x, np.array([0, 1]), np.zeros((2, 2)), np.zeros(2), epochs=100, lr=0.1, weight_decay=0.0,
+                            should_stop=lambda e, w, b: calls.append(e) or e >= 30)
+    assert epochs == 30 and calls == [10, 20, 30]
+
+
+def test_selection_methods():
+    labels = np.repeat([0, 1], 10)
+    scores = np.concatenate([np.arange(10.0), np.full(10, np.nan)])
+    correct = np.ones(20, bool); correct[[3, 15]] = False
+    rng = np.random.default_rng(0)
+    low = select_tuning_images("low_spuriosity", labels, scores, correct, 4, rng)
+    assert low[:4].tolist() == [0, 1, 2, 3] and len(low) == 8 and set(low[4:]) <= set(range(10, 20))
+    error = select_tuning_images("error", labels, scores, correct, 2, rng)
+    assert 3 in error and 15 in error
+    with pytest.raises(ConfigError, match="unknown tuning method"):
+        select_tuning_images("vibes", labels, scores, correct, 2, rng)
+
+
+def test_decile_accuracy_tracks_spuriosity():
+    labels = np.zeros(100, int)
+    scores = np.arange(100.0)
+    correct = scores >= 50
+    deciles = decile_accuracy(scores, labels, correct)
+    assert deciles[:5] == [0.0] * 5 and deciles[5:] == [1.0] * 5
+
+
+def test_low_spuriosity_tuning_closes_the_gap_and_random_tuning_does_not():
+    rng = np.random.default_rng(0)
+    train_x, train_y, _ = planted_split(600, 0.9, rng)
+    val_x, val_y, val_cues = planted_split(200, 0.5, rng)
+    weight, bias = erm_head(train_x, train_y)
+    spurious = {0: [1], 1: [2]}
+    train, val = cache_for(train_x, train_y, weight, bias), cache_for(val_x, val_y, weight, bias)
+    train_scores = spuriosity_scores(train_x, train_y, spurious)
+    val_scores = spuriosity_scores(val_x, val_y, spurious)
+
+    def gap_fn(correct):
+        return {c: g.gap for c, g in class_gaps(val_scores, val_y, correct, GapConfig(n_bootstrap=1), np.random.default_rng(0)).items()}
+
+    config = TuningConfig(n_per_class=60, epochs=300, lr=0.05, max_accuracy_drop=0.02)
+    ours, w_ours, b_ours = tune_head("low_spuriosity", weight, bias, train, train_scores, val, val_scores, gap_fn, config, np.random.default_rng(0))
+    rand, _, _ = tune_head("random", weight, bias, train, train_scores, val, val_scores, gap_fn, config, np.random.default_rng(0))
+    assert ours.before["max_gap"] > 0.3
+    assert ours.after["max_gap"] < ours.before["max_gap"] - 0.3
+    assert rand.after["max_gap"] > ours.after["max_gap"] + 0.2
+    assert ours.after["accuracy"] >= ours.before["accuracy"] - 0.02
+
+    def worst_group(w, b):
+        correct = (val_x @ w.T + b).argmax(1) == val_y
+        own_cue = val_cues[np.arange(len(val_y)), val_y]
+        return min(correct[(val_y == c) & (own_cue == f)].mean() for c in (0, 1) for f in (False, True))
+
+    assert worst_group(weight, bias) < 0.7  # ERM leans on the cues
+    assert worst_group(w_ours, b_ours) > worst_group(weight, bias) + 0.2
