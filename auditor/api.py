@@ -178,7 +178,7 @@ def audit(
     eval_cache = ctx.cache(split)
     ctx.gaps = class_gaps(ctx.spuriosity[split], eval_cache.labels, eval_cache.correct, config.gaps, rng)
 
-    tuning, tuned_model = {}, None
+    tuning, tuned_heads, tuned_model = {}, {}, None
     if config.tuning.enabled:
         if val is None:
             logger.warning("no validation data: head tuning is early-stopped and reported on the training data")
@@ -188,6 +188,7 @@ def audit(
             result, w, b = tune_head(method, weight, bias, train_cache, ctx.spuriosity["train"], eval_cache,
                                      ctx.spuriosity[split], gap_fn, config.tuning, np.random.default_rng(config.seed))
             tuning[method] = result
+            tuned_heads[method] = (w, b)
             if method == "low_spuriosity":
                 tuned_model = adapter.copy_with_head(torch.from_numpy(w), torch.from_numpy(b))
 
@@ -215,6 +216,7 @@ def audit(
             "versions": environment_meta(),
         },
         extra_models=extra_models,
+        tuned_heads=tuned_heads,
         _spuriosity=ctx.spuriosity,
         _context=ctx,
     )

@@ -427,7 +427,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from auditor.demo import run_demo
 
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
-    run_demo(output_dir=args.output_dir, quick=args.quick, progress=progress)
+    result = run_demo(output_dir=args.output_dir, quick=args.quick, progress=progress)
+    print(result.text())
     return EXIT_OK
 
 

@@ -12,21 +12,25 @@ import numpy as np
 import torch
 
 from auditor.api import audit, write_outputs
+from auditor.config import load_config
 from auditor.data import ImageSource
 from auditor.features import extract_features
 from auditor.model import ModelAdapter
 from auditor.report.audit_report import AuditReport
 from auditor.world.dataset import WorldDataset
 from auditor.world.evaluate import cue_aurocs, group_accuracies
-from auditor.world.generator import WorldSpec
+from auditor.world.generator import WorldSpec, WorldSplit
 from auditor.world.train import TrainSpec, load_or_train_model, load_split
 
 logger = logging.getLogger(__name__)
 
 DEMO_WORLD = WorldSpec()
 DEMO_TRAINING = TrainSpec()
-QUICK_WORLD = WorldSpec(image_size=32, n_train=400, n_val=120, n_test=150, object_scale=(0.16, 0.26))
-QUICK_TRAINING = TrainSpec(epochs=14, width=16)
+# The quick world is for tests and smoke runs: 32 px, fewer images, and a 90% cue rate in
+# training so that each cue class still has ~60 cue-free training images to tune on.
+QUICK_WORLD = WorldSpec(image_size=32, n_train=600, n_val=120, n_test=150, cue_rate_train=0.9, object_scale=(0.18, 0.28))
+QUICK_TRAINING = TrainSpec(epochs=12, width=16)
+QUICK_CONFIG = {"tuning": {"n_per_class": 50}, "verdicts": {"n_images": 12}, "gaps": {"n_bootstrap": 500}}
 
 
 @dataclass
@@ -67,12 +71,21 @@ class DemoResult:
         return "\n".join(lines)
 
 
-def _tuned_heads(report: AuditReport) -> dict[str, torch.nn.Module]:
-    models = {"original (ERM)": report._context.adapter.model}
-    if report.tuned_model is not None:
-        models["low-spuriosity"] = report.tuned_model
-    models.update(report.extra_models)
-    return models
+def score_on_test(report: AuditReport, test: WorldSplit, world: WorldSpec) -> dict[str, dict[str, float]]:
+    """Average and worst-group test accuracy of the original head, every tuned head and extra models."""
+    adapter = report._context.adapter
+    source = ImageSource(WorldDataset(test, with_masks=False), name="test")
+    scores = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = extract_features(adapter, source, Path(tmp) / "original", progress=False)
+        activations = np.asarray(cache.activations)
+        heads = {"original (ERM)": (adapter.head_weight().numpy(), adapter.head_bias().numpy()), **report.tuned_heads}
+        for name, (weight, bias) in heads.items():
+            scores[name] = group_accuracies((activations @ weight.T + bias).argmax(1), test, world)
+        for name, model in report.extra_models.items():
+            extra = extract_features(ModelAdapter(model), source, Path(tmp) / name, progress=False)
+            scores[name] = group_accuracies(np.asarray(extra.predictions), test, world)
+    return {name: {"accuracy": s["accuracy"], "worst_group": s["worst_group"]} for name, s in scores.items()}
 
 
 def run_demo(
@@ -85,9 +98,9 @@ def run_demo(
 
     Args:
         output_dir: where results.json / report.html go (None: write nothing).
-        quick: use a small 32-pixel world (for tests and smoke runs).
+        quick: use a small 32-pixel world with matching settings (:data:`QUICK_CONFIG`), for tests and smoke runs.
         progress: show progress bars.
-        config: audit configuration overrides (dict form of :class:`AuditConfig`).
+        config: audit configuration overrides (dict form of :class:`AuditConfig`), merged per section.
 
     Returns:
         A :class:`DemoResult`.
@@ -95,7 +108,10 @@ def run_demo(
     world, training = (QUICK_WORLD, QUICK_TRAINING) if quick else (DEMO_WORLD, DEMO_TRAINING)
     model = load_or_train_model(world, training, progress=progress)
     splits = {name: load_split(world, name) for name in ("train", "val", "test")}
-    settings = {"progress": progress, **(config or {})}
+    settings = load_config(QUICK_CONFIG if quick else None).to_dict()
+    for section, values in (config or {}).items():
+        settings[section] = {**settings[section], **values} if isinstance(values, dict) else values
+    settings["progress"] = progress
     report = audit(model, WorldDataset(splits["train"]), WorldDataset(splits["val"]), class_names=world.class_names, config=settings)
 
     truth = {
@@ -103,13 +119,7 @@ def run_demo(
         for c, (name, spec) in enumerate(zip(world.class_names, world.classes))
     }
     auroc = cue_aurocs(report.spuriosity("val"), splits["val"], world)
-    test_source = ImageSource(WorldDataset(splits["test"], with_masks=False), name="test")
-    test = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, candidate in _tuned_heads(report).items():
-            cache = extract_features(ModelAdapter(candidate), test_source, Path(tmp) / name.replace(" ", "_"), progress=False)
-            scores = group_accuracies(np.asarray(cache.predictions), splits["test"], world)
-            test[name] = {"accuracy": scores["accuracy"], "worst_group": scores["worst_group"]}
+    test = score_on_test(report, splits["test"], world)
     report.sections["demo_ground_truth"] = {"truth": truth, "auroc": auroc, "test": test}
     written = write_outputs(report, output_dir) if output_dir is not None else {}
     return DemoResult(report, world, truth, auroc, test, written)

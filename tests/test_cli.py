@@ -140,13 +140,14 @@ def test_argument_errors_exit_2(capsys):
 # ----------------------------------------------------------------- demo
 
 
-def test_demo_calls_run_demo(monkeypatch, tmp_path):
+def test_demo_calls_run_demo_and_prints_its_findings(monkeypatch, tmp_path, capsys):
     calls = []
     fake = types.ModuleType("auditor.demo")
-    fake.run_demo = lambda **kwargs: calls.append(kwargs)
+    fake.run_demo = lambda **kwargs: calls.append(kwargs) or types.SimpleNamespace(text=lambda: "fake findings")
     monkeypatch.setitem(sys.modules, "auditor.demo", fake)
     assert main(["demo", "--output-dir", str(tmp_path), "--quick"]) == 0
     assert calls == [{"output_dir": str(tmp_path), "quick": True, "progress": False}]  # not a terminal: no bars
+    assert "fake findings" in capsys.readouterr().out
     assert main(["demo", "--progress"]) == 0 and calls[-1]["progress"] is True
 
 

@@ -33,6 +33,7 @@ class AuditReport:
         sections: extra JSON sections from optional stages (concepts, neurontune, ...).
         meta: seed, versions, device, skipped classes.
         extra_models: other tuned copies by name (e.g. "neurontune").
+        tuned_heads: method -> (weight ``(K, D)``, bias ``(K,)``) of every tuned head, baselines included.
     """
 
     class_names: list[str]
@@ -45,6 +46,7 @@ class AuditReport:
     sections: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     extra_models: dict[str, nn.Module] = field(default_factory=dict)
+    tuned_heads: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
     _spuriosity: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _context: Any = field(default=None, repr=False)
 

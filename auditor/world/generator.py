@@ -92,7 +92,7 @@ class WorldSpec:
 
     classes: tuple[ClassSpec, ...] = DEFAULT_CLASSES
     image_size: int = 64
-    n_train: int = 800
+    n_train: int = 2000
     n_val: int = 200
     n_test: int = 300
     cue_rate_train: float = 0.95

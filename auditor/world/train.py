@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 class TrainSpec:
     """How the demo CNN is trained (ERM, plain cross-entropy)."""
 
-    epochs: int = 20
+    epochs: int = 10
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-4

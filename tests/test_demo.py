@@ -1,0 +1,77 @@
+"""End-to-end: the quick world's CNN (trained once, cached) audited with no human input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from auditor.cli import main
+from auditor.demo import run_demo
+from tests.conftest import assert_untouched, state_snapshot
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    return run_demo(output_dir=tmp_path_factory.mktemp("demo"), quick=True, progress=False)
+
+
+@pytest.mark.slow
+def test_cue_classes_are_flagged_and_controls_are_clean(quick_demo):
+    for name, row in quick_demo.truth.items():
+        assert row["flagged"] == (row["cue"] is not None), f"{name}: cue {row['cue']}, flagged {row['flagged']}"
+
+
+@pytest.mark.slow
+def test_spuriosity_separates_images_with_and_without_the_cue(quick_demo):
+    assert set(quick_demo.auroc) == {"circle", "square", "triangle"}
+    assert min(quick_demo.auroc.values()) >= 0.9, quick_demo.auroc
+    report = quick_demo.report
+    for c in (3, 4):  # controls: no spurious feature, so no ranking
+        assert np.isnan(report.spuriosity("val")[report._context.val_cache.labels == c]).all()
+
+
+@pytest.mark.slow
+def test_cue_classes_have_significant_positive_gaps(quick_demo):
+    for c in (0, 1, 2):
+        gap = quick_demo.report.gaps[c]
+        assert gap.significant and gap.gap > 0.3, gap
+
+
+@pytest.mark.slow
+def test_low_spuriosity_tuning_helps_the_worst_group_and_random_tuning_helps_less(quick_demo):
+    test = quick_demo.test
+    erm, ours, random = test["original (ERM)"], test["low_spuriosity"], test["random"]
+    assert ours["worst_group"] >= erm["worst_group"] + 0.05, test
+    assert ours["accuracy"] >= erm["accuracy"] - 0.02, test
+    assert ours["worst_group"] > random["worst_group"], test
+
+
+@pytest.mark.slow
+def test_demo_leaves_the_model_untouched_and_writes_reports(quick_demo):
+    model = quick_demo.report._context.adapter.model
+    assert quick_demo.report.tuned_model is not model
+    results = json.loads(quick_demo.written["results"].read_text())
+    assert results["sections"]["demo_ground_truth"]["truth"]["circle"]["flagged"] is True
+    assert quick_demo.written["html"].exists()
+
+
+@pytest.mark.slow
+def test_audit_does_not_modify_the_users_model(quick_demo):
+    import auditor
+    from auditor.world.dataset import WorldDataset
+    from auditor.world.train import load_split
+
+    model = quick_demo.report._context.adapter.model.train()
+    snapshot = state_snapshot(model)
+    split = load_split(quick_demo.world, "val")
+    auditor.audit(model, WorldDataset(split), class_names=quick_demo.world.class_names,
+                  config={"progress": False, "tuning": {"enabled": False}, "verdicts": {"n_images": 4}})
+    assert_untouched(model, snapshot, training=True)
+
+
+@pytest.mark.slow
+def test_cli_demo_prints_findings(quick_demo, tmp_path, capsys):
+    assert main(["demo", "--quick", "--output-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "[OK ] circle" in out and "worst group" in out
+    assert (tmp_path / "results.json").exists() and (tmp_path / "report.html").exists()
