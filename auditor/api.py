@@ -79,8 +79,6 @@ def _mask_provider(ctx: AuditContext):
     name = ctx.config.masks.provider
     if name == "auto":
         name = "dataset" if ctx.train.has_masks else "sam"
-    if name in ("sam", "box") and name not in MASK_PROVIDERS:
-        import auditor.masks.sam  # noqa: F401  (registers the "sam" and "box" providers)
     return MASK_PROVIDERS.create(
         name,
         source=ctx.train,

@@ -121,6 +121,10 @@ class ConceptConfig:
         prompt_files: YAML files of candidate concepts (the bundled ``prompts/`` when empty).
         concepts: extra concept names added to the prompt files'.
         n_names: concepts named per important feature.
+        resize_images: resize images to the CLIP model's input size when they differ (an error otherwise).
+        min_enrichment: a concept is kept only if its similarity separates the class from the rest
+            in training (class-vs-rest AUC) at least this well.
+        max_redundancy: prompts whose rankings of a class correlate above this (Spearman) are merged.
     """
 
     enabled: bool = False
@@ -130,6 +134,9 @@ class ConceptConfig:
     prompt_files: list[str] = field(default_factory=list)
     concepts: list[str] = field(default_factory=list)
     n_names: int = 3
+    resize_images: bool = False
+    min_enrichment: float = 0.9
+    max_redundancy: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -331,7 +338,7 @@ POSITIVE = {
 UNIT_INTERVAL = {
     "gaps.top_fraction", "gaps.confidence", "tuning.target_gap", "tuning.max_accuracy_drop",
     "discovery.min_confidence", "masks.pred_iou_thresh", "masks.stability_score_thresh",
-    "verdicts.min_activation_drop",
+    "verdicts.min_activation_drop", "concepts.min_enrichment", "concepts.max_redundancy",
 }
 
 

@@ -1,6 +1,7 @@
-"""Object-mask providers: "dataset" (the dataset's own masks), "sam" (segment-anything)."""
+"""Object-mask providers: "dataset" (the dataset's own masks), "sam" (segment-anything chosen by CLIP), "box" (SAM from boxes)."""
 
 from auditor.masks.base import MASK_PROVIDERS, MaskProvider
 from auditor.masks.dataset import DatasetMaskProvider
+from auditor.masks.sam import SamBoxMaskProvider, SamMaskProvider  # registers "sam" and "box"; SAM loads lazily
 
-__all__ = ["MASK_PROVIDERS", "MaskProvider", "DatasetMaskProvider"]
+__all__ = ["MASK_PROVIDERS", "MaskProvider", "DatasetMaskProvider", "SamMaskProvider", "SamBoxMaskProvider"]
