@@ -241,7 +241,7 @@ def human_annotations_section(ctx: Any) -> dict[str, Any]:
         The :func:`agreement` dict plus ``source`` (the CSV path), or ``{"enabled": False}``
         when no CSV is configured. Stored as ``report.sections["human_agreement"]``.
     """
-    path = getattr(ctx.config.report, "human_annotations", None)
+    path = ctx.config.report.human_annotations
     if not path:
         return {"enabled": False}
     result = agreement(read_annotations(path, ctx.class_names), ctx.verdicts, ctx.class_names)

@@ -244,23 +244,31 @@ def _run_optional_stages(ctx: AuditContext) -> dict[str, nn.Module]:
     return models
 
 
-def write_outputs(report: AuditReport, output_dir: str | Path) -> dict[str, Path]:
-    """Write results.json (and report.html with its images when configured) into ``output_dir``.
+def write_outputs(report: AuditReport, output_dir: str | Path, gate: dict | None = None) -> dict[str, Path]:
+    """Write results.json, the spuriosity arrays and (when configured) report.html with its images.
 
-    The gate's verdict (``config.gate.fail_on``) is stored under ``results["gate"]``.
+    Args:
+        report: the audit report.
+        output_dir: destination folder (created if needed).
+        gate: a gate verdict to store; when None and ``config.gate.fail_on`` is set, it is evaluated here.
 
     Returns:
-        Paths written, by name ("results", "html").
+        Paths written, by name ("results", "html", "spuriosity_train", "spuriosity_val").
     """
     from auditor.gate import evaluate_gate
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = report.to_dict()
-    if report.config.gate.fail_on:
+    if gate is None and report.config.gate.fail_on:
         passed, reason = evaluate_gate(results, report.config.gate.fail_on)
-        results["gate"] = {"conditions": report.config.gate.fail_on, "passed": passed, "reason": reason}
-    written = {"results": out / "results.json"}
+        gate = {"conditions": list(report.config.gate.fail_on), "passed": passed, "reason": reason}
+    if gate is not None:
+        results["gate"] = gate
+    written: dict[str, Path] = {"results": out / "results.json"}
+    for split, scores in report._spuriosity.items():
+        written[f"spuriosity_{split}"] = out / f"spuriosity_{split}.npy"
+        np.save(written[f"spuriosity_{split}"], scores)
     if report.config.report.html:
         from auditor.report.artifacts import write_artifacts
         from auditor.report.html import render_html

@@ -234,6 +234,12 @@ def resolve_audit_config(args: argparse.Namespace) -> tuple[dict, Any]:
         _set_dotted(raw, "gate.fail_on", list(args.fail_on))
     if args.no_html:
         _set_dotted(raw, "report.html", False)
+    for flag, key in (("neurontune", "neurontune.enabled"), ("discovery", "discovery.enabled"), ("noise", "noise.enabled"), ("concepts", "concepts.enabled")):
+        if getattr(args, flag, False):
+            _set_dotted(raw, key, True)
+    if getattr(args, "pool_dir", None):
+        _set_dotted(raw, "discovery.enabled", True)
+        _set_dotted(raw, "discovery.pool_dir", args.pool_dir)
     for key, value in _parse_set(args.set or []):
         _set_dotted(raw, key, value)
     if args.progress is not None:
@@ -306,28 +312,11 @@ def _quiet_hugging_face(model_in: dict, data_in: dict) -> None:
             pass
 
 
-def _write_outputs(report, config, gate: dict | None) -> dict[str, Path]:
-    from auditor.report.artifacts import write_artifacts
-    from auditor.report.html import render_html
-
-    out = Path(config.report.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    results = report.to_dict()
-    if gate is not None:
-        results["gate"] = gate
-    written = {"results": out / "results.json"}
-    if config.report.html:
-        results["artifacts"] = write_artifacts(getattr(report, "_context", None), report, out)
-        written["html"] = render_html(results, out, out / "report.html")
-    written["results"].write_text(json.dumps(results, indent=2))
-    return written
-
-
 def cmd_audit(args: argparse.Namespace) -> int:
     """Run a full audit from a YAML file and flags; write results.json and report.html; apply the gate."""
     from auditor.adapters.data import load_dataset
     from auditor.adapters.models import load_model
-    from auditor.api import audit
+    from auditor.api import audit, write_outputs
     from auditor.gate import evaluate_gate
 
     inputs, config = resolve_audit_config(args)
@@ -345,11 +334,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
     output_dir = config.report.output_dir
     report = audit(model, train, val, class_names=class_names, config=config.replace(**{"report.output_dir": None}))
     report.config = config
-    if config.report.human_annotations and "human_agreement" not in report.sections:
-        from auditor.annotations import agreement, read_annotations
-
-        section = agreement(read_annotations(config.report.human_annotations, class_names), report.verdicts, class_names)
-        report.sections["human_agreement"] = {"enabled": True, "source": config.report.human_annotations, **section}
     gate = None
     passed, reason, gate_error = True, "", None
     if config.gate.fail_on:
@@ -358,7 +342,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         except ConfigError as error:  # still write what the audit found before failing
             gate_error, passed, reason = error, False, f"gate error: {error}"
         gate = {"conditions": list(config.gate.fail_on), "passed": passed, "reason": reason}
-    written = _write_outputs(report, config, gate)
+    written = write_outputs(report, output_dir, gate)
     if gate_error is not None:
         raise gate_error
     if not args.quiet_summary:
@@ -414,7 +398,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     """Print the default YAML, or validate a YAML file."""
     if args.validate:
-        namespace = argparse.Namespace(config=args.validate, **{k: None for k in _AUDIT_FLAG_DESTS}, fail_on=None, no_html=False, set=None, progress=None)
+        namespace = argparse.Namespace(config=args.validate, **{k: None for k in _AUDIT_FLAG_DESTS}, fail_on=None, no_html=False, set=None, progress=None,
+                                       neurontune=False, discovery=False, noise=False, concepts=False, pool_dir=None)
         resolve_audit_config(namespace)
         print(f"{args.validate}: valid")
         return EXIT_OK
@@ -473,6 +458,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="seed")
     run.add_argument("--fail-on", action="append", metavar="COND", help="gate condition such as 'max_gap>0.10' (repeatable; replaces gate.fail_on)")
     run.add_argument("--no-html", action="store_true", help="write results.json only")
+    run.add_argument("--concepts", action="store_true", help="concepts.enabled: rank images by CLIP concepts (needs local CLIP weights)")
+    run.add_argument("--neurontune", action="store_true", help="neurontune.enabled: also tune a head with NeuronTune-style neuron regulation")
+    run.add_argument("--discovery", action="store_true", help="discovery.enabled: probe the model with images whose class object is removed")
+    run.add_argument("--pool-dir", help="discovery.pool_dir: folder of unrelated images for the discovery probe (implies --discovery)")
+    run.add_argument("--noise", action="store_true", help="noise.enabled: flag possible label noise and test crops to the object")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config key, e.g. --set gaps.min_k=5 (repeatable)")
     run.add_argument("--quiet-summary", action="store_true", help="do not print the summary table")
     progress_flags(run)

@@ -204,6 +204,8 @@ class NeuronTuneConfig:
         combine: "any" (biased for some class) or "mean" (mean delta over classes).
         epochs: head retraining epochs.
         lr: learning rate.
+        max_suppressed_fraction: at most this fraction of dimensions is suppressed (the most biased
+            first); with lambda = 0 every dimension can pass the threshold and the head would collapse.
     """
 
     enabled: bool = False
@@ -212,6 +214,7 @@ class NeuronTuneConfig:
     combine: str = "any"
     epochs: int = 200
     lr: float = 1e-2
+    max_suppressed_fraction: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -224,6 +227,9 @@ class DiscoveryConfig:
         min_confidence: predicted probability needed to collect an image for a class.
         max_clusters: most clusters per predicted class.
         embedding: "auto" (CLIP if a backend is present, else a small VAE), "clip", "vae".
+        max_pool_images: most pool images used.
+        agreement_z: a cluster agrees with a spurious feature when the feature's mean z-score over the
+            cluster's images is at least this.
     """
 
     enabled: bool = False
@@ -231,6 +237,8 @@ class DiscoveryConfig:
     min_confidence: float = 0.6
     max_clusters: int = 4
     embedding: str = "auto"
+    max_pool_images: int = 5000
+    agreement_z: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -241,11 +249,16 @@ class NoiseConfig:
         enabled: run it.
         n_flagged: highest-spuriosity images flagged per class.
         box_expand: how much the crop box is expanded around the object (0.2 = 20%).
+        thumbnails: embed thumbnails of flagged images and crops in the report.
+        crop_mode: "resize" (crop and enlarge to the input size) or "in_place" (keep the box where
+            it is and fill the rest).
     """
 
     enabled: bool = False
     n_flagged: int = 10
     box_expand: float = 0.2
+    thumbnails: bool = True
+    crop_mode: str = "resize"
 
 
 @dataclass(frozen=True)
@@ -329,16 +342,18 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "neurontune.identification_split": ("val", "train"),
     "neurontune.combine": ("any", "mean"),
     "discovery.embedding": ("auto", "clip", "vae"),
+    "noise.crop_mode": ("resize", "in_place"),
 }
 POSITIVE = {
     "data.batch_size", "features.top_k", "verdicts.n_images", "gaps.min_k", "gaps.n_bootstrap",
     "tuning.n_per_class", "tuning.epochs", "neurontune.epochs", "discovery.max_clusters",
-    "noise.n_flagged", "masks.points_per_side", "report.n_grid_images", "concepts.n_names",
+    "noise.n_flagged", "masks.points_per_side", "discovery.max_pool_images", "report.n_grid_images", "concepts.n_names",
 }
 UNIT_INTERVAL = {
     "gaps.top_fraction", "gaps.confidence", "tuning.target_gap", "tuning.max_accuracy_drop",
     "discovery.min_confidence", "masks.pred_iou_thresh", "masks.stability_score_thresh",
     "verdicts.min_activation_drop", "concepts.min_enrichment", "concepts.max_redundancy",
+    "neurontune.max_suppressed_fraction",
 }
 
 

@@ -336,7 +336,7 @@ def apply_concepts(ctx) -> ConceptFindings:
         dataclasses.replace(v, concept_names=findings.feature_names.get((v.class_index, v.feature), []))
         for v in ctx.verdicts
     ]
-    source = getattr(ctx.config.ranking, "source", "features")
+    source = ctx.config.ranking.source
     for split, concept in findings.scores.items():
         if source == "concepts":
             ctx.spuriosity[split] = concept

@@ -184,7 +184,7 @@ def write_artifacts(ctx: Any, report: Any, out_dir: str | Path, n_feature_images
     correct = np.asarray(cache.correct)
     tuned_correct = _tuned_correct(ctx, report, split)
     scores = ctx.spuriosity.get(split)
-    n_grid = getattr(ctx.config.report, "n_grid_images", 8)
+    n_grid = ctx.config.report.n_grid_images
     extra_pairs = {
         (d["class_index"], d["feature"])
         for d in (ctx.sections.get("human_agreement") or {}).get("disagreements", [])

@@ -91,6 +91,28 @@ class AuditReport:
 
         return evaluate_model(self, other_model, dataset, split=split)
 
+    def compare(self, models: dict[str, nn.Module], dataset, split: str | None = None) -> dict[str, Any]:
+        """Measure several models on this audit's rankings and store the comparison in the report.
+
+        The original model is included as "audited model". The comparison (per-model gaps with
+        CIs, class-wise gap Pearson r, accuracy on low vs high spuriosity images) is stored as
+        ``sections["model_comparison"]`` and rendered with a plot in the HTML report.
+
+        Args:
+            models: name -> classifier with the same classes.
+            dataset: the dataset the ranking was computed on (same order).
+            split: which ranking to use ("val" when available, else "train").
+
+        Returns:
+            The comparison dict (see :func:`auditor.compare.compare_models`).
+        """
+        from auditor.compare import compare_models, evaluate_model
+
+        candidates = {"audited model": self._context.adapter.model, **models}
+        evaluations = [evaluate_model(self, model, dataset, split=split, name=name) for name, model in candidates.items()]
+        self.sections["model_comparison"] = compare_models(evaluations)
+        return self.sections["model_comparison"]
+
     def to_dict(self) -> dict[str, Any]:
         """All findings as JSON-ready nested dicts with stable keys and a schema version."""
         classes = []

@@ -327,8 +327,11 @@ def render_html(results: dict, artifacts_dir: str | Path | None, path: str | Pat
     art_classes = artifacts.get("classes") or {}
     for entry in sorted(classes, key=_gap_sort_key):
         parts.append(_class_section(entry, art_classes.get(str(entry["index"]), {}), artifacts_dir))
+    renderers = _section_renderers(results.get("class_names"))
     others = {k: v for k, v in sections.items() if k != "human_agreement"}
     for name, section in others.items():
+        if name in renderers and isinstance(section, dict):
+            parts.append(renderers[name](section))
         parts.append(f"<h2>{_e(name)}</h2><details><summary>JSON</summary><pre>{_e(json.dumps(section, indent=1)[:20000])}</pre></details>")
     if artifacts.get("errors"):
         parts.append('<h2>Report warnings</h2><ul>' + "".join(f"<li>{_e(e)}</li>" for e in artifacts["errors"]) + "</ul>")
@@ -338,6 +341,18 @@ def render_html(results: dict, artifacts_dir: str | Path | None, path: str | Pat
     path.write_text("".join(parts), encoding="utf-8")
     logger.info("wrote %s", path)
     return path
+
+
+def _section_renderers(class_names: list[str] | None) -> dict:
+    """Section name -> function rendering that report section as an HTML fragment."""
+    from auditor import compare, discovery, neurontune, noise
+
+    return {
+        "neurontune": lambda section: neurontune.render_html(section, class_names),
+        "discovery": discovery.render_html,
+        "noise": noise.render_html,
+        "model_comparison": lambda section: compare.render_html(section, class_names),
+    }
 
 
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")

@@ -1,0 +1,433 @@
+"""NeuronTune-style neuron regulation: annotation-free mitigation on cached features.
+
+After Zheng, Ye and Zhang (2025). On an identification set (the validation split by
+default; the training split is memorised and separates poorly), each feature dimension
+``i`` gets, per class ``y``, a bias score::
+
+    delta(y, i) = median activation over the class's misclassified images
+                  - median activation over its correctly classified images
+
+A dimension that is systematically higher on the class's errors is one the model leans
+on when it goes wrong; it is *biased* when ``delta(y, i) > threshold`` for some class
+(``combine="any"``) or on average over classes (``combine="mean"``). The biased
+dimensions are set to zero in front of the head and the head is retrained with
+class-balanced weighting on the training features. Checkpoints are selected without
+group labels, by the smallest ``sum |delta|`` recomputed on the identification set with
+the retrained head's predictions.
+
+delta is expressed in units of each dimension's standard deviation over the
+identification set, so ``threshold`` is comparable across models; the sign, and so the
+default rule ``threshold = 0``, is unchanged by this scaling.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from auditor.errors import ConfigError, InvalidInputError
+
+logger = logging.getLogger(__name__)
+
+COMBINE_RULES = ("any", "mean")
+
+
+def neuron_bias_scores(
+    activations: np.ndarray,
+    labels: np.ndarray,
+    predictions: np.ndarray,
+    *,
+    n_classes: int | None = None,
+    min_images: int = 2,
+    standardize: bool = True,
+) -> np.ndarray:
+    """Per class and dimension: median activation on errors minus median on correct images.
+
+    Args:
+        activations: float ``(N, D)`` features in front of the head.
+        labels: int ``(N,)`` true classes.
+        predictions: int ``(N,)`` the model's predictions.
+        n_classes: K (``labels.max() + 1`` when None).
+        min_images: a class needs at least this many misclassified and this many correct
+            images; otherwise its row is NaN.
+        standardize: divide by each dimension's standard deviation over all N images
+            (dimensions with zero spread get 1).
+
+    Returns:
+        float64 ``(K, D)`` delta; NaN rows for classes without enough errors or successes.
+
+    Raises:
+        InvalidInputError: mismatched lengths.
+
+    Example:
+        >>> acts = np.array([[0., 1.], [0., 1.], [0., 3.], [0., 3.]])
+        >>> neuron_bias_scores(acts, np.zeros(4, int), np.array([0, 0, 1, 1]), standardize=False).tolist()
+        [[0.0, 2.0]]
+    """
+    activations = np.asarray(activations, np.float64)
+    labels = np.asarray(labels, np.int64)
+    predictions = np.asarray(predictions, np.int64)
+    if activations.ndim != 2 or not len(activations) == len(labels) == len(predictions):
+        raise InvalidInputError(
+            f"activations {activations.shape}, labels {labels.shape} and predictions {predictions.shape} must be "
+            "(N, D), (N,) and (N,) with the same N"
+        )
+    k = int(labels.max()) + 1 if n_classes is None else int(n_classes)
+    scale = activations.std(0) if standardize else np.ones(activations.shape[1])
+    scale = np.where(scale > 0, scale, 1.0)
+    delta = np.full((k, activations.shape[1]), np.nan)
+    for c in range(k):
+        members = labels == c
+        wrong = members & (predictions != c)
+        right = members & (predictions == c)
+        if wrong.sum() < min_images or right.sum() < min_images:
+            continue
+        delta[c] = (np.median(activations[wrong], 0) - np.median(activations[right], 0)) / scale
+    return delta
+
+
+def biased_dimensions(delta: np.ndarray, threshold: float = 0.0, combine: str = "any") -> np.ndarray:
+    """Dimensions judged biased from the ``(K, D)`` bias scores.
+
+    Args:
+        delta: float ``(K, D)``, NaN rows ignored.
+        threshold: lambda; biased when the combined score exceeds it.
+        combine: "any" (``delta(y, i) > threshold`` for some class y) or "mean"
+            (mean over classes ``> threshold``).
+
+    Returns:
+        bool ``(D,)``; all False when every row is NaN.
+
+    Raises:
+        ConfigError: unknown ``combine``.
+
+    Example:
+        >>> biased_dimensions(np.array([[0.5, -1.0, 0.0], [-0.2, -0.1, 0.3]])).tolist()
+        [True, False, True]
+        >>> biased_dimensions(np.array([[0.5, -1.0, 0.0], [-0.2, -0.1, 0.3]]), combine="mean").tolist()
+        [True, False, True]
+    """
+    if combine not in COMBINE_RULES:
+        raise ConfigError(f"`neurontune.combine` must be one of {list(COMBINE_RULES)}; got {combine!r}")
+    delta = np.asarray(delta, np.float64)
+    rows = delta[np.isfinite(delta).all(1)] if delta.ndim == 2 else delta[None]
+    if len(rows) == 0:
+        return np.zeros(delta.shape[-1], bool)
+    combined = rows.max(0) if combine == "any" else rows.mean(0)
+    return combined > threshold
+
+
+def cap_suppression(delta: np.ndarray, suppressed: np.ndarray, combine: str = "any", max_fraction: float = 0.5) -> np.ndarray:
+    """Keep at most ``floor(max_fraction * D)`` suppressed dimensions, the most biased ones.
+
+    Args:
+        delta: float ``(K, D)`` bias scores.
+        suppressed: bool ``(D,)`` from :func:`biased_dimensions`.
+        combine: the rule that produced ``suppressed`` (ranks by max or mean over classes).
+        max_fraction: largest share of dimensions to suppress, in ``[0, 1]``.
+
+    Returns:
+        bool ``(D,)``, a subset of ``suppressed``.
+
+    Example:
+        >>> cap_suppression(np.array([[0.1, 0.9, 0.5, -1.0]]), np.array([True, True, True, False]), max_fraction=0.25).tolist()
+        [False, True, False, False]
+    """
+    suppressed = np.asarray(suppressed, bool).copy()
+    limit = int(np.floor(max_fraction * len(suppressed)))
+    if suppressed.sum() <= limit:
+        return suppressed
+    rows = np.asarray(delta, np.float64)
+    rows = rows[np.isfinite(rows).all(1)]
+    combined = rows.max(0) if combine == "any" else rows.mean(0)
+    order = [i for i in np.argsort(-combined, kind="stable") if suppressed[i]]
+    capped = np.zeros_like(suppressed)
+    capped[order[:limit]] = True
+    return capped
+
+
+def bias_objective(delta: np.ndarray) -> float:
+    """Model-selection score: ``sum |delta|`` over the finite entries (lower is better)."""
+    finite = np.isfinite(delta)
+    return float(np.abs(delta[finite]).sum())
+
+
+def neurontune_head(
+    train_activations: np.ndarray,
+    train_labels: np.ndarray,
+    ident_activations: np.ndarray,
+    ident_labels: np.ndarray,
+    ident_predictions: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    *,
+    threshold: float = 0.0,
+    combine: str = "any",
+    epochs: int = 200,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-3,
+    check_every: int = 10,
+    max_suppressed_fraction: float = 0.5,
+) -> dict:
+    """Identify biased dimensions, suppress them and retrain the head (class-balanced).
+
+    Args:
+        train_activations: float ``(N, D)`` training features (the head is refit on them).
+        train_labels: int ``(N,)``.
+        ident_activations: float ``(M, D)`` identification-set features.
+        ident_labels: int ``(M,)``.
+        ident_predictions: int ``(M,)`` the original model's predictions on them.
+        weight: float ``(K, D)`` the original head; bias: float ``(K,)``.
+        threshold: lambda of :func:`biased_dimensions`.
+        combine: "any" or "mean".
+        epochs: most retraining epochs (full batch, Adam).
+        lr: learning rate.
+        weight_decay: L2 penalty on the head.
+        check_every: epochs between checkpoints scored by ``sum |delta|``.
+        max_suppressed_fraction: at most this share of the dimensions is suppressed (the
+            most biased first). With few dimensions and several classes, ``threshold=0``
+            with ``combine="any"`` flags nearly every dimension by chance and the head
+            would collapse; the cap keeps it usable and is reported.
+
+    Returns:
+        dict with ``weight (K, D)`` (zero columns on suppressed dimensions), ``bias (K,)``,
+        ``suppressed`` (sorted int list), ``delta (K, D)`` of the original head,
+        ``delta_after`` of the kept head, ``objective_before``/``objective_after``,
+        ``epoch`` (kept checkpoint), ``epochs_run`` and ``n_flagged`` (dimensions over the
+        threshold before the cap).
+
+    Raises:
+        InvalidInputError: shapes that do not match the head.
+    """
+    from auditor.tuning import fit_head
+
+    weight = np.asarray(weight, np.float32)
+    bias = np.asarray(bias, np.float32)
+    k, d = weight.shape
+    for name, acts in (("training", train_activations), ("identification", ident_activations)):
+        if np.asarray(acts).shape[1] != d:
+            raise InvalidInputError(f"{name} activations have {np.asarray(acts).shape[1]} features; the head expects {d}")
+    ident = np.asarray(ident_activations, np.float64)
+    ident_labels = np.asarray(ident_labels, np.int64)
+    delta = neuron_bias_scores(ident, ident_labels, ident_predictions, n_classes=k)
+    suppressed = biased_dimensions(delta, threshold, combine)
+    flagged = int(suppressed.sum())
+    suppressed = cap_suppression(delta, suppressed, combine, max_suppressed_fraction)
+    if suppressed.sum() < flagged:
+        logger.warning(
+            "neurontune: %d of %d dimensions exceed threshold %s; suppressing only the %d most biased "
+            "(max_suppressed_fraction=%s). Raise `neurontune.threshold` to suppress fewer.",
+            flagged, d, threshold, int(suppressed.sum()), max_suppressed_fraction,
+        )
+    keep = ~suppressed
+    masked_ident = ident * keep
+
+    present = np.unique(ident_labels)
+
+    def score(w: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray]:
+        predictions = (masked_ident @ w.T + b).argmax(1)
+        after = neuron_bias_scores(masked_ident, ident_labels, predictions, n_classes=k, min_images=1)
+        after[:, suppressed] = 0.0
+        correct = np.bincount(ident_labels[predictions == ident_labels], minlength=k)
+        if (correct[present] < 2).any():
+            return np.inf, after  # a class is (almost) never predicted: collapse, not fairness
+        return bias_objective(np.where(np.isfinite(after), after, 0.0)), after
+
+    start_weight = weight * keep
+    objective, start_delta = score(start_weight, bias)
+    best = {"weight": start_weight, "bias": bias, "objective": objective, "delta": start_delta, "epoch": 0}
+
+    def should_stop(epoch: int, w: np.ndarray, b: np.ndarray) -> bool:
+        value, after = score(w, b)
+        if value < best["objective"]:
+            best.update(weight=w, bias=b, objective=value, delta=after, epoch=epoch)
+        return False
+
+    _, _, epochs_run = fit_head(
+        train_activations, train_labels, start_weight, bias,
+        epochs=epochs, lr=lr, weight_decay=weight_decay, feature_mask=keep, balanced=True,
+        should_stop=should_stop, check_every=check_every,
+    )
+    return {
+        "weight": np.asarray(best["weight"], np.float32) * keep,
+        "bias": np.asarray(best["bias"], np.float32),
+        "suppressed": [int(i) for i in np.flatnonzero(suppressed)],
+        "delta": delta,
+        "delta_after": best["delta"],
+        "objective_before": bias_objective(np.where(np.isfinite(delta), delta, 0.0)),
+        "objective_after": float(best["objective"]),
+        "epoch": int(best["epoch"]),
+        "epochs_run": int(epochs_run),
+        "n_flagged": flagged,
+    }
+
+
+def spurious_overlap(suppressed: list[int], spurious: dict[int, list[int]], core: dict[int, list[int]]) -> dict:
+    """How the suppressed dimensions overlap the audit's spurious and core features.
+
+    Args:
+        suppressed: suppressed dimension indices.
+        spurious: class -> features the audit judged spurious.
+        core: class -> features the audit judged core.
+
+    Returns:
+        dict: per class the suppressed spurious and core features; overall the share of the
+        audit's spurious features that were suppressed (``spurious_recall``), the share of
+        its core features suppressed (``core_suppressed``), and the Jaccard index of the
+        suppressed set with the union of spurious features.
+
+    Example:
+        >>> spurious_overlap([1, 2], {0: [1, 3]}, {0: [0]})["spurious_recall"]
+        0.5
+    """
+    chosen = set(int(i) for i in suppressed)
+    all_spurious = set(f for feats in spurious.values() for f in feats)
+    all_core = set(f for feats in core.values() for f in feats) - all_spurious
+    per_class = {}
+    for c in sorted(set(spurious) | set(core)):
+        per_class[int(c)] = {
+            "spurious_suppressed": sorted(chosen & set(spurious.get(c, []))),
+            "spurious_kept": sorted(set(spurious.get(c, [])) - chosen),
+            "core_suppressed": sorted(chosen & set(core.get(c, []))),
+        }
+    union = chosen | all_spurious
+    return {
+        "per_class": per_class,
+        "spurious_recall": len(chosen & all_spurious) / len(all_spurious) if all_spurious else None,
+        "core_suppressed": len(chosen & all_core) / len(all_core) if all_core else None,
+        "jaccard": len(chosen & all_spurious) / len(union) if union else None,
+    }
+
+
+def _metrics(weight: np.ndarray, bias: np.ndarray, cache, scores: np.ndarray | None, gap_config, rng) -> dict:
+    from auditor.gaps import class_gaps
+
+    predictions = (np.asarray(cache.activations, np.float64) @ weight.T + bias).argmax(1)
+    labels = np.asarray(cache.labels)
+    correct = predictions == labels
+    per_class = {int(c): float(correct[labels == c].mean()) for c in np.unique(labels)}
+    out = {"accuracy": float(correct.mean()), "worst_class_accuracy": min(per_class.values()), "class_accuracy": per_class}
+    if scores is not None and np.isfinite(scores).any():
+        gaps = class_gaps(np.asarray(scores), labels, correct, gap_config, rng)
+        finite = {c: g.gap for c, g in gaps.items() if np.isfinite(g.gap)}
+        out["gaps"] = finite
+        out["mean_gap"] = float(np.mean(list(finite.values()))) if finite else None
+    return out
+
+
+def run_neurontune(ctx) -> tuple[dict, nn.Module]:
+    """The NeuronTune stage of an audit: a tuned copy of the model and its report section.
+
+    Args:
+        ctx: the :class:`~auditor.context.AuditContext` after the core stages (verdicts,
+            spuriosity and gaps filled in).
+
+    Returns:
+        ``(section, tuned_model)``: the JSON-ready section (identification split,
+        suppressed dimensions, overlap with the audit's verdicts, metrics before/after on
+        the evaluation split, seconds) and a deep copy of the user's model whose head has
+        the suppressed dimensions' columns zeroed and is retrained.
+
+    Raises:
+        ConfigError: a bad ``neurontune.combine``.
+    """
+    cfg = ctx.config.neurontune
+    start = time.perf_counter()
+    split = cfg.identification_split
+    if split == "val" and ctx.val_cache is None:
+        logger.warning("neurontune: no validation split; identifying biased dimensions on the memorised training split")
+        split = "train"
+    ident = ctx.cache(split)
+    weight = ctx.adapter.head_weight().numpy()
+    bias = ctx.adapter.head_bias().numpy()
+    result = neurontune_head(
+        ctx.train_cache.activations, ctx.train_cache.labels,
+        ident.activations, ident.labels, ident.predictions,
+        weight, bias,
+        threshold=cfg.threshold, combine=cfg.combine, epochs=cfg.epochs, lr=cfg.lr,
+        weight_decay=ctx.config.tuning.weight_decay,
+        max_suppressed_fraction=cfg.max_suppressed_fraction,
+    )
+    seconds = time.perf_counter() - start
+    tuned = ctx.adapter.copy_with_head(torch.from_numpy(result["weight"]), torch.from_numpy(result["bias"]))
+    eval_split = ctx.eval_split
+    scores = ctx.spuriosity.get(eval_split)
+    seed = int(ctx.rng.integers(2**31))
+    before = _metrics(weight, bias, ctx.cache(eval_split), scores, ctx.config.gaps, np.random.default_rng(seed))
+    after = _metrics(result["weight"], result["bias"], ctx.cache(eval_split), scores, ctx.config.gaps, np.random.default_rng(seed))
+    spurious = {}
+    core = {}
+    for v in ctx.verdicts:
+        (spurious if v.label == "spurious" else core).setdefault(v.class_index, []).append(v.feature)
+    per_class_biased = {
+        int(c): [int(i) for i in np.flatnonzero(row > cfg.threshold)] for c, row in enumerate(result["delta"]) if np.isfinite(row).all()
+    }
+    section = {
+        "identification_split": split,
+        "threshold": cfg.threshold,
+        "combine": cfg.combine,
+        "n_dimensions": int(weight.shape[1]),
+        "suppressed": result["suppressed"],
+        "n_suppressed": len(result["suppressed"]),
+        "n_over_threshold": result["n_flagged"],
+        "max_suppressed_fraction": cfg.max_suppressed_fraction,
+        "biased_by_class": per_class_biased,
+        "overlap": spurious_overlap(result["suppressed"], spurious, core),
+        "objective_before": result["objective_before"],
+        "objective_after": result["objective_after"],
+        "epoch": result["epoch"],
+        "epochs_run": result["epochs_run"],
+        "evaluation_split": eval_split,
+        "before": before,
+        "after": after,
+        "seconds": seconds,
+    }
+    logger.info(
+        "neurontune: %d of %d dimensions suppressed; %s accuracy %.3f -> %.3f, worst class %.3f -> %.3f",
+        len(result["suppressed"]), weight.shape[1], eval_split, before["accuracy"], after["accuracy"],
+        before["worst_class_accuracy"], after["worst_class_accuracy"],
+    )
+    return section, tuned
+
+
+def render_html(section: dict, class_names: list[str] | None = None) -> str:
+    """The NeuronTune section as an HTML fragment (a summary line and a before/after table).
+
+    Args:
+        section: the dict returned by :func:`run_neurontune` (or its JSON form).
+        class_names: names for the per-class rows (indices when None).
+
+    Returns:
+        HTML text (no surrounding page).
+    """
+    def fmt(value) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    before, after = section.get("before", {}), section.get("after", {})
+    name = (lambda c: class_names[int(c)]) if class_names else str
+    overlap = section.get("overlap", {})
+    rows = "".join(
+        f"<tr><td>{html.escape(name(c))}</td><td>{fmt(before.get('class_accuracy', {}).get(c))}</td>"
+        f"<td>{fmt(after.get('class_accuracy', {}).get(c))}</td>"
+        f"<td>{html.escape(str(overlap.get('per_class', {}).get(c, {}).get('spurious_suppressed', [])))}</td></tr>"
+        for c in before.get("class_accuracy", {})
+    )
+    return (
+        "<section class='neurontune'><h2>NeuronTune (neuron regulation)</h2>"
+        f"<p>{section.get('n_suppressed', 0)} of {section.get('n_dimensions', 0)} dimensions suppressed "
+        f"(identified on {html.escape(str(section.get('identification_split')))}, threshold {section.get('threshold')}, "
+        f"rule {html.escape(str(section.get('combine')))}; {section.get('n_over_threshold', 0)} over the threshold). "
+        f"Share of the audit's spurious features suppressed: {fmt(overlap.get('spurious_recall'))}; "
+        f"of its core features: {fmt(overlap.get('core_suppressed'))}.</p>"
+        f"<p>Accuracy {fmt(before.get('accuracy'))} &rarr; {fmt(after.get('accuracy'))}; worst class "
+        f"{fmt(before.get('worst_class_accuracy'))} &rarr; {fmt(after.get('worst_class_accuracy'))}; mean gap "
+        f"{fmt(before.get('mean_gap'))} &rarr; {fmt(after.get('mean_gap'))}.</p>"
+        "<table><tr><th>class</th><th>accuracy before</th><th>after</th><th>spurious features suppressed</th></tr>"
+        f"{rows}</table>"
+        f"<p>Suppressed dimensions: {html.escape(str(section.get('suppressed', [])))}</p></section>"
+    )

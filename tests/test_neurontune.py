@@ -1,0 +1,137 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from auditor.config import AuditConfig
+from auditor.context import AuditContext
+from auditor.errors import ConfigError, InvalidInputError
+from auditor.features import FeatureCache
+from auditor.model import ModelAdapter
+from auditor.neurontune import (
+    biased_dimensions,
+    cap_suppression,
+    neuron_bias_scores,
+    neurontune_head,
+    render_html,
+    run_neurontune,
+    spurious_overlap,
+)
+from auditor.results import FeatureVerdict
+from auditor.tuning import fit_head
+from tests.conftest import assert_untouched, state_snapshot
+
+
+def test_bias_scores_are_median_differences_between_errors_and_successes():
+    acts = np.array([[0.0, 1.0], [0.0, 2.0], [0.0, 5.0], [0.0, 7.0], [4.0, 0.0], [6.0, 0.0]])
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    predictions = np.array([0, 0, 1, 1, 1, 1])  # class 0: two errors with high feature 1; class 1: no error
+    delta = neuron_bias_scores(acts, labels, predictions, standardize=False)
+    assert delta.shape == (2, 2)
+    assert delta[0].tolist() == [0.0, 4.5]  # median(5, 7) - median(1, 2)
+    assert np.isnan(delta[1]).all()  # no misclassified image of class 1
+    scaled = neuron_bias_scores(acts, labels, predictions)
+    assert scaled[0, 1] == pytest.approx(4.5 / acts[:, 1].std())
+
+
+def test_bias_scores_reject_mismatched_lengths():
+    with pytest.raises(InvalidInputError, match="same N"):
+        neuron_bias_scores(np.zeros((3, 2)), np.zeros(3, int), np.zeros(2, int))
+
+
+def test_biased_dimensions_rules_and_threshold():
+    delta = np.array([[0.5, -1.0, 0.0, 0.2], [-0.2, -0.1, 0.3, 0.2], [np.nan] * 4])
+    assert biased_dimensions(delta).tolist() == [True, False, True, True]
+    assert biased_dimensions(delta, threshold=0.25).tolist() == [True, False, True, False]
+    assert biased_dimensions(delta, combine="mean").tolist() == [True, False, True, True]
+    assert biased_dimensions(delta, threshold=0.19, combine="mean").tolist() == [False, False, False, True]
+    assert not biased_dimensions(np.full((2, 3), np.nan)).any()
+    with pytest.raises(ConfigError, match="combine"):
+        biased_dimensions(delta, combine="all")
+
+
+def test_cap_keeps_the_most_biased_dimensions():
+    delta = np.array([[0.1, 0.9, 0.5, 0.3], [0.0, 0.0, 0.0, 0.8]])
+    flagged = biased_dimensions(delta)
+    assert flagged.all()
+    assert np.flatnonzero(cap_suppression(delta, flagged, "any", 0.5)).tolist() == [1, 3]
+    assert cap_suppression(delta, flagged, "any", 1.0).all()
+
+
+def test_overlap_with_the_audit():
+    overlap = spurious_overlap([1, 2, 5], {0: [1, 3], 1: [2]}, {0: [0], 1: [5]})
+    assert overlap["spurious_recall"] == pytest.approx(2 / 3)
+    assert overlap["core_suppressed"] == 0.5
+    assert overlap["per_class"][0]["spurious_kept"] == [3]
+    assert overlap["jaccard"] == pytest.approx(2 / 4)
+
+
+def planted(n_per_class, cue_rate, rng):
+    """Two classes; dim 0 noisy core, dims 1/2 cues of class 0/1 (rate ``cue_rate`` with their class), dim 3 noise."""
+    labels = np.repeat([0, 1], n_per_class)
+    core = np.where(labels == 1, 1.0, -1.0) + rng.normal(0, 0.9, len(labels))
+    own = rng.random(len(labels)) < cue_rate
+    cue0 = np.where(labels == 0, own, ~own)
+    cue1 = np.where(labels == 1, own, ~own)
+    noise = rng.normal(0, 1, len(labels))
+    acts = np.stack([core, 3.0 * cue0 + rng.normal(0, 0.2, len(labels)), 3.0 * cue1 + rng.normal(0, 0.2, len(labels)), noise], 1)
+    return acts.astype(np.float32), labels, own
+
+
+def worst_group(weight, bias, acts, labels, own):
+    correct = (acts @ weight.T + bias).argmax(1) == labels
+    return min(correct[(labels == c) & (own == f)].mean() for c in (0, 1) for f in (False, True))
+
+
+def test_neurontune_suppresses_the_cues_and_improves_worst_group_accuracy():
+    rng = np.random.default_rng(0)
+    train, train_y, _ = planted(300, 0.97, rng)
+    val, val_y, _ = planted(200, 0.5, rng)
+    test, test_y, test_own = planted(400, 0.5, rng)
+    w0, b0, _ = fit_head(train, train_y, np.zeros((2, 4)), np.zeros(2), epochs=300, lr=0.05, weight_decay=0.0)
+    val_pred = (val @ w0.T + b0).argmax(1)
+    result = neurontune_head(train, train_y, val, val_y, val_pred, w0, b0, epochs=200, lr=0.05, weight_decay=0.0)
+    assert result["suppressed"] == [1, 2]
+    assert np.all(result["weight"][:, [1, 2]] == 0)
+    assert result["objective_after"] < result["objective_before"]
+    assert worst_group(result["weight"], result["bias"], test, test_y, test_own) > worst_group(w0, b0, test, test_y, test_own) + 0.2
+
+
+class _Dummy:
+    """Stands in for the validation ImageSource (only its presence matters here)."""
+
+
+def test_run_neurontune_returns_a_tuned_copy_and_leaves_the_model_untouched():
+    rng = np.random.default_rng(1)
+    train, train_y, _ = planted(200, 0.97, rng)
+    val, val_y, _ = planted(150, 0.5, rng)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    w0, b0, _ = fit_head(train, train_y, np.zeros((2, 4)), np.zeros(2), epochs=300, lr=0.05, weight_decay=0.0)
+    with torch.no_grad():
+        model[1].weight.copy_(torch.from_numpy(w0))
+        model[1].bias.copy_(torch.from_numpy(b0))
+    model.train()
+    snapshot = state_snapshot(model)
+    adapter = ModelAdapter(model)
+    config = AuditConfig().replace(**{"neurontune.enabled": True, "neurontune.epochs": 100, "gaps.min_k": 5})
+    ctx = AuditContext(
+        config, adapter, train=_Dummy(), val=_Dummy(),
+        train_cache=FeatureCache.from_arrays(train, train @ w0.T + b0, train_y),
+        val_cache=FeatureCache.from_arrays(val, val @ w0.T + b0, val_y),
+        class_names=["a", "b"], work_dir=None, rng=np.random.default_rng(0),
+    )
+    verdict = dict(importance=1.0, heat_inside=0.1, object_area=0.2, density_ratio=0.5, object_drop=0.0,
+                   background_drop=0.5, heat_says_spurious=True, ablation_says_spurious=True, confirmed=True)
+    ctx.verdicts = [FeatureVerdict(0, 1, "spurious", **verdict), FeatureVerdict(1, 2, "spurious", **verdict),
+                    FeatureVerdict(0, 0, "core", **verdict)]
+    ctx.spuriosity = {"val": np.where(val_y == 0, val[:, 1], val[:, 2]).astype(float)}
+    section, tuned = run_neurontune(ctx)
+    assert section["identification_split"] == "val"
+    assert section["suppressed"] == [1, 2]
+    assert section["overlap"]["spurious_recall"] == 1.0 and section["overlap"]["core_suppressed"] == 0.0
+    assert section["after"]["worst_class_accuracy"] > section["before"]["worst_class_accuracy"]
+    assert section["after"]["mean_gap"] < section["before"]["mean_gap"]
+    assert torch.all(tuned[1].weight[:, [1, 2]] == 0)
+    assert "2 of 4 dimensions suppressed" in render_html(section, ["a", "b"])
+    assert tuned is not model
+    assert_untouched(model, snapshot, training=True)
