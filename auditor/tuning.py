@@ -60,7 +60,7 @@ def fit_head(
     Returns:
         ``(weight (K, D), bias (K,), epochs_run)`` as float32 numpy arrays.
     """
-    x = torch.as_tensor(np.asarray(activations, np.float32))
+    x = torch.from_numpy(np.array(activations, dtype=np.float32))  # a copy: cached memmaps are read-only
     y = torch.as_tensor(np.asarray(labels, np.int64))
     if feature_mask is not None:
         x = x * torch.as_tensor(np.asarray(feature_mask, np.float32))

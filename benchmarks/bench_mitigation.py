@@ -196,7 +196,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--n-train", type=int, default=800)
+    parser.add_argument("--n-train", type=int, default=WorldSpec().n_train, help="training images per class (default: the demo world's)")
     parser.add_argument("--json", type=str, default=None, help="also write the per-seed numbers here")
     parser.add_argument("--noise-preset", type=str, default=None, help="only run the cropping check on this world preset")
     parser.add_argument("--n-flagged", type=int, default=20)
