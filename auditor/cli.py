@@ -349,6 +349,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(report.summary())
         print(f"results: {written['results']}" + (f"\nreport:  {written['html']}" if "html" in written else ""))
     logger.info("wrote outputs to %s", output_dir)
+    return _gate_exit(passed, reason)
+
+
+def _gate_exit(passed: bool, reason: str) -> int:
+    """Print the gate's one-line reason (stderr when it failed) and return the exit code."""
     if not passed:
         print(reason, file=sys.stderr)
         return EXIT_GATE_FAILED
@@ -387,12 +392,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else path.with_name("report.html")
     render_html(results, path.parent, output)
     print(f"report: {output}")
-    if not passed:
-        print(reason, file=sys.stderr)
-        return EXIT_GATE_FAILED
-    if reason:
-        print(reason)
-    return EXIT_OK
+    return _gate_exit(passed, reason)
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -80,6 +80,33 @@ class PlantedDataset(Dataset):
         return self.images[i], self.labels[i]
 
 
+@pytest.fixture(scope="session")
+def tiny_clip():
+    """``(model_name, checkpoint_path)`` of the test-size tiny CLIP (32 px), trained once and cached."""
+    from auditor.zoo.tiny_clip import TEST_SPEC, load_or_train_tiny_clip
+
+    return load_or_train_tiny_clip(TEST_SPEC)
+
+
+@pytest.fixture(scope="session")
+def clip_encoder(tiny_clip):
+    """The "open_clip" encoder on the tiny CLIP."""
+    from auditor.concepts.open_clip_backend import OpenClipEncoder
+
+    name, path = tiny_clip
+    return OpenClipEncoder(name, str(path))
+
+
+@pytest.fixture(scope="session")
+def world32():
+    """A small 32 px world: (spec, val split)."""
+    from auditor.world.generator import WorldSpec
+    from auditor.world.train import load_split
+
+    spec = WorldSpec(image_size=32, n_train=60, n_val=60, n_test=20)
+    return spec, load_split(spec, "val")
+
+
 @pytest.fixture
 def two_channel_net() -> TwoChannelNet:
     return TwoChannelNet().eval()

@@ -1,37 +1,9 @@
-"""Fixtures for the mask tests: tiny CLIP and tiny SAM (test configurations), trained once and cached."""
+"""Fixtures for the mask tests: the tiny SAM (test configuration), trained once and cached.
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+The tiny CLIP fixtures come from tests/conftest.py.
+"""
 
 import pytest
-
-
-@pytest.fixture(scope="session")
-def tiny_clip():
-    """``(model_name, checkpoint_path)`` of the test-size tiny CLIP (32 px)."""
-    from auditor.zoo.tiny_clip import TEST_SPEC, load_or_train_tiny_clip
-
-    return load_or_train_tiny_clip(TEST_SPEC)
-
-
-@pytest.fixture(scope="session")
-def clip_encoder(tiny_clip):
-    """The "open_clip" encoder on the tiny CLIP."""
-    from auditor.concepts.open_clip_backend import OpenClipEncoder
-
-    name, path = tiny_clip
-    return OpenClipEncoder(name, str(path))
-
-
-@pytest.fixture(scope="session")
-def world32():
-    """A small 32 px world: (spec, val split)."""
-    from auditor.world.generator import WorldSpec
-    from auditor.world.train import load_split
-
-    spec = WorldSpec(image_size=32, n_train=60, n_val=60, n_test=20)
-    return spec, load_split(spec, "val")
 
 
 @pytest.fixture(scope="session")
