@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from auditor.config import AuditConfig, load_config
 from auditor.context import AuditContext
 from auditor.data import ImageSource
-from auditor.errors import InvalidInputError
+from auditor.errors import ConfigError, InvalidInputError
 from auditor.features import class_feature_importance, extract_features, top_features
 from auditor.gaps import class_gaps
 from auditor.labeling import label_features, spurious_by_class
@@ -136,6 +136,11 @@ def audit(
     """
     started = time.perf_counter()
     config = load_config(config)
+    if config.ranking.source != "features" and not config.concepts.enabled:
+        raise ConfigError(
+            f"`ranking.source` is {config.ranking.source!r}, which needs the concept stage; "
+            "set `concepts.enabled: true` (with local CLIP weights) or use `ranking.source: features`"
+        )
     rng = np.random.default_rng(config.seed)
     device = resolve_device(config.model.device)
     adapter = ModelAdapter(model, head=_head_name(model, config), feature_layer=config.model.feature_layer, device=device)

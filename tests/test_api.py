@@ -63,6 +63,17 @@ def test_bad_inputs_give_clear_errors():
         auditor.audit(torch.nn.Conv2d(3, 2, 1), planted_two_class(), config=FAST)
     with pytest.raises(ConfigError, match="Did you mean"):
         auditor.audit(TwoChannelNet(), planted_two_class(), config={"tunning": {}})
+    with pytest.raises(ConfigError, match="concepts.enabled"):
+        auditor.audit(TwoChannelNet(), planted_two_class(), config={"ranking": {"source": "concepts"}})
+
+
+def test_feature_cache_is_reused_from_its_folder(tmp_path):
+    config = {**FAST, "features": {"cache_dir": str(tmp_path)}, "tuning": {"enabled": False}}
+    first = auditor.audit(TwoChannelNet(), planted_two_class(), config=config)
+    stamp = (tmp_path / "features" / "train" / "activations.npy").stat().st_mtime_ns
+    second = auditor.audit(TwoChannelNet(), planted_two_class(), config=config)
+    assert (tmp_path / "features" / "train" / "activations.npy").stat().st_mtime_ns == stamp
+    assert np.array_equal(first.spuriosity("train"), second.spuriosity("train"), equal_nan=True)
 
 
 def test_tuning_can_be_turned_off():
