@@ -61,7 +61,7 @@ def fit_head(
         ``(weight (K, D), bias (K,), epochs_run)`` as float32 numpy arrays.
     """
     x = torch.from_numpy(np.array(activations, dtype=np.float32))  # a copy: cached memmaps are read-only
-    y = torch.as_tensor(np.asarray(labels, np.int64))
+    y = torch.from_numpy(np.array(labels, dtype=np.int64))
     if feature_mask is not None:
         x = x * torch.as_tensor(np.asarray(feature_mask, np.float32))
     w = torch.tensor(np.asarray(weight, np.float32), requires_grad=True)
