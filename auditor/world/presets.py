@@ -33,6 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from auditor._io import atomic_torch_save
 from auditor.world.generator import DEFAULT_CLASSES, ClassSpec, WorldSpec, WorldSplit
 from auditor.world.model import SmallCNN
 from auditor.world.train import TrainSpec, cache_root, load_or_train_model, load_split, train_model
@@ -166,8 +167,5 @@ def load_or_train_preset_model(name: str, train_spec: TrainSpec = TrainSpec(), p
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return model.eval()
     model = train_model(load_preset_split(name, "train", **overrides), len(spec.classes), train_spec, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(path)
+    atomic_torch_save(model.state_dict(), path)
     return model

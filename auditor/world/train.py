@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from auditor._io import atomic_torch_save
 from auditor.world.generator import WorldSpec, WorldSplit, generate_split
 from auditor.world.model import SmallCNN
 
@@ -112,10 +113,7 @@ def load_or_train_model(world: WorldSpec, spec: TrainSpec = TrainSpec(), progres
     start = time.perf_counter()
     model = train_model(load_split(world, "train"), len(world.classes), spec, progress=progress)
     logger.info("trained demo CNN in %.1fs", time.perf_counter() - start)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(path)
+    atomic_torch_save(model.state_dict(), path)
     return model
 
 

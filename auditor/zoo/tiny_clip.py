@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from auditor._io import atomic_torch_save
 from auditor.errors import MissingDependencyError
 from auditor.world.generator import COLOURS, CUES, WorldSplit
 from auditor.world.train import load_split
@@ -321,10 +322,7 @@ def load_or_train_tiny_clip(
     metrics = evaluate_tiny_clip(model, tokenizer, load_split(world, "test"))
     metrics.update(train_seconds=round(seconds, 1), model_name=name, spec=asdict(spec),
                    n_parameters=sum(p.numel() for p in model.parameters()))
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    tmp = checkpoint.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(checkpoint)
+    atomic_torch_save(model.state_dict(), checkpoint)
     metrics_path.write_text(json.dumps(metrics, indent=2))
     logger.info("tiny CLIP trained in %.0f s: %s", seconds, metrics)
     return name, checkpoint

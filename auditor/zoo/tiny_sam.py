@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from auditor._io import atomic_torch_save
 from auditor.errors import InvalidInputError, MissingDependencyError, MissingWeightsError
 from auditor.world.train import load_split
 from auditor.zoo._common import pretraining_world, spec_key, training_session, zoo_dir
@@ -307,10 +308,7 @@ def load_or_train_tiny_sam(
         held_out = load_split(pretraining_world(size, spec.n_images, spec.seed + 2000), "test")
         metrics[f"{size}px"] = evaluate_tiny_sam(sam, held_out)
     metrics.update(train_seconds=round(seconds, 1), spec=asdict(spec), n_parameters=sum(p.numel() for p in sam.parameters()))
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    tmp = checkpoint.with_suffix(".tmp")
-    torch.save(sam.state_dict(), tmp)
-    tmp.replace(checkpoint)
+    atomic_torch_save(sam.state_dict(), checkpoint)
     metrics_path.write_text(json.dumps(metrics, indent=2))
     logger.info("tiny SAM trained in %.0f s: %s", seconds, metrics)
     return checkpoint
