@@ -38,7 +38,6 @@ def fit_head(
     weight_decay: float,
     feature_mask: np.ndarray | None = None,
     balanced: bool = False,
-    generator: torch.Generator | None = None,
     should_stop: Callable[[int, np.ndarray, np.ndarray], bool] | None = None,
     check_every: int = 10,
 ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -53,7 +52,6 @@ def fit_head(
         weight_decay: L2 penalty.
         feature_mask: bool ``(D,)``; features set to zero in front of the head when False.
         balanced: weight the loss so every class counts equally.
-        generator: unused by full-batch training; accepted for API symmetry with samplers.
         should_stop: called every ``check_every`` epochs with (epoch, weight, bias); True stops.
         check_every: epochs between ``should_stop`` calls.
 
