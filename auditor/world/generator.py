@@ -56,6 +56,9 @@ class ClassSpec:
         collision_rate: fraction of this class's images (all splits) that also show
             a second, smaller object of class ``collision_shape`` (a feature collision).
         collision_shape: the shape of the colliding object.
+        cue_rate: P(cue | this class) in training; ``None`` uses the world's ``cue_rate_train``.
+        collision_scale: (min, max) radius of the colliding object relative to the class object's.
+        collision_scale_eval: the same in validation and test; ``None`` uses ``collision_scale``.
     """
 
     shape: str
@@ -63,6 +66,18 @@ class ClassSpec:
     label_noise: float = 0.0
     collision_rate: float = 0.0
     collision_shape: str | None = None
+    cue_rate: float | None = None
+    collision_scale: tuple[float, float] = (0.8, 0.8)
+    collision_scale_eval: tuple[float, float] | None = None
+
+    def __post_init__(self):
+        rates = {"label_noise": self.label_noise, "collision_rate": self.collision_rate, "cue_rate": self.cue_rate}
+        for name, rate in rates.items():
+            if rate is not None and not 0 <= rate <= 1:
+                raise ValueError(f"{name} must lie in [0, 1]; got {rate}")
+        for name, scale in (("collision_scale", self.collision_scale), ("collision_scale_eval", self.collision_scale_eval)):
+            if scale is not None and not (len(scale) == 2 and 0 < scale[0] <= scale[1]):
+                raise ValueError(f"{name} must be (min, max) with 0 < min <= max; got {scale}")
 
 
 DEFAULT_CLASSES = (
@@ -233,6 +248,7 @@ def render_image(
     cues: dict[str, bool],
     colour: int,
     collision_shape: str | None = None,
+    collision_scale: tuple[float, float] = (0.8, 0.8),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw one image.
 
@@ -274,7 +290,8 @@ def render_image(
         tree_mask = crown | trunk
 
     if collision_shape is not None:
-        other_r = radius * 0.8
+        low, high = collision_scale
+        other_r = radius * (low if low == high else rng.uniform(low, high))
         ox, oy = _place_away(rng, cx, cy, radius + other_r + 0.03, other_r + 0.03)
         other = shape_mask(collision_shape, size, ox, oy, other_r, rng.uniform(0, 2 * np.pi))
         image[other] = COLOURS[list(COLOURS)[rng.integers(len(COLOURS))]]
@@ -329,7 +346,8 @@ def generate_split(spec: WorldSpec, split: str) -> WorldSplit:
         cls = spec.classes[label]
         for j, cue in enumerate(CUES):
             if split == "train":
-                rate = spec.cue_rate_train if cls.cue == cue else spec.cue_rate_other_train
+                own_rate = spec.cue_rate_train if cls.cue_rate is None else cls.cue_rate
+                rate = own_rate if cls.cue == cue else spec.cue_rate_other_train
             else:
                 rate = spec.cue_rate_eval
             out.cues[i, j] = rng.random() < rate
@@ -342,6 +360,7 @@ def generate_split(spec: WorldSpec, split: str) -> WorldSplit:
             dict(zip(CUES, out.cues[i])),
             int(out.colours[i]),
             cls.collision_shape if collide else None,
+            cls.collision_scale if split == "train" or cls.collision_scale_eval is None else cls.collision_scale_eval,
         )
         out.images[i] = np.round(image * 255).astype(np.uint8)
         out.masks[i] = mask

@@ -1,22 +1,21 @@
-"""Named world presets: the default world plus variants with harder classes.
+"""Named world presets: the default world plus variants with a class built for label noise or a collision.
 
 * ``"default"``: circle/stripes, square/tree, triangle/warm, plus and ring (controls).
 * ``"collision"``: the default classes plus ``diamond``, half of whose images (in every
-  split) also show a smaller ``plus``: the plus is the diamond class's colliding cue.
-  In training the model learns plus-shape features as evidence for diamond too; on
-  held-out images the diamonds that show a plus are the ones mistaken for ``plus``, so
-  the class gets a negative spurious gap, and cropping to the diamond removes the cue.
+  split) also show a smaller ``plus``: a second object of another class.
 * ``"label_noise"``: the default classes plus ``diamond``, 15% of whose training labels
   are flipped in from images of other classes (the generator's uniform label noise) and
   30% of whose images show a colliding plus.
 * ``"noisy_square"``: the default classes plus a clean ``diamond`` class; 20% of the
-  diamond's training labels are *square* images relabelled ``diamond``. The squares carry
-  the tree cue, so the model learns the tree as weak evidence for diamond: the tree is
-  the diamond's colliding cue (it belongs to another class). On held-out images the
-  diamonds with a tree are the ones mistaken for ``square`` (a significantly negative
-  gap), and cropping to the diamond removes the tree. The flip is applied by
-  :func:`load_preset_split` (the generator flips uniformly from all classes), and the
-  model by :func:`load_or_train_preset_model`.
+  diamond's training labels are *square* images relabelled ``diamond``, which carry the
+  square's tree. The flip is applied by :func:`load_preset_split` (the generator flips
+  uniformly from all classes), and the model by :func:`load_or_train_preset_model`.
+
+These presets were built to give the diamond a significantly negative spurious gap, for the
+label-noise stage (:mod:`auditor.noise`). Measured with ``benchmarks/bench_negative_gap.py``
+(``benchmarks/RESULTS.md``), ERM instead learns the co-occurring plus or tree as evidence
+*for* the diamond, so its gap is positive or it has no spurious feature at all; cropping
+still returns some misclassified diamonds to their label.
 
 Every preset returns a plain :class:`~auditor.world.generator.WorldSpec`; presets with a
 post-generation step (``noisy_square``) are read through :func:`load_preset_split` and

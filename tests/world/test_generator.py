@@ -56,7 +56,34 @@ def test_label_noise_and_collisions():
     assert not train.collision[train.true_labels == 0].any()
 
 
+def test_per_class_cue_rate_and_collision_scales(monkeypatch):
+    from auditor.world import generator
+
+    spec = WorldSpec(
+        classes=(ClassSpec("circle", "stripes"), ClassSpec("square", "stripes", cue_rate=0.3, collision_rate=1.0,
+                                                            collision_shape="plus", collision_scale=(0.5, 0.5),
+                                                            collision_scale_eval=(1.2, 1.4))),
+        image_size=24, n_train=300, n_val=30, n_test=5,
+    )
+    radii = []
+    real_shape_mask = generator.shape_mask
+    monkeypatch.setattr(generator, "shape_mask", lambda shape, *args: radii.append((shape, args[3])) or real_shape_mask(shape, *args))
+    train = generate_split(spec, "train")
+    assert train.cue_flag("stripes")[train.labels == 0].mean() > 0.9
+    assert 0.2 < train.cue_flag("stripes")[train.labels == 1].mean() < 0.4
+    ratios = [other / own for (s1, other), (s2, own) in zip(radii, radii[1:]) if s1 == "plus" and s2 == "square"]
+    assert len(ratios) == 300 and np.allclose(ratios, 0.5)
+    radii.clear()
+    generate_split(spec, "val")
+    ratios = [other / own for (s1, other), (s2, own) in zip(radii, radii[1:]) if s1 == "plus" and s2 == "square"]
+    assert len(ratios) == 30 and all(1.2 <= r <= 1.4 for r in ratios) and np.ptp(ratios) > 0
+
+
 def test_bad_specs_are_rejected():
+    with pytest.raises(ValueError, match="cue_rate"):
+        ClassSpec("circle", "stripes", cue_rate=1.5)
+    with pytest.raises(ValueError, match="collision_scale"):
+        ClassSpec("circle", collision_scale=(1.0, 0.5))
     with pytest.raises(ValueError, match="unknown shape"):
         WorldSpec(classes=(ClassSpec("hexagon"),))
     with pytest.raises(ValueError, match="unknown cue"):
