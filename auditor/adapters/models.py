@@ -159,23 +159,32 @@ def _load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: str | 
     model.load_state_dict(state)
 
 
+def _build_with_weights(build: Callable[..., nn.Module], weights, num_classes: int | None) -> nn.Module:
+    """Build a model with ``build(**extra)`` and load ``weights`` into it.
+
+    Without ``num_classes``, the head size is read from the weights' head (found on a probe model).
+    """
+    state = _read_state_dict(weights) if weights is not None else None
+    if num_classes is None and state is not None:
+        num_classes = _head_outputs(state, guess_head_name(build()))
+    model = build() if num_classes is None else build(num_classes=num_classes)
+    if state is not None:
+        _load_weights(model, state, weights)
+    return model
+
+
 def _load_torchvision(name: str, weights, num_classes, kwargs) -> nn.Module:
     import torchvision
 
     names = torchvision.models.list_models()
     if name not in names:
         raise InvalidInputError(f"unknown torchvision model {name!r}.{_close(name, names)} Known: see torchvision.models.list_models()")
-    state = _read_state_dict(weights) if weights is not None else None
-    if num_classes is None and state is not None:
-        num_classes = _head_outputs(state, guess_head_name(_build(torchvision.models.get_model, f"torchvision model {name!r}", name, weights=None, **kwargs)))
-    if num_classes is not None:
-        kwargs = {**kwargs, "num_classes": num_classes}
     if "weights" in kwargs:
         raise InvalidInputError("torchvision pretrained weights cannot be downloaded here; pass a local file as `model.weights`")
-    model = _build(torchvision.models.get_model, f"torchvision model {name!r}", name, weights=None, **kwargs)
-    if state is not None:
-        _load_weights(model, state, weights)
-    return model
+    what = f"torchvision model {name!r}"
+    return _build_with_weights(
+        lambda **extra: _build(torchvision.models.get_model, what, name, weights=None, **{**kwargs, **extra}), weights, num_classes
+    )
 
 
 def _load_timm(name: str, weights, num_classes, kwargs) -> nn.Module:
@@ -186,17 +195,11 @@ def _load_timm(name: str, weights, num_classes, kwargs) -> nn.Module:
     if not timm.is_model(name):
         names = timm.list_models()
         raise InvalidInputError(f"unknown timm model {name!r}.{_close(name, names)} Known: see timm.list_models()")
-    state = _read_state_dict(weights) if weights is not None else None
-    if num_classes is None and state is not None:
-        probe = _build(timm.create_model, f"timm model {name!r}", name, pretrained=False, **kwargs)
-        num_classes = _head_outputs(state, guess_head_name(probe))
-    if num_classes is not None:
-        kwargs = {**kwargs, "num_classes": num_classes}
-    kwargs.pop("pretrained", None)
-    model = _build(timm.create_model, f"timm model {name!r}", name, pretrained=False, **kwargs)
-    if state is not None:
-        _load_weights(model, state, weights)
-    return model
+    kwargs = {k: v for k, v in kwargs.items() if k != "pretrained"}
+    what = f"timm model {name!r}"
+    return _build_with_weights(
+        lambda **extra: _build(timm.create_model, what, name, pretrained=False, **{**kwargs, **extra}), weights, num_classes
+    )
 
 
 def _load_hf(folder: str, weights, num_classes, kwargs) -> nn.Module:

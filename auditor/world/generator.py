@@ -248,7 +248,7 @@ def render_image(
     cues: dict[str, bool],
     colour: int,
     collision_shape: str | None = None,
-    collision_scale: tuple[float, float] = (0.8, 0.8),
+    collision_scale: tuple[float, float] = ClassSpec.collision_scale,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw one image.
 

@@ -72,6 +72,11 @@ def test_timm_weights_round_trip_and_num_classes_inferred(tmp_path):
     assert _same(_state(loaded), _state(model))
 
 
+def test_pretrained_flag_is_ignored_when_weights_set_the_head_size(tmp_path):
+    torch.save(load_model("timm:resnet10t", num_classes=4).state_dict(), tmp_path / "w.pth")
+    assert load_model("timm:resnet10t", weights=tmp_path / "w.pth", pretrained=True).fc.out_features == 4
+
+
 def test_unknown_timm_name_suggests_close_ones():
     with pytest.raises(InvalidInputError, match=r"unknown timm model 'resnet10'.*resnet10t"):
         load_model("timm:resnet10")
