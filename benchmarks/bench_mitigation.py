@@ -48,9 +48,9 @@ from auditor.labeling import spurious_by_class
 from auditor.neurontune import neurontune_head
 from auditor.ranking import spuriosity_scores
 from auditor.tuning import fit_head, tune_head
-from auditor.world.dataset import WorldDataset
-from auditor.world.generator import WorldSpec
-from auditor.world.train import TrainSpec, load_or_train_model, load_split
+from auditor.demo.world.dataset import WorldDataset
+from auditor.demo.world.generator import WorldSpec
+from auditor.demo.world.train import TrainSpec, load_or_train_model, load_split
 
 METHODS = ("erm", "random", "error", "low_spuriosity", "neurontune", "group_balanced")
 
@@ -165,7 +165,7 @@ def noise_check(preset: str, n_flagged: int) -> None:
     return to the label when cropped to the object mask (+20%, square).
     """
     from auditor.noise import crop_and_predict, flag_images
-    from auditor.world.presets import load_or_train_preset_model, load_preset_split, world_preset
+    from auditor.demo.world.presets import load_or_train_preset_model, load_preset_split, world_preset
 
     spec = world_preset(preset)
     model = load_or_train_preset_model(preset)

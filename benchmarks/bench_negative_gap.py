@@ -36,10 +36,10 @@ import torch
 
 from auditor.api import audit
 from auditor.noise import crop_and_predict
-from auditor.world.dataset import WorldDataset
-from auditor.world.generator import DEFAULT_CLASSES, ClassSpec, WorldSpec, WorldSplit
-from auditor.world.presets import load_or_train_preset_model, load_preset_split, world_preset
-from auditor.world.train import TrainSpec, load_or_train_model, load_split
+from auditor.demo.world.dataset import WorldDataset
+from auditor.demo.world.generator import DEFAULT_CLASSES, ClassSpec, WorldSpec, WorldSplit
+from auditor.demo.world.presets import load_or_train_preset_model, load_preset_split, world_preset
+from auditor.demo.world.train import TrainSpec, load_or_train_model, load_split
 
 CIRCLE, SQUARE, TRIANGLE, PLUS, RING = DEFAULT_CLASSES
 

@@ -32,11 +32,11 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from auditor.api import audit
-from auditor.world.dataset import WorldDataset
-from auditor.world.generator import WorldSpec
-from auditor.world.train import TrainSpec, load_or_train_model, load_split
-from auditor.zoo.tiny_clip import TinyClipSpec, evaluate_tiny_clip, load_or_train_tiny_clip
-from auditor.zoo.tiny_sam import load_or_train_tiny_sam
+from auditor.demo.world.dataset import WorldDataset
+from auditor.demo.world.generator import WorldSpec
+from auditor.demo.world.train import TrainSpec, load_or_train_model, load_split
+from auditor.demo.zoo.tiny_clip import TinyClipSpec, evaluate_tiny_clip, load_or_train_tiny_clip
+from auditor.demo.zoo.tiny_sam import load_or_train_tiny_sam
 
 CUE_CONCEPTS = {
     "stripes": {"striped background", "stripes", "a striped pattern"},

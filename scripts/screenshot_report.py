@@ -25,8 +25,8 @@ def _demo_report(out_dir: Path) -> Path:
     torch.set_num_threads(1)
     from auditor.adapters.data import write_image_folder
     from auditor.cli import main
-    from auditor.world.generator import WorldSpec
-    from auditor.world.train import TrainSpec, load_or_train_model, load_split
+    from auditor.demo.world.generator import WorldSpec
+    from auditor.demo.world.train import TrainSpec, load_or_train_model, load_split
 
     spec = WorldSpec(image_size=32, n_train=60, n_val=40, n_test=10)
     model = load_or_train_model(spec, TrainSpec(epochs=12), progress=False)
@@ -37,7 +37,7 @@ def _demo_report(out_dir: Path) -> Path:
     classes = "[" + ",".join(spec.class_names) + "]"
     config = out_dir / "audit.yaml"
     config.write_text(
-        f"model: {{source: 'auditor.world.model:SmallCNN', kwargs: {{n_classes: 5}}, weights: '{out_dir / 'cnn.pt'}'}}\n"
+        f"model: {{source: 'auditor.demo.world.model:SmallCNN', kwargs: {{n_classes: 5}}, weights: '{out_dir / 'cnn.pt'}'}}\n"
         f"data:\n  train: {{type: imagefolder, path: '{out_dir / 'train'}', masks: '{out_dir / 'train_masks'}', classes: {classes}}}\n"
         f"  val: {{type: imagefolder, path: '{out_dir / 'val'}', masks: '{out_dir / 'val_masks'}', classes: {classes}}}\n"
         "gaps: {min_k: 5, n_bootstrap: 200}\ntuning: {epochs: 60}\n"

@@ -83,7 +83,7 @@ class PlantedDataset(Dataset):
 @pytest.fixture(scope="session")
 def tiny_clip():
     """``(model_name, checkpoint_path)`` of the test-size tiny CLIP (32 px), trained once and cached."""
-    from auditor.zoo.tiny_clip import TEST_SPEC, load_or_train_tiny_clip
+    from auditor.demo.zoo.tiny_clip import TEST_SPEC, load_or_train_tiny_clip
 
     return load_or_train_tiny_clip(TEST_SPEC)
 
@@ -100,8 +100,8 @@ def clip_encoder(tiny_clip):
 @pytest.fixture(scope="session")
 def world32():
     """A small 32 px world: (spec, val split)."""
-    from auditor.world.generator import WorldSpec
-    from auditor.world.train import load_split
+    from auditor.demo.world.generator import WorldSpec
+    from auditor.demo.world.train import load_split
 
     spec = WorldSpec(image_size=32, n_train=60, n_val=60, n_test=20)
     return spec, load_split(spec, "val")

@@ -16,8 +16,8 @@ import yaml
 from auditor.adapters.data import write_image_folder
 from auditor.cli import DEFAULT_OUTPUT_DIR, build_parser, defaults_yaml, main
 from auditor.config import AuditConfig
-from auditor.world.generator import WorldSpec
-from auditor.world.train import TrainSpec, load_or_train_model, load_split
+from auditor.demo.world.generator import WorldSpec
+from auditor.demo.world.train import TrainSpec, load_or_train_model, load_split
 
 SPEC = WorldSpec(image_size=32, n_train=60, n_val=40, n_test=10)
 FAST = {"features": {"top_k": 3}, "verdicts": {"n_images": 8}, "gaps": {"min_k": 5, "n_bootstrap": 100},
@@ -40,7 +40,7 @@ def world(tmp_path_factory):
 def _config(world, tmp_path, **changes) -> str:
     classes = list(SPEC.class_names)
     config = {
-        "model": {"source": "auditor.world.model:SmallCNN", "kwargs": {"n_classes": 5}, "weights": str(world / "cnn.pt")},
+        "model": {"source": "auditor.demo.world.model:SmallCNN", "kwargs": {"n_classes": 5}, "weights": str(world / "cnn.pt")},
         "data": {"train": {"type": "imagefolder", "path": str(world / "train"), "masks": str(world / "train_masks"), "classes": classes},
                  "val": {"type": "imagefolder", "path": str(world / "val"), "masks": str(world / "val_masks"), "classes": classes}},
         **json.loads(json.dumps(FAST)),

@@ -133,9 +133,9 @@ def test_audit_runs_the_optional_stages_and_compares_models_on_a_small_world(tmp
 
     from auditor.api import audit
     from auditor.compare import compare_models
-    from auditor.world.dataset import WorldDataset
-    from auditor.world.presets import world_preset
-    from auditor.world.train import TrainSpec, load_or_train_model, load_split
+    from auditor.demo.world.dataset import WorldDataset
+    from auditor.demo.world.presets import world_preset
+    from auditor.demo.world.train import TrainSpec, load_or_train_model, load_split
 
     spec = world_preset("default", image_size=32, n_train=120, n_val=60, n_test=10)
     model = load_or_train_model(spec, TrainSpec(epochs=6), progress=False)

@@ -58,8 +58,8 @@ def test_demo_leaves_the_model_untouched_and_writes_reports(quick_demo):
 @pytest.mark.slow
 def test_audit_does_not_modify_the_users_model(quick_demo):
     import auditor
-    from auditor.world.dataset import WorldDataset
-    from auditor.world.train import load_split
+    from auditor.demo.world.dataset import WorldDataset
+    from auditor.demo.world.train import load_split
 
     model = quick_demo.report._context.adapter.model.train()
     snapshot = state_snapshot(model)

@@ -157,8 +157,8 @@ def test_run_noise_flags_the_class_and_cropping_fixes_multi_object_images(with_m
 
 
 def test_world_presets_and_label_flips():
-    from auditor.world.generator import generate_split
-    from auditor.world.presets import flip_labels, list_presets, world_preset
+    from auditor.demo.world.generator import generate_split
+    from auditor.demo.world.presets import flip_labels, list_presets, world_preset
 
     assert {"default", "collision", "label_noise", "noisy_square"} <= set(list_presets())
     assert world_preset("noisy_square", image_size=32).class_names[-1] == "diamond"

@@ -323,7 +323,7 @@ def write_image_folder(
 ) -> Path:
     """Save images as an ImageFolder (``root/<class>/<i>.png``) with optional masks beside them.
 
-    Useful to try the CLI on generated data (``auditor.world``) or to export a dataset.
+    Useful to try the CLI on generated data (``auditor.demo.world``) or to export a dataset.
 
     Args:
         images: uint8 ``(N, H, W, 3)``.

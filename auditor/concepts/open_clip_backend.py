@@ -4,7 +4,7 @@ Weights are never downloaded. ``pretrained`` is either a local checkpoint file (
 ``.pt``/``.bin``/``.safetensors``) or an open_clip tag whose weights already sit in the local
 Hugging Face cache; anything else raises :class:`~auditor.errors.MissingWeightsError` naming
 what is expected. ``model_name="tiny"`` (or ``"tiny-test"``) selects the project's own tiny
-CLIP trained on the generated world (see :mod:`auditor.zoo.tiny_clip`).
+CLIP trained on the generated world (see :mod:`auditor.demo.zoo.tiny_clip`).
 
 Image size: images are encoded at their own resolution. When it differs from the model's
 input size the encoder raises :class:`~auditor.errors.InvalidInputError`, unless it was built
@@ -212,7 +212,7 @@ class OpenClipEncoder:
 
     @staticmethod
     def _resolve_tiny(model_name: str, pretrained: str | None) -> tuple[str, str | None]:
-        from auditor.zoo import tiny_clip
+        from auditor.demo.zoo import tiny_clip
 
         if model_name in ("tiny", "tiny-test"):
             spec = tiny_clip.TinyClipSpec() if model_name == "tiny" else tiny_clip.TEST_SPEC

@@ -10,7 +10,7 @@ SAM with them (``SamPredictor.predict(box=...)``).
 
 Weights are never downloaded: ``masks.sam_checkpoint`` must name a local file for
 vit_b/l/h; ``masks.sam_model_type: tiny`` uses the project's tiny SAM
-(:mod:`auditor.zoo.tiny_sam`). Masks are cached on disk per (dataset index, label, image
+(:mod:`auditor.demo.zoo.tiny_sam`). Masks are cached on disk per (dataset index, label, image
 hash) under the provider's settings, and returned at the image's resolution.
 """
 
@@ -69,7 +69,7 @@ def load_sam(model_type: str, checkpoint: str | None, device: torch.device | str
     """
     segment_anything = _import_sam()
     if model_type == "tiny":
-        from auditor.zoo.tiny_sam import load_or_train_tiny_sam, load_tiny_sam
+        from auditor.demo.zoo.tiny_sam import load_or_train_tiny_sam, load_tiny_sam
 
         path = checkpoint or load_or_train_tiny_sam()
         return load_tiny_sam(path).to(device)
@@ -242,7 +242,7 @@ class SamMaskProvider:
             "region": region,
         }
         if config.sam_model_type == "tiny" and not config.sam_checkpoint and sam is None:
-            from auditor.zoo.tiny_sam import load_or_train_tiny_sam
+            from auditor.demo.zoo.tiny_sam import load_or_train_tiny_sam
 
             settings["checkpoint"] = _file_stamp(str(load_or_train_tiny_sam()))
         key = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -21,7 +21,7 @@ from auditor.adapters.models import (
 )
 from auditor.errors import InvalidInputError, MissingWeightsError, UnsupportedModelError
 from auditor.model import ModelAdapter
-from auditor.world.model import SmallCNN
+from auditor.demo.world.model import SmallCNN
 
 torch.set_num_threads(1)
 
@@ -201,12 +201,12 @@ def test_torchscript_errors(tmp_path):
 
 
 def test_entry_point_module_and_file(tmp_path):
-    model = load_model("auditor.world.model:SmallCNN", n_classes=4, width=8)
+    model = load_model("auditor.demo.world.model:SmallCNN", n_classes=4, width=8)
     assert isinstance(model, SmallCNN) and model.fc.out_features == 4
     assert guess_head_name(model) == "fc"
     torch.save(model.state_dict(), tmp_path / "w.pt")
     (tmp_path / "build.py").write_text(
-        "from auditor.world.model import SmallCNN\n"
+        "from auditor.demo.world.model import SmallCNN\n"
         "def build(num_classes=2):\n    return SmallCNN(num_classes, width=8)\n"
         "def not_a_model():\n    return 3\n"
     )

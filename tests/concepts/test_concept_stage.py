@@ -11,8 +11,8 @@ from auditor.context import AuditContext
 from auditor.data import ImageSource
 from auditor.features import FeatureCache
 from auditor.results import FeatureVerdict
-from auditor.world.dataset import WorldDataset
-from auditor.world.train import load_split
+from auditor.demo.world.dataset import WorldDataset
+from auditor.demo.world.train import load_split
 
 STRIPES = {"striped background", "stripes", "a striped pattern"}
 WARM = {"warm orange light", "warm light", "orange colour"}

@@ -9,7 +9,7 @@ import torch
 from auditor.concepts.base import CONCEPT_ENCODERS
 from auditor.concepts.hf_clip import HfClipEncoder
 from auditor.errors import InvalidInputError, MissingWeightsError
-from auditor.zoo.hf_clip import save_tiny_hf_clip
+from auditor.demo.zoo.hf_clip import save_tiny_hf_clip
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_sam_path():
     """Checkpoint of the test-size tiny SAM."""
-    from auditor.zoo.tiny_sam import TEST_SAM_SPEC, load_or_train_tiny_sam
+    from auditor.demo.zoo.tiny_sam import TEST_SAM_SPEC, load_or_train_tiny_sam
 
     return load_or_train_tiny_sam(TEST_SAM_SPEC)
 
@@ -17,6 +17,6 @@ def tiny_sam_path():
 @pytest.fixture(scope="session")
 def tiny_sam(tiny_sam_path):
     """The test-size tiny SAM module."""
-    from auditor.zoo.tiny_sam import load_tiny_sam
+    from auditor.demo.zoo.tiny_sam import load_tiny_sam
 
     return load_tiny_sam(tiny_sam_path)

@@ -12,9 +12,9 @@ from PIL import Image
 from auditor.api import audit
 from auditor.report.artifacts import CORRECT, WRONG, THUMB, class_decile_accuracy, heat_colours, write_artifacts
 from auditor.report.html import browser_snapshot, find_browser, render_html
-from auditor.world.dataset import WorldDataset
-from auditor.world.generator import WorldSpec
-from auditor.world.train import TrainSpec, load_or_train_model, load_split
+from auditor.demo.world.dataset import WorldDataset
+from auditor.demo.world.generator import WorldSpec
+from auditor.demo.world.train import TrainSpec, load_or_train_model, load_split
 
 SPEC = WorldSpec(image_size=32, n_train=60, n_val=40, n_test=10)
 CONFIG = {"progress": False, "features": {"top_k": 3}, "verdicts": {"n_images": 8},

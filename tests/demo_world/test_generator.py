@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from auditor.world.dataset import WorldDataset
-from auditor.world.evaluate import cue_aurocs, group_accuracies, group_ids
-from auditor.world.generator import CUES, ClassSpec, WorldSpec, generate_split, shape_mask
+from auditor.demo.world.dataset import WorldDataset
+from auditor.demo.world.evaluate import cue_aurocs, group_accuracies, group_ids
+from auditor.demo.world.generator import CUES, ClassSpec, WorldSpec, generate_split, shape_mask
 
 SMALL = WorldSpec(image_size=32, n_train=100, n_val=40, n_test=40)
 
@@ -57,7 +57,7 @@ def test_label_noise_and_collisions():
 
 
 def test_per_class_cue_rate_and_collision_scales(monkeypatch):
-    from auditor.world import generator
+    from auditor.demo.world import generator
 
     spec = WorldSpec(
         classes=(ClassSpec("circle", "stripes"), ClassSpec("square", "stripes", cue_rate=0.3, collision_rate=1.0,

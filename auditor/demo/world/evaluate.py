@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from auditor.world.generator import CUES, WorldSpec, WorldSplit
+from auditor.demo.world.generator import CUES, WorldSpec, WorldSplit
 
 
 def group_ids(split: WorldSplit, spec: WorldSpec) -> np.ndarray:

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from auditor.errors import InvalidInputError, MissingWeightsError
-from auditor.world.generator import WorldSpec
-from auditor.world.train import load_split
-from auditor.zoo import tiny_sam
+from auditor.demo.world.generator import WorldSpec
+from auditor.demo.world.train import load_split
+from auditor.demo.zoo import tiny_sam
 
 
 def test_builds_a_segment_anything_sam():

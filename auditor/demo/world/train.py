@@ -17,8 +17,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from auditor._io import atomic_torch_save
-from auditor.world.generator import WorldSpec, WorldSplit, generate_split
-from auditor.world.model import SmallCNN
+from auditor.demo.world.generator import WorldSpec, WorldSplit, generate_split
+from auditor.demo.world.model import SmallCNN
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ the best of the three masks, MSE on the IoU head); the result works with ``SamPr
 ``SamAutomaticMaskGenerator`` like a real checkpoint. ``sam_model_registry`` only knows
 vit_b/l/h, so the tiny model reloads through :func:`load_tiny_sam`.
 
-Run ``python -m auditor.zoo.tiny_sam`` to (re)train it.
+Run ``python -m auditor.demo.zoo.tiny_sam`` to (re)train it.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 
 from auditor._io import atomic_torch_save
 from auditor.errors import InvalidInputError, MissingDependencyError, MissingWeightsError
-from auditor.world.train import load_split
-from auditor.zoo._common import pretraining_world, spec_key, training_session, zoo_dir
+from auditor.demo.world.train import load_split
+from auditor.demo.zoo._common import pretraining_world, spec_key, training_session, zoo_dir
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def load_tiny_sam(checkpoint: str | Path, spec: TinySamSpec = TinySamSpec()):
     path = Path(checkpoint)
     if not path.is_file():
         raise MissingWeightsError(
-            f"tiny SAM checkpoint {str(path)!r} does not exist; train it with `python -m auditor.zoo.tiny_sam` "
+            f"tiny SAM checkpoint {str(path)!r} does not exist; train it with `python -m auditor.demo.zoo.tiny_sam` "
             "or leave `masks.sam_checkpoint` empty to use the cached one"
         )
     sam = build_tiny_sam(spec)
@@ -315,7 +315,7 @@ def load_or_train_tiny_sam(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: ``python -m auditor.zoo.tiny_sam [--retrain]``."""
+    """Command line: ``python -m auditor.demo.zoo.tiny_sam [--retrain]``."""
     parser = argparse.ArgumentParser(description="(Re)train the project's tiny SAM on the generated world.")
     parser.add_argument("--retrain", action="store_true", help="train even when a cached checkpoint exists")
     parser.add_argument("--test", action="store_true", help="the small configuration used by the tests")

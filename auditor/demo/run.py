@@ -17,10 +17,10 @@ from auditor.data import ImageSource
 from auditor.features import extract_features
 from auditor.model import ModelAdapter
 from auditor.report.audit_report import AuditReport
-from auditor.world.dataset import WorldDataset
-from auditor.world.evaluate import cue_aurocs, group_accuracies
-from auditor.world.generator import WorldSpec, WorldSplit
-from auditor.world.train import TrainSpec, load_or_train_model, load_split
+from auditor.demo.world.dataset import WorldDataset
+from auditor.demo.world.evaluate import cue_aurocs, group_accuracies
+from auditor.demo.world.generator import WorldSpec, WorldSplit
+from auditor.demo.world.train import TrainSpec, load_or_train_model, load_split
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Torch datasets over a generated :class:`~auditor.world.generator.WorldSplit`."""
+"""Torch datasets over a generated :class:`~auditor.demo.world.generator.WorldSplit`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from auditor.world.generator import WorldSplit
+from auditor.demo.world.generator import WorldSplit
 
 
 class WorldDataset(Dataset):

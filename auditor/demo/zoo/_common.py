@@ -11,8 +11,8 @@ from typing import Iterator
 
 import torch
 
-from auditor.world.generator import SHAPES, ClassSpec, WorldSpec
-from auditor.world.train import cache_root
+from auditor.demo.world.generator import SHAPES, ClassSpec, WorldSpec
+from auditor.demo.world.train import cache_root
 
 
 def zoo_dir() -> Path:

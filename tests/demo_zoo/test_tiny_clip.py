@@ -5,9 +5,9 @@ import json
 import numpy as np
 import torch
 
-from auditor.world.generator import WorldSpec
-from auditor.world.train import load_split
-from auditor.zoo import tiny_clip
+from auditor.demo.world.generator import WorldSpec
+from auditor.demo.world.train import load_split
+from auditor.demo.zoo import tiny_clip
 
 
 def test_config_registers_with_open_clip(tmp_path):

@@ -6,7 +6,7 @@ checkpoint is a plain state_dict loaded back with
 ``open_clip.create_model_and_transforms(name, pretrained=<file>)``, the same call a
 user makes with real weights.
 
-Run ``python -m auditor.zoo.tiny_clip`` to (re)train the demo-size model (64 px), or
+Run ``python -m auditor.demo.zoo.tiny_clip`` to (re)train the demo-size model (64 px), or
 ``--test`` for the small configuration the tests use.
 """
 
@@ -25,9 +25,9 @@ from tqdm.auto import tqdm
 
 from auditor._io import atomic_torch_save
 from auditor.errors import MissingDependencyError
-from auditor.world.generator import COLOURS, CUES, WorldSplit
-from auditor.world.train import load_split
-from auditor.zoo._common import pretraining_world, spec_key, training_session, zoo_dir
+from auditor.demo.world.generator import COLOURS, CUES, WorldSplit
+from auditor.demo.world.train import load_split
+from auditor.demo.zoo._common import pretraining_world, spec_key, training_session, zoo_dir
 
 logger = logging.getLogger(__name__)
 
@@ -329,7 +329,7 @@ def load_or_train_tiny_clip(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: ``python -m auditor.zoo.tiny_clip [--test] [--retrain]``."""
+    """Command line: ``python -m auditor.demo.zoo.tiny_clip [--test] [--retrain]``."""
     parser = argparse.ArgumentParser(description="(Re)train the project's tiny CLIP on the generated world.")
     parser.add_argument("--test", action="store_true", help="the small configuration used by the tests (32 px)")
     parser.add_argument("--retrain", action="store_true", help="train even when a cached checkpoint exists")

@@ -2,10 +2,10 @@
 
 They stand in for real CLIP/SAM weights where none can be downloaded (tests, the
 demo, benchmarks). Each model is trained once with a fixed step count and cached
-under ``cache_root()/"zoo"``; ``python -m auditor.zoo.tiny_clip`` and
-``python -m auditor.zoo.tiny_sam`` (re)train them.
+under ``cache_root()/"zoo"``; ``python -m auditor.demo.zoo.tiny_clip`` and
+``python -m auditor.demo.zoo.tiny_sam`` (re)train them.
 
-Names are imported lazily, so ``python -m auditor.zoo.<module>`` runs cleanly and importing
+Names are imported lazily, so ``python -m auditor.demo.zoo.<module>`` runs cleanly and importing
 the package does not import open_clip or segment_anything.
 """
 
@@ -38,5 +38,5 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f"auditor.zoo.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'auditor.zoo' has no attribute {name!r}")
+        return getattr(importlib.import_module(f"auditor.demo.zoo.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'auditor.demo.zoo' has no attribute {name!r}")

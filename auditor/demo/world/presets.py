@@ -17,7 +17,7 @@ label-noise stage (:mod:`auditor.noise`). Measured with ``benchmarks/bench_negat
 *for* the diamond, so its gap is positive or it has no spurious feature at all; cropping
 still returns some misclassified diamonds to their label.
 
-Every preset returns a plain :class:`~auditor.world.generator.WorldSpec`; presets with a
+Every preset returns a plain :class:`~auditor.demo.world.generator.WorldSpec`; presets with a
 post-generation step (``noisy_square``) are read through :func:`load_preset_split` and
 :func:`load_or_train_preset_model`, which also work for every other preset.
 """
@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from auditor._io import atomic_torch_save
-from auditor.world.generator import DEFAULT_CLASSES, ClassSpec, WorldSpec, WorldSplit
-from auditor.world.model import SmallCNN
-from auditor.world.train import TrainSpec, cache_root, load_or_train_model, load_split, train_model
+from auditor.demo.world.generator import DEFAULT_CLASSES, ClassSpec, WorldSpec, WorldSplit
+from auditor.demo.world.model import SmallCNN
+from auditor.demo.world.train import TrainSpec, cache_root, load_or_train_model, load_split, train_model
 
 
 def _default(**overrides: Any) -> WorldSpec:
@@ -111,7 +111,7 @@ def flip_labels(split: WorldSplit, source: int, target: int, n_flip: int, seed: 
     """Relabel ``n_flip`` images of class ``source`` (chosen with ``seed``) as ``target``; a new split.
 
     Example:
-        >>> from auditor.world.generator import generate_split
+        >>> from auditor.demo.world.generator import generate_split
         >>> s = generate_split(WorldSpec(image_size=16, n_train=4, n_val=1, n_test=1), "train")
         >>> int((flip_labels(s, 1, 3, 2, 0).labels == 3).sum())
         6
