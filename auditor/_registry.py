@@ -13,13 +13,30 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps backend names to factories.
 
+    Plugins outside the library (the demo's tiny models, a user's package) register through
+    Python entry points: every entry point of ``entry_point_group`` is loaded the first time
+    a name is not found, and registered under its entry-point name.
+
     Args:
         kind: what the registry holds, used in error messages ("mask provider").
+        entry_point_group: entry-point group read on a miss (None: no plugins).
     """
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, entry_point_group: str | None = None):
         self.kind = kind
+        self.entry_point_group = entry_point_group
         self._factories: dict[str, Callable[..., T]] = {}
+        self._plugins_loaded = entry_point_group is None
+
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        from importlib.metadata import entry_points
+
+        for point in entry_points(group=self.entry_point_group):
+            if point.name not in self._factories:
+                self._factories[point.name] = point.load()
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator registering ``factory`` under ``name``.
@@ -42,6 +59,8 @@ class Registry(Generic[T]):
         Raises:
             ConfigError: naming the valid choices (and the closest one) when unknown.
         """
+        if name not in self._factories:
+            self._load_plugins()
         try:
             return self._factories[name]
         except KeyError:
@@ -55,9 +74,27 @@ class Registry(Generic[T]):
         """Build the backend ``name`` with the given arguments."""
         return self.get(name)(*args, **kwargs)
 
+    def build(self, name: str, **available) -> T:
+        """Build the backend ``name``, passing only the arguments its factory declares.
+
+        The caller offers everything it has (``source``, ``config``, ``device``, ...); each
+        backend names what it needs, and backends take no catch-all ``**kwargs``, so a
+        misspelt option fails with its name instead of being ignored.
+        """
+        import inspect
+
+        factory = self.get(name)
+        parameters = inspect.signature(factory).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            return factory(**available)
+        return factory(**{k: v for k, v in available.items() if k in parameters})
+
     def names(self) -> list[str]:
-        """Sorted list of registered names."""
+        """Sorted list of registered names, plugins included."""
+        self._load_plugins()
         return sorted(self._factories)
 
     def __contains__(self, name: object) -> bool:
+        if name not in self._factories:
+            self._load_plugins()
         return name in self._factories

@@ -231,18 +231,27 @@ def agreement(
     }
 
 
-def human_annotations_section(ctx: Any) -> dict[str, Any]:
-    """Report stage: agreement between ``config.report.human_annotations`` and the audit's verdicts.
+@dataclass(frozen=True)
+class AnnotationResult:
+    """Output of :func:`run_annotations`: the JSON-ready ``human_agreement`` section."""
+
+    section: dict[str, Any]
+
+
+def run_annotations(path: str | Path, verdicts: Sequence[Any], class_names: Sequence[str]) -> AnnotationResult:
+    """The human-agreement stage: compare the labels in a CSV with the audit's verdicts.
 
     Args:
-        ctx: the :class:`~auditor.context.AuditContext` after verdicts.
+        path: CSV of human core/spurious labels (see :func:`read_annotations`).
+        verdicts: the audit's :class:`~auditor.results.FeatureVerdict` list.
+        class_names: the audit's class names.
 
     Returns:
-        The :func:`agreement` dict plus ``source`` (the CSV path), or ``{"enabled": False}``
-        when no CSV is configured. Stored as ``report.sections["human_agreement"]``.
+        An :class:`AnnotationResult` whose section is the :func:`agreement` dict plus
+        ``enabled: True`` and ``source`` (the CSV path).
+
+    Raises:
+        InvalidInputError: see :func:`read_annotations`.
     """
-    path = ctx.config.report.human_annotations
-    if not path:
-        return {"enabled": False}
-    result = agreement(read_annotations(path, ctx.class_names), ctx.verdicts, ctx.class_names)
-    return {"enabled": True, "source": str(path), **result}
+    result = agreement(read_annotations(path, class_names), verdicts, class_names)
+    return AnnotationResult(section={"enabled": True, "source": str(path), **result})

@@ -1,4 +1,9 @@
-"""``audit(model, dataset)``: the one call that wires every stage together."""
+"""``audit(model, dataset)``: the one call that wires every stage together.
+
+Each stage is a function over plain data (``run_<stage>(inputs..., config, rng)``
+returning a frozen result); this module builds the inputs from its own locals and
+collects the results into an :class:`~auditor.report.audit_report.AuditReport`.
+"""
 
 from __future__ import annotations
 
@@ -13,32 +18,38 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from auditor.config import AuditConfig, load_config
-from auditor.context import AuditContext
 from auditor.data import ImageSource
 from auditor.errors import ConfigError, InvalidInputError
-from auditor.features import class_feature_importance, extract_features, top_features
-from auditor.gaps import class_gaps
+from auditor.evaluation import head_predictions
+from auditor.features import FeatureCache, class_feature_importance, extract_features, top_features
+from auditor.gaps import run_gaps
 from auditor.labeling import label_features, spurious_by_class
 from auditor.masks import MASK_PROVIDERS
 from auditor.model import ModelAdapter, resolve_device
-from auditor.ranking import spuriosity_scores
+from auditor.ranking import run_ranking
 from auditor.report.audit_report import AuditReport, environment_meta
-from auditor.tuning import tune_head
+from auditor.tuning import run_tuning
 
 logger = logging.getLogger(__name__)
 
+COARSE_GRID = 4
+"""A heatmap grid with a side below this many cells cannot tell an object from its surroundings."""
 
-def _class_names(dataset: Dataset, class_names: Sequence[str] | None, n_classes: int) -> list[str]:
+
+def _class_names(dataset: Dataset, class_names: Sequence[str] | None, n_classes: int, head_name: str) -> list[str]:
     if class_names is None:
         class_names = getattr(dataset, "classes", None) or [f"class_{i}" for i in range(n_classes)]
     class_names = [str(n) for n in class_names]
     if len(class_names) != n_classes:
-        raise InvalidInputError(f"{len(class_names)} class names given but the model's head has {n_classes} outputs")
+        raise InvalidInputError(
+            f"{len(class_names)} class names given but the layer taken as the model's head, {head_name!r}, has "
+            f"{n_classes} outputs; if that is not the classification head, name the right nn.Linear with "
+            "`model.head` (config) or pass one class name per output"
+        )
     return class_names
 
 
@@ -62,8 +73,8 @@ def _head_name(model: nn.Module, config: AuditConfig) -> str | None:
     return guess_head_name(model)
 
 
-def _usable_classes(cache, n_classes: int, min_images: int, class_names: list[str]) -> tuple[list[int], dict[str, str]]:
-    counts = np.bincount(cache.labels, minlength=n_classes)
+def _usable_classes(labels: np.ndarray, n_classes: int, min_images: int, class_names: list[str]) -> tuple[list[int], dict[str, str]]:
+    counts = np.bincount(labels[labels >= 0], minlength=n_classes)
     usable, skipped = [], {}
     for c in range(n_classes):
         if counts[c] < min_images:
@@ -75,30 +86,75 @@ def _usable_classes(cache, n_classes: int, min_images: int, class_names: list[st
     return usable, skipped
 
 
-def _mask_provider(ctx: AuditContext):
-    name = ctx.config.masks.provider
+def _mask_provider(config: AuditConfig, train: ImageSource, class_names: list[str], work_dir: Path, encoder: Any, device) -> Any:
+    """The object-mask backend, built (and its weights loaded) before any forward pass."""
+    name = config.masks.provider
     if name == "auto":
-        name = "dataset" if ctx.train.has_masks else "sam"
-    return MASK_PROVIDERS.create(
-        name,
-        source=ctx.train,
-        config=ctx.config.masks,
-        class_names=ctx.class_names,
-        cache_dir=ctx.work_dir / "masks",
-        concept_encoder=ctx.concept_encoder,
-        device=ctx.adapter.device,
-    )
+        name = "dataset" if train.has_masks else "sam"
+        if name == "sam":
+            logger.info("the train dataset yields no object masks: using SAM (`masks.provider: sam`)")
+    if name == "dataset" and not train.has_masks:
+        raise InvalidInputError(
+            "`masks.provider` is 'dataset' but the train dataset yields no masks (the verdicts are made on training "
+            "images); return (image, label, mask) items from the train dataset, or use `masks.provider: sam`"
+        )
+    try:
+        return MASK_PROVIDERS.build(
+            name, source=train, config=config.masks, class_names=class_names,
+            cache_dir=Path(config.masks.cache_dir) if config.masks.cache_dir else work_dir / "masks",
+            concept_encoder=encoder, device=device,
+        )
+    except FileNotFoundError as error:
+        if not train.has_masks:
+            raise type(error)(f"the train dataset yields no object masks, so auditor needs SAM: {error}") from None
+        raise
 
 
-def _gap_values(ctx: AuditContext, split: str, scores: np.ndarray):
-    labels = ctx.cache(split).labels
-    config = dataclasses.replace(ctx.config.gaps, n_bootstrap=1)
+def _warnings(evaluation: FeatureCache, split: str, n_classes: int, grid: tuple[int, int] | None, verdicts) -> list[str]:
+    """Caveats that make the verdicts less trustworthy, with what to do about them."""
+    found = []
+    labels = np.asarray(evaluation.labels)
+    usable = labels >= 0
+    if usable.any():
+        accuracy = float(np.asarray(evaluation.correct)[usable].mean())
+        chance = float(np.bincount(labels[usable], minlength=n_classes).max() / usable.sum())
+        if accuracy < min(2 * chance, chance + 0.2):
+            found.append(
+                f"{split} accuracy is {accuracy:.2f}, near chance ({chance:.2f}): the model has learned little, so its "
+                "features, verdicts and gaps describe noise. Train the model further (or check its weights and the "
+                "input preprocessing) before auditing it."
+            )
+    if grid is not None:
+        cells = grid[0] * grid[1]
+        areas = [v.object_area for v in verdicts if np.isfinite(v.object_area) and v.object_area > 0]
+        small = bool(areas) and float(np.median(areas)) < 1.0 / cells
+        if min(grid) < COARSE_GRID or small:
+            found.append(
+                f"the heatmap layer's grid is {grid[0]}x{grid[1]}"
+                + (f", coarser than the objects (median object area {np.median(areas):.3f} of the image)" if small else "")
+                + ": heat cannot be placed inside or outside the object, so the heat evidence is weak. Set "
+                "`model.feature_layer` to an earlier layer with a finer grid whose channels are the features, or use "
+                "`verdicts.heatmap: gradient`."
+            )
+    return found
 
-    def gap_fn(correct: np.ndarray) -> dict[int, float]:
-        gaps = class_gaps(scores, labels, correct, config, np.random.default_rng(0))
-        return {c: g.gap for c, g in gaps.items()}
 
-    return gap_fn
+def _heatmap_grid(adapter: ModelAdapter, source: ImageSource, method: str) -> tuple[int, int] | None:
+    if method != "cam":
+        return None
+    images, _, _ = source.load([source.first_readable_index()] if hasattr(source, "first_readable_index") else [0])
+    if adapter.locate_spatial_layer(images) is None:
+        return None
+    spatial = adapter.forward(images, with_spatial=True).spatial
+    return (int(spatial.shape[-2]), int(spatial.shape[-1])) if spatial is not None else None
+
+
+def _skipped_images(caches: dict[str, FeatureCache]) -> list[dict[str, Any]]:
+    records = []
+    for split, cache in caches.items():
+        for item in getattr(cache, "skipped", ()) or ():
+            records.append({"split": split, "index": int(item.index), "path": item.path, "reason": item.reason})
+    return records
 
 
 def audit(
@@ -112,7 +168,8 @@ def audit(
 
     Args:
         model: a trained classifier whose last ``nn.Linear`` (or ``config.model.head``) is the head.
-            It is never modified: hooks are removed and its mode restored.
+            It is never modified: hooks are removed and every module's training flag restored,
+            also when the audit fails.
         dataset: map-style Dataset yielding ``(image, label)``, ``(image, label, mask)`` or dicts.
             Images go to the model exactly as yielded.
         val_dataset: optional validation data (recommended: gaps, early stopping and reported
@@ -125,10 +182,11 @@ def audit(
 
     Raises:
         ConfigError: invalid configuration.
-        InvalidInputError: empty dataset, labels outside the head's range, masks of the wrong size.
+        InvalidInputError: empty dataset, labels outside the head's range, masks of the wrong size,
+            too many unreadable images.
         UnsupportedModelError: no linear head.
         NumericalError: NaN/inf activations.
-        MissingWeightsError: SAM/CLIP weights required but absent.
+        MissingWeightsError: SAM/CLIP weights required but absent (raised before any forward pass).
 
     Example:
         >>> report = audit(model, train_set, val_set)              # doctest: +SKIP
@@ -142,115 +200,160 @@ def audit(
             "set `concepts.enabled: true` (with local CLIP weights) or use `ranking.source: features`"
         )
     rng = np.random.default_rng(config.seed)
+    progress = config.progress
     device = resolve_device(config.model.device)
     adapter = ModelAdapter(model, head=_head_name(model, config), feature_layer=config.model.feature_layer, device=device)
-    names = _class_names(dataset, class_names, adapter.n_classes)
+    logger.info("head: %s (%d features -> %d classes)", adapter.head_name, adapter.n_features, adapter.n_classes)
+    names = _class_names(dataset, class_names, adapter.n_classes, adapter.head_name)
     data_kwargs = dict(batch_size=config.data.batch_size, num_workers=config.data.num_workers, mean=config.data.mean, std=config.data.std)
-    train = ImageSource(dataset, name="train", **data_kwargs)
-    val = ImageSource(val_dataset, name="val", **data_kwargs) if val_dataset is not None else None
+    sources = {"train": ImageSource(dataset, name="train", **data_kwargs)}
+    if val_dataset is not None:
+        sources["val"] = ImageSource(val_dataset, name="val", **data_kwargs)
+    evaluation_split = "val" if "val" in sources else "train"
     work_dir = _work_dir(config)
-    progress = config.progress
 
-    train_cache = extract_features(adapter, train, work_dir / "features" / "train", progress=progress)
-    val_cache = extract_features(adapter, val, work_dir / "features" / "val", progress=progress) if val is not None else None
-    ctx = AuditContext(config, adapter, train, val, train_cache, val_cache, names, work_dir, rng)
-
-    ctx.importance = class_feature_importance(train_cache.activations, train_cache.labels, adapter.head_weight().numpy())
-    usable, skipped = _usable_classes(train_cache, adapter.n_classes, 2 * config.gaps.min_k, names)
-    ranked = top_features(ctx.importance, config.features.top_k)
-    ctx.important_features = {c: ranked[c] for c in usable}
-
+    # Backends with weights load before the forward pass, so a missing file fails in seconds.
+    encoder = None
     if config.concepts.enabled:
         from auditor.concepts.stage import create_encoder
 
-        ctx.concept_encoder = create_encoder(config.concepts, device)
-    ctx.mask_provider = _mask_provider(ctx)
-    ctx.verdicts = label_features(adapter, train, train_cache, ctx.important_features, ctx.importance,
-                                  ctx.mask_provider, config.verdicts, rng, progress=progress)
-    spurious = spurious_by_class(ctx.verdicts)
-    for split in ("train", "val") if val is not None else ("train",):
-        cache = ctx.cache(split)
-        ctx.spuriosity[split] = spuriosity_scores(cache.activations, cache.labels, spurious)
+        encoder = create_encoder(config.concepts, device)
+    mask_provider = _mask_provider(config, sources["train"], names, work_dir, encoder, device)
 
+    logger.info("stage features: one pass over %s", ", ".join(f"{len(s)} {n} images" for n, s in sources.items()))
+    caches = {
+        split: extract_features(adapter, source, work_dir / "features" / split, progress=progress)
+        for split, source in sources.items()
+    }
+    train_cache, evaluation = caches["train"], caches[evaluation_split]
+    weight, bias = adapter.head_weight().numpy(), adapter.head_bias().numpy()
+    importance = class_feature_importance(train_cache.activations, train_cache.labels, weight)
+    usable, skipped_classes = _usable_classes(np.asarray(train_cache.labels), adapter.n_classes, 2 * config.gaps.min_k, names)
+    ranked = top_features(importance, config.features.top_k)
+    important = {c: ranked[c] for c in usable}
+
+    logger.info("stage verdicts: %d (class, feature) pairs", sum(len(f) for f in important.values()))
+    verdicts = label_features(adapter, sources["train"], train_cache, important, importance, mask_provider,
+                              config.verdicts, rng, progress=progress)
+
+    sections: dict[str, Any] = {}
+    concept_scores = None
     if config.concepts.enabled:
-        from auditor.concepts.stage import apply_concepts
+        from auditor.concepts.stage import run_concepts
 
-        apply_concepts(ctx)
+        logger.info("stage concepts")
+        findings = run_concepts(encoder, sources, caches, important, names, config.concepts, config.gaps,
+                                evaluation_split, work_dir / "clip", rng, progress=progress)
+        sections["concepts"] = findings.section
+        verdicts = [dataclasses.replace(v, concept_names=findings.feature_names.get((v.class_index, v.feature), []))
+                    for v in verdicts]
+        concept_scores = findings.scores
 
-    split = ctx.eval_split
-    eval_cache = ctx.cache(split)
-    ctx.gaps = class_gaps(ctx.spuriosity[split], eval_cache.labels, eval_cache.correct, config.gaps, rng)
+    logger.info("stage ranking and gaps")
+    rankings = run_ranking({s: c.activations for s, c in caches.items()}, {s: c.labels for s, c in caches.items()},
+                           spurious_by_class(verdicts), concept_scores, config.ranking).scores
+    gaps = run_gaps(rankings[evaluation_split], evaluation.labels, evaluation.correct, config.gaps, rng).gaps
 
-    tuning, tuned_heads, tuned_model = {}, {}, None
+    tuning, tuned_heads = {}, {}
     if config.tuning.enabled:
-        if val is None:
+        logger.info("stage tuning: low_spuriosity%s", "".join(f", {b}" for b in config.tuning.baselines))
+        if evaluation_split == "train":
             logger.warning("no validation data: head tuning is early-stopped and reported on the training data")
-        weight, bias = adapter.head_weight().numpy(), adapter.head_bias().numpy()
-        gap_fn = _gap_values(ctx, split, ctx.spuriosity[split])
-        for method in ["low_spuriosity", *config.tuning.baselines]:
-            result, w, b = tune_head(method, weight, bias, train_cache, ctx.spuriosity["train"], eval_cache,
-                                     ctx.spuriosity[split], gap_fn, config.tuning, np.random.default_rng(config.seed))
-            tuning[method] = result
-            tuned_heads[method] = (w, b)
-            if method == "low_spuriosity":
-                tuned_model = adapter.copy_with_head(torch.from_numpy(w), torch.from_numpy(b))
+        tuned = run_tuning((weight, bias), train_cache, rankings["train"], evaluation, rankings[evaluation_split],
+                           config.tuning, config.gaps, config.seed)
+        tuning, tuned_heads = dict(tuned.results), dict(tuned.heads)
 
-    extra_models = _run_optional_stages(ctx)
+    if config.neurontune.enabled:
+        from auditor.neurontune import run_neurontune
+
+        identification_split = config.neurontune.identification_split
+        if identification_split not in caches:
+            logger.warning("neurontune: no validation split; identifying biased dimensions on the memorised training split")
+            identification_split = "train"
+        logger.info("stage neurontune (identification on %s)", identification_split)
+        result = run_neurontune((weight, bias), train_cache, caches[identification_split], identification_split,
+                                evaluation, evaluation_split, rankings[evaluation_split], verdicts,
+                                config.neurontune, config.gaps, config.tuning.weight_decay)
+        sections["neurontune"] = result.section
+        tuned_heads["neurontune"] = (result.weight, result.bias)
+    if config.discovery.enabled:
+        from auditor.discovery import run_discovery
+
+        logger.info("stage discovery")
+        sections["discovery"] = run_discovery(adapter, sources[evaluation_split], evaluation_split, mask_provider, encoder,
+                                              verdicts, names, config.concepts, config.discovery, config.seed,
+                                              progress=progress).section
+    if config.noise.enabled:
+        from auditor.noise import run_noise
+
+        logger.info("stage noise")
+        sections["noise"] = run_noise(adapter, sources, caches, rankings, evaluation_split, gaps, verdicts, names,
+                                      mask_provider, config.noise, config.gaps, config.verdicts.heatmap, rng).section
+    if config.report.human_annotations:
+        from auditor.annotations import run_annotations
+
+        sections["human_agreement"] = run_annotations(config.report.human_annotations, verdicts, names).section
+
+    grid = _heatmap_grid(adapter, sources["train"], config.verdicts.heatmap)
+    warnings = _warnings(evaluation, evaluation_split, adapter.n_classes, grid, verdicts)
+    for text in warnings:
+        logger.warning(text)
+
+    artifacts, evidence_dir = {}, None
+    if config.report.html:
+        from auditor.evidence import run_evidence
+
+        logger.info("stage evidence: report images")
+        evidence_dir = Path(config.report.output_dir) if config.report.output_dir else work_dir / "evidence"
+        tuned_correct = None
+        if "low_spuriosity" in tuned_heads:
+            tuned_correct = head_predictions(evaluation.activations, *tuned_heads["low_spuriosity"]) == evaluation.labels
+        disagreements = (sections.get("human_agreement") or {}).get("disagreements", [])
+        evidence = run_evidence(adapter, sources["train"], sources[evaluation_split], evaluation_split,
+                                np.asarray(evaluation.labels), np.asarray(evaluation.correct), rankings[evaluation_split],
+                                tuned_correct, gaps, verdicts, mask_provider, config.verdicts.heatmap,
+                                config.report.n_grid_images, evidence_dir,
+                                extra_pairs={(d["class_index"], d["feature"]) for d in disagreements})
+        artifacts = evidence.artifacts
+
     report = AuditReport(
         class_names=names,
         config=config,
-        important_features=ctx.important_features,
-        verdicts=ctx.verdicts,
-        gaps=ctx.gaps,
+        important_features=important,
+        verdicts=verdicts,
+        gaps=gaps,
         tuning=tuning,
-        tuned_model=tuned_model,
-        sections=ctx.sections,
+        sections=sections,
         meta={
             "seed": config.seed,
             "device": str(device),
-            "evaluation_split": split,
-            "n_train_images": len(train),
-            "n_val_images": len(val) if val is not None else 0,
+            "evaluation_split": evaluation_split,
+            "n_train_images": len(sources["train"]),
+            "n_val_images": len(sources["val"]) if "val" in sources else 0,
             "head": adapter.head_name,
-            "spatial_layer": adapter._spatial_name or None,
-            "mask_provider": type(ctx.mask_provider).__name__,
-            "skipped_classes": skipped,
+            "spatial_layer": adapter.spatial_layer if grid is not None else None,
+            "heatmap_grid": list(grid) if grid is not None else None,
+            "mask_provider": type(mask_provider).__name__,
+            "skipped_classes": skipped_classes,
             "seconds": round(time.perf_counter() - started, 2),
             "versions": environment_meta(),
         },
-        extra_models=extra_models,
         tuned_heads=tuned_heads,
-        _spuriosity=ctx.spuriosity,
-        _context=ctx,
+        rankings=rankings,
+        labels={s: np.asarray(c.labels, np.int64) for s, c in caches.items()},
+        skipped_images=_skipped_images(caches),
+        warnings=warnings,
+        artifacts=artifacts,
+        evidence_dir=str(evidence_dir) if evidence_dir is not None else None,
+        model=model,
     )
     if config.report.output_dir:
         write_outputs(report, config.report.output_dir)
     return report
 
 
-def _run_optional_stages(ctx: AuditContext) -> dict[str, nn.Module]:
-    models: dict[str, nn.Module] = {}
-    if ctx.config.neurontune.enabled:
-        from auditor.neurontune import run_neurontune
-
-        ctx.sections["neurontune"], models["neurontune"] = run_neurontune(ctx)
-    if ctx.config.discovery.enabled:
-        from auditor.discovery import run_discovery
-
-        ctx.sections["discovery"] = run_discovery(ctx)
-    if ctx.config.noise.enabled:
-        from auditor.noise import run_noise
-
-        ctx.sections["noise"] = run_noise(ctx)
-    if ctx.config.report.human_annotations:
-        from auditor.annotations import human_annotations_section
-
-        ctx.sections["human_agreement"] = human_annotations_section(ctx)
-    return models
-
-
 def write_outputs(report: AuditReport, output_dir: str | Path, gate: dict | None = None) -> dict[str, Path]:
-    """Write results.json, the spuriosity arrays and (when configured) report.html with its images.
+    """Write results.json, the rankings and tuned heads, and (when configured) report.html with its images.
 
     Args:
         report: the audit report.
@@ -260,25 +363,22 @@ def write_outputs(report: AuditReport, output_dir: str | Path, gate: dict | None
     Returns:
         Paths written, by name ("results", "html", "spuriosity_train", "spuriosity_val").
     """
-    from auditor.gate import evaluate_gate
+    from auditor.gate import gate_verdict
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if report.evidence_dir and report.artifacts and Path(report.evidence_dir).resolve() != out.resolve():
+        shutil.copytree(Path(report.evidence_dir) / "artifacts", out / "artifacts", dirs_exist_ok=True)
+    written: dict[str, Path] = {"results": report.save(out)}
+    written.update({f"spuriosity_{split}": out / f"spuriosity_{split}.npy" for split in report.rankings})
     results = report.to_dict()
     if gate is None and report.config.gate.fail_on:
-        passed, reason = evaluate_gate(results, report.config.gate.fail_on)
-        gate = {"conditions": list(report.config.gate.fail_on), "passed": passed, "reason": reason}
+        gate = gate_verdict(results, report.config.gate.fail_on)
     if gate is not None:
         results["gate"] = gate
-    written: dict[str, Path] = {"results": out / "results.json"}
-    for split, scores in report._spuriosity.items():
-        written[f"spuriosity_{split}"] = out / f"spuriosity_{split}.npy"
-        np.save(written[f"spuriosity_{split}"], scores)
+        written["results"].write_text(json.dumps(results, indent=2))
     if report.config.report.html:
-        from auditor.report.artifacts import write_artifacts
         from auditor.report.html import render_html
 
-        results["artifacts"] = write_artifacts(report._context, report, out)
         written["html"] = render_html(results, out, out / "report.html")
-    written["results"].write_text(json.dumps(results, indent=2))
     return written

@@ -11,7 +11,6 @@ side, with the class-wise gap correlation (Pearson r) between every pair.
 
 from __future__ import annotations
 
-import html
 import logging
 from dataclasses import dataclass, field
 
@@ -24,6 +23,7 @@ from auditor.data import ImageSource
 from auditor.errors import InvalidInputError
 from auditor.gaps import class_gaps
 from auditor.model import logits_from_output, resolve_device
+from auditor.ranking import SpuriosityRanking
 from auditor.results import GapEstimate, to_jsonable
 
 logger = logging.getLogger(__name__)
@@ -69,56 +69,50 @@ class ModelEvaluation:
         })
 
 
-def _ranking(source, split: str | None) -> tuple[np.ndarray, str, np.ndarray | None, GapConfig, int]:
-    """(scores, split, stored labels or None, gap config, seed) from a report, a context or an array."""
-    if isinstance(source, np.ndarray):
-        return np.asarray(source, np.float64), split or "val", None, GapConfig(), 0
-    context = getattr(source, "_context", None) or source
-    spuriosity = getattr(source, "_spuriosity", None) or getattr(context, "spuriosity", None)
-    if not isinstance(spuriosity, dict) or not spuriosity:
-        raise InvalidInputError(
-            f"cannot read spuriosity rankings from {type(source).__name__}; pass an AuditReport, an AuditContext "
-            "or a float (N,) array of scores"
-        )
-    if split is None:
-        split = "val" if "val" in spuriosity else "train"
-    if split not in spuriosity:
-        raise InvalidInputError(f"no {split!r} ranking in this audit; available: {sorted(spuriosity)}")
-    labels = None
-    cache_of = getattr(context, "cache", None)
-    if callable(cache_of):
-        labels = np.asarray(cache_of(split).labels)
-    config = getattr(source, "config", None) or getattr(context, "config", None)
-    gap_config = config.gaps if config is not None else GapConfig()
-    seed = int(config.seed) if config is not None else 0
-    return np.asarray(spuriosity[split], np.float64), split, labels, gap_config, seed
+def _ranking(rankings, split: str | None) -> SpuriosityRanking:
+    """A :class:`SpuriosityRanking` from a ranking, a float array of scores, or anything with ``ranking(split)``."""
+    if isinstance(rankings, SpuriosityRanking):
+        if split is not None and split != rankings.split:
+            raise InvalidInputError(f"the ranking is of the {rankings.split!r} split, not {split!r}")
+        return rankings
+    if isinstance(rankings, np.ndarray):
+        return SpuriosityRanking(split=split or "val", scores=np.asarray(rankings, np.float64))
+    ranking_of = getattr(rankings, "ranking", None)
+    if callable(ranking_of):
+        return ranking_of(split)
+    raise InvalidInputError(
+        f"cannot read spuriosity rankings from {type(rankings).__name__}; pass a SpuriosityRanking "
+        "(report.ranking(split)), an AuditReport, or a float (N,) array of scores"
+    )
 
 
 @torch.no_grad()
 def predict_dataset(model: nn.Module, source: ImageSource, device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """Predictions and labels of ``model`` over ``source`` (eval mode; the training flag is restored).
+    """Predictions and labels of ``model`` over ``source`` (eval mode; every module's training flag is restored).
 
     Returns:
-        ``(predictions int64 (N,), labels int64 (N,))``.
+        ``(predictions int64 (N,), labels int64 (N,))`` in dataset order; -1 for images that could not be read.
     """
     device = torch.device(device)
-    was_training = model.training
+    flags = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
         original = next(model.parameters()).device
     except StopIteration:
         original = device
     model.to(device)
-    predictions, labels = [], []
+    predictions = np.full(len(source), -1, np.int64)
+    labels = np.full(len(source), -1, np.int64)
     try:
-        for _, images, batch_labels, _ in source.batches():
+        for indices, images, batch_labels, _ in source.batches():
             logits = logits_from_output(model(images.to(device)))
-            predictions.append(logits.argmax(1).cpu().numpy())
-            labels.append(batch_labels.numpy())
+            predictions[indices] = logits.argmax(1).cpu().numpy()
+            labels[indices] = batch_labels.numpy()
     finally:
         model.to(original)
-        model.train(was_training)
-    return np.concatenate(predictions).astype(np.int64), np.concatenate(labels).astype(np.int64)
+        for module, training in flags:
+            module.training = training
+    return predictions, labels
 
 
 def evaluation_from_predictions(
@@ -170,7 +164,7 @@ def evaluation_from_predictions(
         name=name,
         split=split,
         n_images=int(len(labels)),
-        accuracy=float(correct.mean()),
+        accuracy=float(correct[labels >= 0].mean()) if (labels >= 0).any() else float("nan"),
         gaps=gaps,
         mean_gap=float(np.mean(finite)) if finite else None,
         low_accuracy=float(correct[bottom].mean()) if bottom else None,
@@ -190,12 +184,14 @@ def evaluate_model(
     device: str = "auto",
     mean: list[float] | None = None,
     std: list[float] | None = None,
+    gap_config: GapConfig | None = None,
+    seed: int = 0,
 ) -> ModelEvaluation:
     """Measure ``other_model`` on spuriosity rankings computed once by an audit.
 
     Args:
-        rankings: an :class:`~auditor.report.audit_report.AuditReport`, an
-            :class:`~auditor.context.AuditContext`, or a float ``(N,)`` array of scores.
+        rankings: a :class:`~auditor.ranking.SpuriosityRanking` (``report.ranking(split)``), an
+            :class:`~auditor.report.audit_report.AuditReport`, or a float ``(N,)`` array of scores.
         other_model: any classifier over the same classes (outputs logits ``(n, K)``).
         dataset: the images the ranking was computed on, in the same order (map-style
             Dataset yielding ``(image, label[, mask])``), prepared as ``other_model`` expects.
@@ -204,6 +200,8 @@ def evaluate_model(
         batch_size: images per forward pass.
         device: "auto", "cpu", "cuda", ...
         mean, std: normalisation of the dataset's images (only used to validate the dataset).
+        gap_config: k and bootstrap settings (the report's when ``rankings`` is an AuditReport, else defaults).
+        seed: seed of the bootstrap (the report's seed when ``rankings`` is an AuditReport and ``gap_config`` is None).
 
     Returns:
         A :class:`ModelEvaluation`.
@@ -216,7 +214,11 @@ def evaluate_model(
         >>> evaluation = report.evaluate(other_model, val_set)   # doctest: +SKIP
         >>> evaluation.gaps[0].gap, evaluation.low_accuracy       # doctest: +SKIP
     """
-    scores, split, stored_labels, gap_config, seed = _ranking(rankings, split)
+    ranking = _ranking(rankings, split)
+    scores, split = ranking.scores, ranking.split
+    audit_config = getattr(rankings, "config", None)  # an AuditReport carries its gap settings and seed
+    if gap_config is None and audit_config is not None:
+        gap_config, seed = audit_config.gaps, int(audit_config.seed)
     source = ImageSource(dataset, batch_size=batch_size, mean=mean, std=std, name=split)
     if len(source) != len(scores):
         raise InvalidInputError(
@@ -224,15 +226,19 @@ def evaluate_model(
             "audit ranked, in the same order"
         )
     predictions, labels = predict_dataset(other_model, source, resolve_device(device))
-    if stored_labels is not None and not np.array_equal(labels, stored_labels):
-        n_diff = int((labels != stored_labels).sum())
-        raise InvalidInputError(
-            f"{n_diff} labels of the dataset differ from those of the audited {split!r} split; pass the same "
-            "dataset in the same order"
-        )
+    stored = ranking.labels
+    if stored is not None:
+        readable = stored >= 0
+        if len(labels) == len(stored) and not np.array_equal(labels[readable], stored[readable]):
+            n_diff = int((labels[readable] != stored[readable]).sum())
+            raise InvalidInputError(
+                f"{n_diff} labels of the dataset differ from those of the audited {split!r} split; pass the same "
+                "dataset in the same order"
+            )
+        labels = np.where(readable, labels, -1) if len(labels) == len(stored) else labels
     return evaluation_from_predictions(
         scores, labels, predictions, name=name or type(other_model).__name__, split=split,
-        gap_config=gap_config, rng=np.random.default_rng(seed),
+        gap_config=gap_config or GapConfig(), rng=np.random.default_rng(seed),
     )
 
 
@@ -294,79 +300,3 @@ def compare_models(evaluations: list[ModelEvaluation]) -> dict:
         "correlation": correlation,
         "mean_correlation": float(np.mean(pairs)) if pairs else None,
     })
-
-
-def comparison_svg(comparison: dict, width: int = 420, height: int = 260) -> str:
-    """A dependency-free SVG plot: each model's accuracy on low vs high spuriosity images.
-
-    One point per model (x: low-spuriosity accuracy, y: high-spuriosity accuracy); points
-    under the diagonal are models that do worse on spurious-looking images.
-
-    Args:
-        comparison: the output of :func:`compare_models`.
-        width, height: size in pixels.
-
-    Returns:
-        An ``<svg>`` element as a string, ready to embed in the HTML report.
-    """
-    pad = 40
-    plot_w, plot_h = width - 2 * pad, height - 2 * pad
-
-    def xy(low: float, high: float) -> tuple[float, float]:
-        return pad + low * plot_w, pad + (1 - high) * plot_h
-
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">',
-        f'<rect x="{pad}" y="{pad}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#888"/>',
-        f'<line x1="{pad}" y1="{pad + plot_h}" x2="{pad + plot_w}" y2="{pad}" stroke="#bbb" stroke-dasharray="4"/>',
-        f'<text x="{pad + plot_w / 2}" y="{height - 8}" text-anchor="middle">accuracy, low spuriosity</text>',
-        f'<text x="12" y="{pad + plot_h / 2}" text-anchor="middle" transform="rotate(-90 12 {pad + plot_h / 2})">accuracy, high spuriosity</text>',
-    ]
-    for tick in (0.0, 0.5, 1.0):
-        x, _ = xy(tick, 0)
-        _, y = xy(0, tick)
-        parts.append(f'<text x="{x}" y="{pad + plot_h + 14}" text-anchor="middle">{tick:.1f}</text>')
-        parts.append(f'<text x="{pad - 4}" y="{y + 4}" text-anchor="end">{tick:.1f}</text>')
-    palette = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
-    for i, model in enumerate(comparison.get("models", [])):
-        if model.get("low_accuracy") is None or model.get("high_accuracy") is None:
-            continue
-        x, y = xy(model["low_accuracy"], model["high_accuracy"])
-        colour = palette[i % len(palette)]
-        name = str(model["name"]).replace("&", "&amp;").replace("<", "&lt;")
-        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{colour}"><title>{name}</title></circle>')
-        parts.append(f'<text x="{x + 7:.1f}" y="{y - 6:.1f}" fill="{colour}">{name}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def render_html(comparison: dict, class_names: list[str] | None = None) -> str:
-    """The model comparison as an HTML fragment: a table, the gap correlations and the low/high plot.
-
-    Args:
-        comparison: the output of :func:`compare_models`.
-        class_names: names for the class columns (indices when None).
-
-    Returns:
-        HTML text (no surrounding page).
-    """
-    def fmt(value) -> str:
-        return "n/a" if value is None else f"{value:.3f}"
-
-    classes = comparison.get("classes", [])
-    name = (lambda c: class_names[int(c)]) if class_names else str
-    head = "".join(f"<th>gap {html.escape(name(c))}</th>" for c in classes)
-    rows = []
-    for model in comparison.get("models", []):
-        gaps = "".join(f"<td>{fmt(model['gaps'].get(c, model['gaps'].get(str(c), {})).get('gap'))}</td>" for c in classes)
-        rows.append(
-            f"<tr><td>{html.escape(str(model['name']))}</td><td>{fmt(model['accuracy'])}</td><td>{fmt(model['low_accuracy'])}</td>"
-            f"<td>{fmt(model['high_accuracy'])}</td><td>{fmt(model['mean_gap'])}</td>{gaps}</tr>"
-        )
-    return (
-        "<section class='comparison'><h2>Bias across models</h2>"
-        "<table><tr><th>model</th><th>accuracy</th><th>low spuriosity</th><th>high spuriosity</th><th>mean gap</th>"
-        f"{head}</tr>{''.join(rows)}</table>"
-        f"<p>Mean class-wise gap correlation (Pearson r): {fmt(comparison.get('mean_correlation'))}</p>"
-        f"{comparison_svg(comparison)}</section>"
-    )

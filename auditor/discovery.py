@@ -12,16 +12,17 @@ strongly it activates the features the main audit judged spurious for that class
 
 from __future__ import annotations
 
-import html
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from auditor.config import DiscoveryConfig
 from auditor.errors import ConfigError, InvalidInputError
 from auditor.noise import thumbnail_uri
 
@@ -171,8 +172,7 @@ def load_folder_images(folder: str | Path, size: tuple[int, int]) -> tuple[torch
     return torch.stack(images), names
 
 
-def _to_model_space(ctx, unit: torch.Tensor) -> torch.Tensor:
-    source = ctx.train
+def _to_model_space(source, unit: torch.Tensor) -> torch.Tensor:
     if source.mean is not None:
         unit = (unit - source.mean) / source.std
     if source.image_shape[0] == 1:
@@ -180,37 +180,35 @@ def _to_model_space(ctx, unit: torch.Tensor) -> torch.Tensor:
     return unit
 
 
-def _default_pool(ctx, progress: bool, max_images: int) -> tuple[torch.Tensor, list[int], str]:
-    split = ctx.eval_split
-    source = ctx.source(split)
+def _default_pool(source, mask_provider, seed: int, progress: bool, max_images: int) -> tuple[torch.Tensor, list[int]]:
     chosen = np.arange(len(source))
     if len(chosen) > max_images:
-        chosen = np.sort(np.random.default_rng(int(ctx.config.seed)).choice(chosen, max_images, replace=False))
+        chosen = np.sort(np.random.default_rng(seed).choice(chosen, max_images, replace=False))
     pool, indices = [], []
     for batch_indices, images, labels, masks in tqdm(source.batches(chosen), desc="discovery pool", disable=not progress):
         unit = source.unit_images(images)
         if masks is None:
-            if ctx.mask_provider is None:
+            if mask_provider is None:
                 raise InvalidInputError(
                     "discovery needs object masks to remove the class objects, or a folder of unrelated images: "
                     "set `discovery.pool_dir` or use a mask provider"
                 )
-            masks = torch.as_tensor(np.asarray(ctx.mask_provider.masks(unit, labels.tolist(), list(map(int, batch_indices))), bool))
+            masks = torch.as_tensor(np.asarray(mask_provider.masks(unit, labels.tolist(), list(map(int, batch_indices))), bool))
         pool.append(remove_objects(unit, masks))
         indices.extend(int(i) for i in batch_indices)
-    return torch.cat(pool), indices, split
+    return torch.cat(pool), indices
 
 
-def _embed(ctx, unit: torch.Tensor, method: str, seed: int, progress: bool) -> tuple[np.ndarray, str]:
+def _embed(encoder, unit: torch.Tensor, method: str, seed: int, progress: bool) -> tuple[np.ndarray, str]:
     if method == "auto":
-        method = "clip" if ctx.concept_encoder is not None else "vae"
+        method = "clip" if encoder is not None else "vae"
     if method == "clip":
-        if ctx.concept_encoder is None:
+        if encoder is None:
             raise ConfigError(
                 "`discovery.embedding` is 'clip' but no CLIP backend is loaded; enable `concepts` with local weights "
                 "or use `discovery.embedding: vae`"
             )
-        out = [ctx.concept_encoder.encode_images(unit[s : s + 64]) for s in range(0, len(unit), 64)]
+        out = [encoder.encode_images(unit[s : s + 64]) for s in range(0, len(unit), 64)]
         return np.concatenate(out).astype(np.float32), "clip"
     if method != "vae":
         raise ConfigError(f"`discovery.embedding` must be one of ['auto', 'clip', 'vae']; got {method!r}")
@@ -220,56 +218,69 @@ def _embed(ctx, unit: torch.Tensor, method: str, seed: int, progress: bool) -> t
     return vae.embed(unit), "vae"
 
 
-def _concept_names(ctx, embeddings: np.ndarray, n_names: int) -> list[str]:
-    from auditor.concepts.prompts import load_concepts
-    from auditor.concepts.stage import concept_directions
+@dataclass(frozen=True)
+class DiscoveryResult:
+    """Output of :func:`run_discovery`: the JSON-ready ``discovery`` section."""
 
-    if not hasattr(ctx, "_discovery_concepts"):
-        concepts = load_concepts(ctx.config.concepts.prompt_files, ctx.config.concepts.concepts)
-        ctx._discovery_concepts = (concepts, concept_directions(ctx.concept_encoder, concepts))
-    concepts, directions = ctx._discovery_concepts
-    centre = embeddings.mean(0)
-    centre = centre / max(np.linalg.norm(centre), 1e-12)
-    order = np.argsort(-(directions @ centre))[:n_names]
-    return [concepts[i].name for i in order]
+    section: dict
 
 
-def run_discovery(ctx) -> dict:
+def run_discovery(
+    adapter,
+    source,
+    split: str,
+    mask_provider,
+    encoder,
+    verdicts: Sequence[Any],
+    class_names: Sequence[str],
+    concept_config: Any,
+    config: DiscoveryConfig,
+    seed: int,
+    progress: bool = False,
+) -> DiscoveryResult:
     """The discovery stage: clusters of confidently classified object-free images, per class.
 
     The pool is held in memory at the model's input size; at most ``max_pool_images``
-    (5000, a random subset chosen with the audit's seed) are used.
+    (5000, a random subset chosen with ``seed``) are used.
 
     Args:
-        ctx: the :class:`~auditor.context.AuditContext` after the core stages.
+        adapter: the audited model's :class:`~auditor.model.ModelAdapter`.
+        source: the ImageSource of the evaluation split (the default pool, objects removed).
+        split: its name.
+        mask_provider: object-mask backend (for the default pool without dataset masks), or None.
+        encoder: a CLIP ConceptEncoder, or None (a small VAE embeds the pool then).
+        verdicts: the audit's verdicts (spurious features and their concept names).
+        class_names: one per class.
+        concept_config: the ConceptConfig (prompt files, extra concepts, names per cluster).
+        config: discovery settings.
+        seed: seed of the pool sample, the VAE and k-means.
+        progress: show progress bars.
 
     Returns:
-        JSON-ready section: pool description, embedding used, and per class the number of
-        collected images and its clusters (size, members, exemplars with thumbnails,
-        concept names when CLIP is present, mean z-scored activation of the audit's
-        spurious features for the class, and whether that agrees with the audit).
+        A :class:`DiscoveryResult`: pool description, embedding used, and per class the number
+        of collected images and its clusters (size, members, exemplars with thumbnails, concept
+        names when CLIP is present, mean z-scored activation of the audit's spurious features
+        for the class, and whether that agrees with the audit).
 
     Raises:
         InvalidInputError: no pool folder and no masks to remove the objects.
         ConfigError: ``embedding: clip`` without a CLIP backend.
     """
-    cfg = ctx.config.discovery
-    progress = bool(ctx.config.progress)
-    seed = int(ctx.config.seed)
+    cfg = config
     max_images = cfg.max_pool_images
     if cfg.pool_dir:
-        unit, names = load_folder_images(cfg.pool_dir, ctx.train.image_shape[-2:])
+        unit, names = load_folder_images(cfg.pool_dir, source.image_shape[-2:])
         if len(names) > max_images:
             keep = np.sort(np.random.default_rng(seed).choice(len(names), max_images, replace=False))
             unit, names = unit[torch.from_numpy(keep)], [names[i] for i in keep]
         pool_ids: list = names
         pool_desc = {"kind": "folder", "path": str(cfg.pool_dir), "n_images": len(names)}
     else:
-        unit, pool_ids, split = _default_pool(ctx, progress, max_images)
+        unit, pool_ids = _default_pool(source, mask_provider, seed, progress, max_images)
         pool_desc = {"kind": "objects_removed", "split": split, "n_images": len(pool_ids)}
     logits, features = [], []
-    for start in range(0, len(unit), ctx.train.batch_size):
-        out = ctx.adapter.forward(_to_model_space(ctx, unit[start : start + ctx.train.batch_size]))
+    for start in range(0, len(unit), source.batch_size):
+        out = adapter.forward(_to_model_space(source, unit[start : start + source.batch_size]))
         logits.append(out.logits.float().cpu())
         features.append(out.features.float().cpu().numpy())
     probabilities = torch.softmax(torch.cat(logits), 1).numpy()
@@ -278,12 +289,19 @@ def run_discovery(ctx) -> dict:
     collected = collect_confident(probabilities, cfg.min_confidence)
     embeddings, method = (None, None)
     if collected:
-        embeddings, method = _embed(ctx, unit, cfg.embedding, seed, progress)
+        embeddings, method = _embed(encoder, unit, cfg.embedding, seed, progress)
+    concept_table = None
+    if method == "clip":
+        from auditor.concepts.prompts import load_concepts
+        from auditor.concepts.stage import concept_directions
+
+        concepts = load_concepts(concept_config.prompt_files or None, extra=concept_config.concepts)
+        concept_table = (concepts, concept_directions(encoder, concepts))
     threshold = cfg.agreement_z
     classes = {}
-    for c, name in enumerate(ctx.class_names):
+    for c, name in enumerate(class_names):
         members = collected.get(c, np.zeros(0, np.int64))
-        spurious = ctx.spurious_features(c)
+        spurious = [v.feature for v in verdicts if v.class_index == c and v.label == "spurious"]
         entry = {"class_name": name, "n_collected": int(len(members)), "spurious_features": spurious, "clusters": []}
         if len(members) == 0:
             classes[c] = entry
@@ -303,49 +321,26 @@ def run_discovery(ctx) -> dict:
                 "spurious_activation": lift,
                 "agrees_with_audit": bool(lift is not None and lift > threshold),
             }
-            if method == "clip":
-                cluster["concepts"] = _concept_names(ctx, embeddings[chosen], ctx.config.concepts.n_names)
-                audit_names = {n for v in ctx.verdicts if v.class_index == c and v.label == "spurious" for n in v.concept_names}
+            if concept_table is not None:
+                cluster["concepts"] = _nearest_concepts(concept_table, embeddings[chosen], concept_config.n_names)
+                audit_names = {n for v in verdicts if v.class_index == c and v.label == "spurious" for n in v.concept_names}
                 cluster["shared_concepts"] = sorted(audit_names & set(cluster["concepts"]))
             entry["clusters"].append(cluster)
         classes[c] = entry
         logger.info("discovery: class %s: %d images without the object, %d clusters", name, len(members), len(entry["clusters"]))
-    return {
+    return DiscoveryResult(section={
         "pool": pool_desc,
         "embedding": method,
         "min_confidence": cfg.min_confidence,
         "max_clusters": cfg.max_clusters,
         "agreement_z": threshold,
         "classes": classes,
-    }
+    })
 
 
-def render_html(section: dict) -> str:
-    """The discovery section as an HTML fragment: per class, its clusters with exemplars.
-
-    Args:
-        section: the dict returned by :func:`run_discovery` (or its JSON form).
-
-    Returns:
-        HTML text (no surrounding page).
-    """
-    pool = section.get("pool", {})
-    parts = [
-        "<section class='discovery'><h2>Cues found on images without the class object</h2>",
-        f"<p>Pool: {html.escape(str(pool.get('kind')))} ({pool.get('n_images', 0)} images); embedding "
-        f"{html.escape(str(section.get('embedding')))}; collected at confidence &ge; {section.get('min_confidence')}.</p>",
-    ]
-    for entry in section.get("classes", {}).values():
-        parts.append(f"<h3>{html.escape(str(entry['class_name']))}: {entry['n_collected']} images</h3>")
-        for cluster in entry.get("clusters", []):
-            concepts = ", ".join(cluster.get("concepts", [])) or "no CLIP backend"
-            lift = cluster.get("spurious_activation")
-            agreement = "agrees with the audit's spurious features" if cluster.get("agrees_with_audit") else "not matched by the audit"
-            parts.append(
-                f"<p>cluster {cluster['cluster']}: {cluster['size']} images; concepts: {html.escape(concepts)}; "
-                f"spurious-feature activation {'n/a' if lift is None else f'{lift:+.2f}'} ({agreement})</p><div>"
-                + "".join(f"<img src='{e['image']}' alt='{html.escape(str(e['id']))}'>" for e in cluster.get("exemplars", []))
-                + "</div>"
-            )
-    parts.append("</section>")
-    return "".join(parts)
+def _nearest_concepts(table: tuple[list, np.ndarray], embeddings: np.ndarray, n_names: int) -> list[str]:
+    concepts, directions = table
+    centre = embeddings.mean(0)
+    centre = centre / max(np.linalg.norm(centre), 1e-12)
+    order = np.argsort(-(directions @ centre))[:n_names]
+    return [concepts[i].name for i in order]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -113,6 +114,8 @@ def class_gaps(
     """
     result = {}
     for c in np.unique(labels):
+        if c < 0:  # unreadable images
+            continue
         members = np.flatnonzero(labels == c)
         if not np.isfinite(scores[members]).any():
             continue
@@ -125,3 +128,26 @@ def class_gaps(
             logger.warning("class %d gap %s; lower `gaps.min_k` or add images", c, estimate.note)
         result[int(c)] = estimate
     return result
+
+
+@dataclass(frozen=True)
+class GapResult:
+    """Output of :func:`run_gaps`: class index -> :class:`GapEstimate` on the evaluation split."""
+
+    gaps: dict[int, GapEstimate]
+
+
+def run_gaps(scores: np.ndarray, labels: np.ndarray, correct: np.ndarray, config: GapConfig, rng: np.random.Generator) -> GapResult:
+    """The gap stage on the evaluation split: :func:`class_gaps` under the stage naming.
+
+    Args:
+        scores: float ``(N,)`` spuriosity of the evaluation split.
+        labels: int ``(N,)``.
+        correct: bool ``(N,)`` the audited model's correctness.
+        config: k and bootstrap settings.
+        rng: random generator of the bootstrap.
+
+    Returns:
+        A :class:`GapResult`.
+    """
+    return GapResult(gaps=class_gaps(scores, labels, correct, config, rng))

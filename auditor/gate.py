@@ -203,3 +203,16 @@ def evaluate_gate(results: dict, conditions: Iterable[str | Condition]) -> tuple
         return False, "gate failed: " + "; ".join(failures)
     summary = ", ".join(f"{c.metric}={metrics[c.metric][0]:.4g}" for c in parsed)
     return True, f"gate passed: {summary}"
+
+
+def gate_verdict(results: dict, conditions: Iterable[str | Condition]) -> dict[str, Any]:
+    """The gate's verdict as stored in results.json: ``{"conditions", "passed", "reason"}``.
+
+    The one gate path shared by :func:`auditor.api.write_outputs` and the CLI.
+
+    Raises:
+        ConfigError: see :func:`evaluate_gate`.
+    """
+    conditions = list(conditions)
+    passed, reason = evaluate_gate(results, conditions)
+    return {"conditions": [str(c) for c in conditions], "passed": passed, "reason": reason}

@@ -22,15 +22,18 @@ default rule ``threshold = 0``, is unchanged by this scaling.
 
 from __future__ import annotations
 
-import html
 import logging
 import time
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
-import torch
-from torch import nn
 
+from auditor.config import GapConfig, NeuronTuneConfig
 from auditor.errors import ConfigError, InvalidInputError
+from auditor.evaluation import head_metrics
+from auditor.features import FeatureCache
+from auditor.results import FeatureVerdict
 
 logger = logging.getLogger(__name__)
 
@@ -304,130 +307,98 @@ def spurious_overlap(suppressed: list[int], spurious: dict[int, list[int]], core
     }
 
 
-def _metrics(weight: np.ndarray, bias: np.ndarray, cache, scores: np.ndarray | None, gap_config, rng) -> dict:
-    from auditor.gaps import class_gaps
+@dataclass(frozen=True)
+class NeuronTuneResult:
+    """Output of :func:`run_neurontune`.
 
-    predictions = (np.asarray(cache.activations, np.float64) @ weight.T + bias).argmax(1)
-    labels = np.asarray(cache.labels)
-    correct = predictions == labels
-    per_class = {int(c): float(correct[labels == c].mean()) for c in np.unique(labels)}
-    out = {"accuracy": float(correct.mean()), "worst_class_accuracy": min(per_class.values()), "class_accuracy": per_class}
-    if scores is not None and np.isfinite(scores).any():
-        gaps = class_gaps(np.asarray(scores), labels, correct, gap_config, rng)
-        finite = {c: g.gap for c, g in gaps.items() if np.isfinite(g.gap)}
-        out["gaps"] = finite
-        out["mean_gap"] = float(np.mean(list(finite.values()))) if finite else None
-    return out
+    Attributes:
+        section: JSON-ready report section (identification split, suppressed dimensions,
+            overlap with the audit's verdicts, metrics before/after on the evaluation split, seconds).
+        weight: float32 ``(K, D)`` retrained head, zero columns on suppressed dimensions.
+        bias: float32 ``(K,)``.
+    """
+
+    section: dict
+    weight: np.ndarray
+    bias: np.ndarray
 
 
-def run_neurontune(ctx) -> tuple[dict, nn.Module]:
-    """The NeuronTune stage of an audit: a tuned copy of the model and its report section.
+def run_neurontune(
+    head: tuple[np.ndarray, np.ndarray],
+    train: FeatureCache,
+    identification: FeatureCache,
+    identification_split: str,
+    evaluation: FeatureCache,
+    evaluation_split: str,
+    evaluation_scores: np.ndarray | None,
+    verdicts: Sequence[FeatureVerdict],
+    config: NeuronTuneConfig,
+    gap_config: GapConfig,
+    weight_decay: float,
+) -> NeuronTuneResult:
+    """The NeuronTune stage: suppress biased dimensions, retrain the head, measure it.
 
     Args:
-        ctx: the :class:`~auditor.context.AuditContext` after the core stages (verdicts,
-            spuriosity and gaps filled in).
+        head: the model's head ``(weight (K, D), bias (K,))``.
+        train: training FeatureCache (the head is refit on it).
+        identification: the cache biased dimensions are identified on (validation by default).
+        identification_split: its name, for the record.
+        evaluation: the cache the before/after metrics are measured on; evaluation_split its name.
+        evaluation_scores: float ``(M,)`` spuriosity of the evaluation split (None: no gaps).
+        verdicts: the audit's verdicts (to report overlap with its spurious/core features).
+        config: NeuronTune settings.
+        gap_config: k of the gaps.
+        weight_decay: L2 penalty of the retrained head.
 
     Returns:
-        ``(section, tuned_model)``: the JSON-ready section (identification split,
-        suppressed dimensions, overlap with the audit's verdicts, metrics before/after on
-        the evaluation split, seconds) and a deep copy of the user's model whose head has
-        the suppressed dimensions' columns zeroed and is retrained.
+        A :class:`NeuronTuneResult`.
 
     Raises:
         ConfigError: a bad ``neurontune.combine``.
     """
-    cfg = ctx.config.neurontune
     start = time.perf_counter()
-    split = cfg.identification_split
-    if split == "val" and ctx.val_cache is None:
-        logger.warning("neurontune: no validation split; identifying biased dimensions on the memorised training split")
-        split = "train"
-    ident = ctx.cache(split)
-    weight = ctx.adapter.head_weight().numpy()
-    bias = ctx.adapter.head_bias().numpy()
+    weight, bias = (np.asarray(a, np.float32) for a in head)
     result = neurontune_head(
-        ctx.train_cache.activations, ctx.train_cache.labels,
-        ident.activations, ident.labels, ident.predictions,
+        train.activations, train.labels,
+        identification.activations, identification.labels, identification.predictions,
         weight, bias,
-        threshold=cfg.threshold, combine=cfg.combine, epochs=cfg.epochs, lr=cfg.lr,
-        weight_decay=ctx.config.tuning.weight_decay,
-        max_suppressed_fraction=cfg.max_suppressed_fraction,
+        threshold=config.threshold, combine=config.combine, epochs=config.epochs, lr=config.lr,
+        weight_decay=weight_decay, max_suppressed_fraction=config.max_suppressed_fraction,
     )
     seconds = time.perf_counter() - start
-    tuned = ctx.adapter.copy_with_head(torch.from_numpy(result["weight"]), torch.from_numpy(result["bias"]))
-    eval_split = ctx.eval_split
-    scores = ctx.spuriosity.get(eval_split)
-    seed = int(ctx.rng.integers(2**31))
-    before = _metrics(weight, bias, ctx.cache(eval_split), scores, ctx.config.gaps, np.random.default_rng(seed))
-    after = _metrics(result["weight"], result["bias"], ctx.cache(eval_split), scores, ctx.config.gaps, np.random.default_rng(seed))
-    spurious = {}
-    core = {}
-    for v in ctx.verdicts:
+    acts = np.asarray(evaluation.activations)
+    before = head_metrics(weight, bias, acts, evaluation.labels, evaluation_scores, gap_config)
+    after = head_metrics(result["weight"], result["bias"], acts, evaluation.labels, evaluation_scores, gap_config)
+    spurious: dict[int, list[int]] = {}
+    core: dict[int, list[int]] = {}
+    for v in verdicts:
         (spurious if v.label == "spurious" else core).setdefault(v.class_index, []).append(v.feature)
     per_class_biased = {
-        int(c): [int(i) for i in np.flatnonzero(row > cfg.threshold)] for c, row in enumerate(result["delta"]) if np.isfinite(row).all()
+        int(c): [int(i) for i in np.flatnonzero(row > config.threshold)] for c, row in enumerate(result["delta"]) if np.isfinite(row).all()
     }
     section = {
-        "identification_split": split,
-        "threshold": cfg.threshold,
-        "combine": cfg.combine,
+        "identification_split": identification_split,
+        "threshold": config.threshold,
+        "combine": config.combine,
         "n_dimensions": int(weight.shape[1]),
         "suppressed": result["suppressed"],
         "n_suppressed": len(result["suppressed"]),
         "n_over_threshold": result["n_flagged"],
-        "max_suppressed_fraction": cfg.max_suppressed_fraction,
+        "max_suppressed_fraction": config.max_suppressed_fraction,
         "biased_by_class": per_class_biased,
         "overlap": spurious_overlap(result["suppressed"], spurious, core),
         "objective_before": result["objective_before"],
         "objective_after": result["objective_after"],
         "epoch": result["epoch"],
         "epochs_run": result["epochs_run"],
-        "evaluation_split": eval_split,
+        "evaluation_split": evaluation_split,
         "before": before,
         "after": after,
         "seconds": seconds,
     }
     logger.info(
         "neurontune: %d of %d dimensions suppressed; %s accuracy %.3f -> %.3f, worst class %.3f -> %.3f",
-        len(result["suppressed"]), weight.shape[1], eval_split, before["accuracy"], after["accuracy"],
+        len(result["suppressed"]), weight.shape[1], evaluation_split, before["accuracy"], after["accuracy"],
         before["worst_class_accuracy"], after["worst_class_accuracy"],
     )
-    return section, tuned
-
-
-def render_html(section: dict, class_names: list[str] | None = None) -> str:
-    """The NeuronTune section as an HTML fragment (a summary line and a before/after table).
-
-    Args:
-        section: the dict returned by :func:`run_neurontune` (or its JSON form).
-        class_names: names for the per-class rows (indices when None).
-
-    Returns:
-        HTML text (no surrounding page).
-    """
-    def fmt(value) -> str:
-        return "n/a" if value is None else f"{value:.3f}"
-
-    before, after = section.get("before", {}), section.get("after", {})
-    name = (lambda c: class_names[int(c)]) if class_names else str
-    overlap = section.get("overlap", {})
-    rows = "".join(
-        f"<tr><td>{html.escape(name(c))}</td><td>{fmt(before.get('class_accuracy', {}).get(c))}</td>"
-        f"<td>{fmt(after.get('class_accuracy', {}).get(c))}</td>"
-        f"<td>{html.escape(str(overlap.get('per_class', {}).get(c, {}).get('spurious_suppressed', [])))}</td></tr>"
-        for c in before.get("class_accuracy", {})
-    )
-    return (
-        "<section class='neurontune'><h2>NeuronTune (neuron regulation)</h2>"
-        f"<p>{section.get('n_suppressed', 0)} of {section.get('n_dimensions', 0)} dimensions suppressed "
-        f"(identified on {html.escape(str(section.get('identification_split')))}, threshold {section.get('threshold')}, "
-        f"rule {html.escape(str(section.get('combine')))}; {section.get('n_over_threshold', 0)} over the threshold). "
-        f"Share of the audit's spurious features suppressed: {fmt(overlap.get('spurious_recall'))}; "
-        f"of its core features: {fmt(overlap.get('core_suppressed'))}.</p>"
-        f"<p>Accuracy {fmt(before.get('accuracy'))} &rarr; {fmt(after.get('accuracy'))}; worst class "
-        f"{fmt(before.get('worst_class_accuracy'))} &rarr; {fmt(after.get('worst_class_accuracy'))}; mean gap "
-        f"{fmt(before.get('mean_gap'))} &rarr; {fmt(after.get('mean_gap'))}.</p>"
-        "<table><tr><th>class</th><th>accuracy before</th><th>after</th><th>spurious features suppressed</th></tr>"
-        f"{rows}</table>"
-        f"<p>Suppressed dimensions: {html.escape(str(section.get('suppressed', [])))}</p></section>"
-    )
+    return NeuronTuneResult(section=section, weight=np.asarray(result["weight"], np.float32), bias=np.asarray(result["bias"], np.float32))

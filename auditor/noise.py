@@ -12,16 +12,17 @@ multi-object image; one that still disagrees points to a wrong label.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import logging
 import math
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from auditor.config import GapConfig, NoiseConfig
 from auditor.errors import InvalidInputError
 from auditor.gaps import class_gaps
 
@@ -176,44 +177,55 @@ def thumbnail_uri(image: torch.Tensor | np.ndarray, max_side: int = 96) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _core_heatmaps(ctx, images: torch.Tensor, class_index: int) -> np.ndarray | None:
+def _core_heatmaps(adapter, images: torch.Tensor, core_features: Sequence[int], heatmap: str) -> np.ndarray | None:
     from auditor.heatmaps import compute_heatmaps
 
-    core = [v.feature for v in ctx.verdicts if v.class_index == class_index and v.label == "core"]
-    if not core:
+    if not core_features:
         return None
-    maps = [compute_heatmaps(ctx.adapter, images, [f] * len(images), ctx.config.verdicts.heatmap) for f in core]
+    maps = [compute_heatmaps(adapter, images, [f] * len(images), heatmap) for f in core_features]
     return np.mean(maps, axis=0)
 
 
 def crop_and_predict(
-    ctx, split: str, indices: np.ndarray, class_index: int, expand: float, thumbnails: bool = True, mode: str = "resize"
+    adapter,
+    source,
+    indices: np.ndarray,
+    class_index: int,
+    core_features: Sequence[int],
+    mask_provider=None,
+    *,
+    expand: float = 0.2,
+    thumbnails: bool = True,
+    mode: str = "resize",
+    heatmap: str = "cam",
 ) -> list[dict]:
     """Crop flagged images to the class object and record the model's prediction before and after.
 
     Args:
-        ctx: the audit context.
-        split: "train" or "val".
+        adapter: the :class:`~auditor.model.ModelAdapter` of the audited model.
+        source: the ImageSource of the flagged images' split.
         indices: dataset indices of the flagged images.
         class_index: their class.
+        core_features: the class's core features (their heatmaps give the box when no mask does).
+        mask_provider: object-mask backend, or None.
         expand: box expansion.
         thumbnails: embed PNG thumbnails of the image and the crop.
         mode: "resize" or "in_place" (see :func:`crop_to_box`).
+        heatmap: heatmap method for the core-feature boxes.
 
     Returns:
         One dict per image: index, box (or None), box_source ("mask", "heatmap", "none"),
         prediction before/after, fixed (was wrong, crop right), diagnosis, and thumbnails.
     """
-    source = ctx.source(split)
     images, labels, dataset_masks = source.load(indices)
     masks = None
     if dataset_masks is not None:
         masks = dataset_masks.numpy().astype(bool)
-    elif ctx.mask_provider is not None:
+    elif mask_provider is not None:
         try:
-            masks = np.asarray(ctx.mask_provider.masks(source.unit_images(images), labels.tolist(), list(map(int, indices))), bool)
+            masks = np.asarray(mask_provider.masks(source.unit_images(images), labels.tolist(), list(map(int, indices))), bool)
         except Exception as error:  # a failing provider downgrades to heatmap boxes, never aborts the audit
-            logger.warning("noise: object masks unavailable for %s images (%s); using core-feature heatmaps", split, error)
+            logger.warning("noise: object masks unavailable for %s images (%s); using core-feature heatmaps", source.name, error)
     boxes: list[Box | None] = []
     box_sources: list[str] = []
     heat = None
@@ -224,17 +236,17 @@ def crop_and_predict(
             box_sources.append("mask")
             continue
         if heat is None:
-            heat = _core_heatmaps(ctx, images, class_index)
+            heat = _core_heatmaps(adapter, images, core_features, heatmap)
         box = heatmap_box(heat[n], images.shape[-2:], expand=expand) if heat is not None else None
         boxes.append(box)
         box_sources.append("heatmap" if box is not None else "none")
-    before = ctx.adapter.forward(images).logits.argmax(1).cpu().numpy()
+    before = adapter.forward(images).logits.argmax(1).cpu().numpy()
     usable = [n for n, b in enumerate(boxes) if b is not None]
     after = np.full(len(indices), -1)
     crops = None
     if usable:
         crops = crop_to_box(images[usable], [boxes[n] for n in usable], mode)
-        after[usable] = ctx.adapter.forward(crops).logits.argmax(1).cpu().numpy()
+        after[usable] = adapter.forward(crops).logits.argmax(1).cpu().numpy()
     records = []
     for n, index in enumerate(indices):
         label = int(labels[n])
@@ -268,50 +280,86 @@ def crop_and_predict(
     return records
 
 
-def run_noise(ctx) -> dict:
+@dataclass(frozen=True)
+class NoiseResult:
+    """Output of :func:`run_noise`: the JSON-ready ``noise`` section."""
+
+    section: dict
+
+
+def run_noise(
+    adapter,
+    sources: dict[str, Any],
+    caches: dict[str, Any],
+    scores: dict[str, np.ndarray],
+    evaluation_split: str,
+    evaluation_gaps: dict,
+    verdicts: Sequence[Any],
+    class_names: Sequence[str],
+    mask_provider,
+    config: NoiseConfig,
+    gap_config: GapConfig,
+    heatmap: str,
+    rng: np.random.Generator,
+) -> NoiseResult:
     """The noise stage: flag, crop and re-predict for every class with a significantly negative gap.
 
-    Gaps are read from the evaluation split (``ctx.gaps``) and also computed on the training
-    split, where flipped labels live; a class is examined on each split where its gap is
-    significantly negative.
+    Gaps are read from the evaluation split and also computed on the training split, where
+    flipped labels live; a class is examined on each split where its gap is significantly negative.
 
     Args:
-        ctx: the :class:`~auditor.context.AuditContext` after the core stages.
+        adapter: the audited model's :class:`~auditor.model.ModelAdapter`.
+        sources: split -> ImageSource.
+        caches: split -> FeatureCache.
+        scores: split -> float ``(N,)`` spuriosity.
+        evaluation_split: "val" when given, else "train"; evaluation_gaps: its gaps.
+        verdicts: the audit's verdicts (core features give crop boxes without masks).
+        class_names: one per class.
+        mask_provider: object-mask backend, or None.
+        config: noise settings.
+        gap_config: k and bootstrap of the training-split gaps.
+        heatmap: heatmap method.
+        rng: random generator of the training-split bootstrap.
 
     Returns:
-        JSON-ready section: per examined (class, split) the gap, the flagged images with
+        A :class:`NoiseResult`: per examined (class, split) the gap, the flagged images with
         crops, predictions and diagnoses, and counts (misclassified, fixed, fixed share).
 
     Raises:
         InvalidInputError: ``noise.n_flagged`` below 1.
     """
-    cfg = ctx.config.noise
+    cfg = config
     if cfg.n_flagged < 1:
         raise InvalidInputError(f"`noise.n_flagged` must be at least 1; got {cfg.n_flagged}")
     thumbnails = cfg.thumbnails
     crop_mode = cfg.crop_mode
-    per_split = {ctx.eval_split: ctx.gaps}
-    if ctx.eval_split != "train" and "train" in ctx.spuriosity:
-        cache = ctx.train_cache
-        per_split["train"] = class_gaps(ctx.spuriosity["train"], np.asarray(cache.labels), np.asarray(cache.correct),
-                                        ctx.config.gaps, np.random.default_rng(int(ctx.rng.integers(2**31))))
+    per_split = {evaluation_split: evaluation_gaps}
+    if evaluation_split != "train" and "train" in scores:
+        cache = caches["train"]
+        per_split["train"] = class_gaps(scores["train"], np.asarray(cache.labels), np.asarray(cache.correct),
+                                        gap_config, np.random.default_rng(int(rng.integers(2**31))))
+    core: dict[int, list[int]] = {}
+    for v in verdicts:
+        if v.label == "core":
+            core.setdefault(v.class_index, []).append(v.feature)
     examined = []
     for split, gaps in per_split.items():
-        scores = ctx.spuriosity.get(split)
-        if scores is None:
+        split_scores = scores.get(split)
+        if split_scores is None:
             continue
-        labels = np.asarray(ctx.cache(split).labels)
+        labels = np.asarray(caches[split].labels)
         for c in negative_gap_classes(gaps):
-            flagged = flag_images(scores, labels, c, cfg.n_flagged)
+            flagged = flag_images(split_scores, labels, c, cfg.n_flagged)
             if len(flagged) == 0:
                 continue
-            records = crop_and_predict(ctx, split, flagged, c, cfg.box_expand, thumbnails, crop_mode)
+            records = crop_and_predict(adapter, sources[split], flagged, c, core.get(c, []), mask_provider,
+                                       expand=cfg.box_expand, thumbnails=thumbnails, mode=crop_mode, heatmap=heatmap)
             wrong = sum(r["prediction"] != r["label"] for r in records)
             fixed = sum(r["fixed"] for r in records)
             g = gaps[c]
             examined.append({
                 "class_index": int(c),
-                "class_name": ctx.class_names[c],
+                "class_name": class_names[c],
                 "split": split,
                 "gap": g.gap,
                 "ci_low": g.ci_low,
@@ -324,43 +372,11 @@ def run_noise(ctx) -> dict:
                 "images": records,
             })
             logger.info("noise: class %s (%s): %d flagged, %d misclassified, %d fixed by cropping",
-                        ctx.class_names[c], split, len(records), wrong, fixed)
-    return {
+                        class_names[c], split, len(records), wrong, fixed)
+    return NoiseResult(section={
         "classes_examined": [(e["class_index"], e["split"]) for e in examined],
         "n_flagged": cfg.n_flagged,
         "box_expand": cfg.box_expand,
         "crop_mode": crop_mode,
         "results": examined,
-    }
-
-
-def render_html(section: dict) -> str:
-    """The noise section as an HTML fragment: per examined class, flagged images beside their crops.
-
-    Args:
-        section: the dict returned by :func:`run_noise` (or its JSON form).
-
-    Returns:
-        HTML text (no surrounding page).
-    """
-    parts = ["<section class='noise'><h2>Label noise and core cropping</h2>"]
-    if not section.get("results"):
-        parts.append("<p>No class has a significantly negative gap; nothing flagged.</p>")
-    for result in section.get("results", []):
-        share = result.get("fixed_share")
-        parts.append(
-            f"<h3>{html.escape(str(result['class_name']))} ({html.escape(str(result['split']))}, gap {result['gap']:+.3f})</h3>"
-            f"<p>{result['n_flagged']} flagged, {result['n_misclassified']} misclassified, "
-            f"{result['n_fixed_by_crop']} return to the label when cropped"
-            f"{'' if share is None else f' ({share:.0%})'}; {result['n_possible_label_noise']} possible label noise.</p><div>"
-        )
-        for record in result["images"]:
-            crop = f"<img src='{record['crop']}' alt='crop'>" if record.get("crop") else ""
-            image = f"<img src='{record['image']}' alt='image {record['index']}'>" if record.get("image") else ""
-            parts.append(
-                f"<figure>{image}{crop}<figcaption>#{record['index']}: predicted {record['prediction']}, crop "
-                f"{record['crop_prediction']}<br>{html.escape(record['diagnosis'])}</figcaption></figure>"
-            )
-        parts.append("</div>")
-    parts.append("</section>")
-    return "".join(parts)
+    })

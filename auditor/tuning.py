@@ -1,5 +1,7 @@
 """Head tuning on cached features: ours (low spuriosity) and baselines (random, error).
 
+The stage's entry is :func:`run_tuning`.
+
 Only the head is tuned, on the cached activations, starting from the model's own
 head. Every few epochs the validation spurious gap is measured; tuning stops once
 every class's gap is below ``target_gap``, and the kept head is the checkpoint with
@@ -11,14 +13,16 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from auditor.config import TuningConfig
+from auditor.config import GapConfig, TuningConfig
 from auditor.errors import ConfigError
+from auditor.evaluation import head_metrics
 from auditor.features import FeatureCache
 from auditor.results import TuningResult
 
@@ -114,6 +118,8 @@ def select_tuning_images(
         raise ConfigError(f"unknown tuning method {method!r}; choose one of {list(SELECTIONS)}")
     chosen = []
     for c in np.unique(labels):
+        if c < 0:  # unreadable images
+            continue
         members = np.flatnonzero(labels == c)
         shuffled = rng.permutation(members)
         if method == "low_spuriosity" and np.isfinite(scores[members]).all():
@@ -128,42 +134,6 @@ def select_tuning_images(
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
-def decile_accuracy(scores: np.ndarray, labels: np.ndarray, correct: np.ndarray) -> list[float | None]:
-    """Accuracy per spuriosity decile (deciles taken within each class, then pooled; 0 = least spurious)."""
-    deciles = np.full(len(scores), -1)
-    for c in np.unique(labels):
-        members = np.flatnonzero((labels == c) & np.isfinite(scores))
-        if len(members) < 10:
-            continue
-        ranks = np.argsort(np.argsort(scores[members], kind="stable"), kind="stable")
-        deciles[members] = ranks * 10 // len(members)
-    return [float(correct[deciles == d].mean()) if (deciles == d).any() else None for d in range(10)]
-
-
-def head_metrics(
-    weight: np.ndarray,
-    bias: np.ndarray,
-    cache: FeatureCache,
-    scores: np.ndarray,
-    gap_fn: Callable[[np.ndarray], dict[int, float]],
-) -> dict:
-    """Accuracy, per-class and worst-class accuracy, gaps and decile accuracy of a head on a cache."""
-    predictions = (np.asarray(cache.activations) @ weight.T + bias).argmax(1)
-    correct = predictions == cache.labels
-    per_class = {int(c): float(correct[cache.labels == c].mean()) for c in np.unique(cache.labels)}
-    gaps = gap_fn(correct)
-    finite = [g for g in gaps.values() if np.isfinite(g)]
-    return {
-        "accuracy": float(correct.mean()),
-        "worst_class_accuracy": min(per_class.values()),
-        "class_accuracy": per_class,
-        "mean_gap": float(np.mean(finite)) if finite else None,
-        "max_gap": float(np.max(finite)) if finite else None,
-        "gaps": gaps,
-        "decile_accuracy": decile_accuracy(scores, cache.labels, correct),
-    }
-
-
 def tune_head(
     method: str,
     weight: np.ndarray,
@@ -172,8 +142,8 @@ def tune_head(
     train_scores: np.ndarray,
     val: FeatureCache,
     val_scores: np.ndarray,
-    gap_fn: Callable[[np.ndarray], dict[int, float]],
     config: TuningConfig,
+    gap_config: GapConfig,
     rng: np.random.Generator,
 ) -> tuple[TuningResult, np.ndarray, np.ndarray]:
     """Tune a copy of the head with one selection method; early-stopped on the validation gap.
@@ -183,22 +153,27 @@ def tune_head(
         weight, bias: the model's head ``(K, D)``, ``(K,)``.
         train: training FeatureCache; train_scores its spuriosity ``(N,)``.
         val: validation FeatureCache; val_scores its spuriosity ``(M,)``.
-        gap_fn: bool correct ``(M,)`` -> class -> gap on the validation split.
         config: tuning settings.
+        gap_config: k of the gaps measured for early stopping.
         rng: random generator.
 
     Returns:
-        ``(TuningResult, tuned weight, tuned bias)``.
+        ``(TuningResult, tuned weight (K, D), tuned bias (K,))``.
     """
     start = time.perf_counter()
     selected = select_tuning_images(method, train.labels, train_scores, train.correct, config.n_per_class, rng)
-    before = head_metrics(weight, bias, val, val_scores, gap_fn)
+    val_activations = np.asarray(val.activations)
+
+    def metrics_of(w: np.ndarray, b: np.ndarray) -> dict:
+        return head_metrics(w, b, val_activations, val.labels, val_scores, gap_config)
+
+    before = metrics_of(weight, bias)
     floor = before["accuracy"] - config.max_accuracy_drop
     best = {"weight": weight, "bias": bias, "max_gap": before["max_gap"] if before["max_gap"] is not None else np.inf, "epoch": 0}
     reached = {"value": False}
 
     def should_stop(epoch: int, w: np.ndarray, b: np.ndarray) -> bool:
-        metrics = head_metrics(w, b, val, val_scores, gap_fn)
+        metrics = metrics_of(w, b)
         worst = metrics["max_gap"] if metrics["max_gap"] is not None else -np.inf
         if metrics["accuracy"] >= floor and worst < best["max_gap"]:
             best.update(weight=w, bias=b, max_gap=worst, epoch=epoch)
@@ -211,7 +186,7 @@ def tune_head(
         train.activations[selected], train.labels[selected], weight, bias,
         epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay, should_stop=should_stop,
     )
-    after = head_metrics(best["weight"], best["bias"], val, val_scores, gap_fn)
+    after = metrics_of(best["weight"], best["bias"])
     result = TuningResult(
         method=method,
         n_train_images=int(len(selected)),
@@ -224,4 +199,53 @@ def tune_head(
     )
     logger.info("tuning %s: accuracy %.3f -> %.3f, max gap %s -> %s (epoch %d of %d)", method,
                 before["accuracy"], after["accuracy"], before["max_gap"], after["max_gap"], best["epoch"], epochs_run)
-    return result, best["weight"], best["bias"]
+    return result, np.asarray(best["weight"], np.float32), np.asarray(best["bias"], np.float32)
+
+
+@dataclass(frozen=True)
+class TuningStageResult:
+    """Output of :func:`run_tuning`.
+
+    Attributes:
+        results: method -> before/after metrics ("low_spuriosity" first, then the baselines).
+        heads: method -> ``(weight float32 (K, D), bias float32 (K,))`` of the kept head.
+    """
+
+    results: dict[str, TuningResult]
+    heads: dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def run_tuning(
+    head: tuple[np.ndarray, np.ndarray],
+    train: FeatureCache,
+    train_scores: np.ndarray,
+    evaluation: FeatureCache,
+    evaluation_scores: np.ndarray,
+    config: TuningConfig,
+    gap_config: GapConfig,
+    seed: int,
+) -> TuningStageResult:
+    """The head-tuning stage: low-spuriosity tuning and every configured baseline.
+
+    Every method starts from a generator seeded with ``seed``, so adding a baseline never
+    changes another method's result.
+
+    Args:
+        head: the model's head ``(weight (K, D), bias (K,))``.
+        train: training FeatureCache; train_scores: its spuriosity ``(N,)``.
+        evaluation: the cache early stopping and the reported metrics use (validation when
+            given); evaluation_scores: its spuriosity ``(M,)``.
+        config: tuning settings (``baselines`` lists the extra methods).
+        gap_config: k of the gaps.
+        seed: seed of every method's generator.
+
+    Returns:
+        A :class:`TuningStageResult`.
+    """
+    weight, bias = head
+    results, heads = {}, {}
+    for method in ["low_spuriosity", *config.baselines]:
+        result, w, b = tune_head(method, weight, bias, train, train_scores, evaluation, evaluation_scores,
+                                 config, gap_config, np.random.default_rng(seed))
+        results[method], heads[method] = result, (w, b)
+    return TuningStageResult(results=results, heads=heads)

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from auditor.annotations import HumanLabel, agreement, cohen_kappa, human_annotations_section, read_annotations
-from auditor.config import AuditConfig
+from auditor.annotations import HumanLabel, agreement, cohen_kappa, run_annotations, read_annotations
 from auditor.errors import InvalidInputError
 from auditor.results import FeatureVerdict
 
@@ -88,13 +87,7 @@ def test_agreement_from_results_dict():
     assert result["confusion"] == [[0, 0], [1, 0]] and result["kappa"] == 0.0
 
 
-def test_section_stage(tmp_path):
-    class Ctx:
-        config = AuditConfig().replace(**{"report.human_annotations": str(_write(tmp_path / "h.csv", ["class", "feature", "label"], [[0, 1, "core"]]))})
-        class_names = ["cat"]
-        verdicts = [_verdict(0, 1, "core")]
-
-    section = human_annotations_section(Ctx)
+def test_annotation_stage(tmp_path):
+    path = _write(tmp_path / "h.csv", ["class", "feature", "label"], [[0, 1, "core"]])
+    section = run_annotations(path, [_verdict(0, 1, "core")], ["cat"]).section
     assert section["enabled"] and section["n_agree"] == 1 and section["source"].endswith("h.csv")
-    Ctx.config = AuditConfig()
-    assert human_annotations_section(Ctx) == {"enabled": False}

@@ -1,22 +1,14 @@
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from auditor.compare import (
-    comparison_svg,
-    compare_models,
-    evaluate_model,
-    evaluation_from_predictions,
-    pearson_r,
-    render_html,
-)
+from auditor.compare import compare_models, evaluate_model, evaluation_from_predictions, pearson_r
 from auditor.config import AuditConfig, GapConfig
 from auditor.errors import InvalidInputError
-from auditor.features import FeatureCache
+from auditor.ranking import SpuriosityRanking
+from auditor.report.audit_report import AuditReport
 from tests.conftest import assert_untouched, state_snapshot
 
 GAPS = GapConfig(min_k=5, n_bootstrap=200)
@@ -67,9 +59,6 @@ def test_pearson_and_comparison():
     assert comparison["correlation"]["a"]["b"] == pytest.approx(-1.0)
     assert comparison["mean_correlation"] == pytest.approx(-1.0)
     assert [m["name"] for m in comparison["models"]] == ["a", "b"]
-    svg = comparison_svg(comparison)
-    assert svg in render_html(comparison, ["x", "y", "z"]) and "gap z" in render_html(comparison, ["x", "y", "z"])
-    assert svg.startswith("<svg") and svg.count("<circle") == 2 and ">a</text>" in svg
     assert pearson_r(np.ones(3), np.arange(3.0)) is None
     with pytest.raises(InvalidInputError, match="distinct"):
         compare_models([ea, ea])
@@ -104,8 +93,8 @@ def test_evaluate_model_on_a_fixed_ranking_leaves_the_model_untouched():
     dataset = brightness_dataset(scores)
     model = Brightness().train()
     snapshot = state_snapshot(model)
-    report = SimpleNamespace(_spuriosity={"val": scores}, config=AuditConfig().replace(**{"gaps.min_k": 5}), _context=None)
-    evaluation = evaluate_model(report, model, dataset, device="cpu")
+    ranking = SpuriosityRanking("val", scores)
+    evaluation = evaluate_model(ranking, model, dataset, device="cpu", gap_config=AuditConfig().replace(**{"gaps.min_k": 5}).gaps)
     assert evaluation.split == "val" and evaluation.name == "Brightness"
     assert evaluation.gaps[0].gap == pytest.approx(-1.0)
     assert evaluation.high_accuracy == 0.0 and evaluation.low_accuracy == 1.0
@@ -119,12 +108,11 @@ def test_evaluate_model_checks_the_dataset_matches_the_ranking():
     with pytest.raises(InvalidInputError, match="has 39 images"):
         evaluate_model(scores, model, brightness_dataset(scores[:39]), device="cpu")
     labels = np.ones(40, np.int64)  # the audited split had other labels
-    ctx = SimpleNamespace(spuriosity={"val": scores}, config=AuditConfig(),
-                          cache=lambda split: FeatureCache.from_arrays(np.zeros((40, 1)), np.zeros((40, 2)), labels))
+    ranking = SpuriosityRanking("val", scores, labels)
     with pytest.raises(InvalidInputError, match="40 labels"):
-        evaluate_model(ctx, model, brightness_dataset(scores), device="cpu")
-    with pytest.raises(InvalidInputError, match="no 'train' ranking"):
-        evaluate_model(ctx, model, brightness_dataset(scores), split="train", device="cpu")
+        evaluate_model(ranking, model, brightness_dataset(scores), device="cpu")
+    with pytest.raises(InvalidInputError, match="ranking is of the 'val' split"):
+        evaluate_model(ranking, model, brightness_dataset(scores), split="train", device="cpu")
 
 
 @pytest.mark.slow
@@ -151,8 +139,15 @@ def test_audit_runs_the_optional_stages_and_compares_models_on_a_small_world(tmp
     json.dumps(report.to_dict())  # every section is JSON-ready
     original = report.evaluate(model, val)
     repaired = evaluate_model(report, tuned, val, name="neurontune")
-    assert original.accuracy == pytest.approx(float(report._context.val_cache.correct.mean()))
+    loaded = AuditReport.load(report.save(tmp_path / "out"))
+    assert loaded.ranking("val").labels.tolist() == report.ranking("val").labels.tolist()
+    assert original.accuracy == pytest.approx(report.sections["neurontune"]["before"]["accuracy"])
+    assert report.evaluate(model, val).gaps.keys() == loaded.evaluate(model, val).gaps.keys()
     for c, estimate in report.gaps.items():  # the audited model re-measured reproduces the audit's gaps
         assert original.gaps[c].gap == pytest.approx(estimate.gap)
     comparison = compare_models([original, repaired])
     assert set(comparison["correlation"]) == {"SmallCNN", "neurontune"}
+    section = report.compare({"neurontune": tuned}, val)
+    assert [m["name"] for m in section["models"]] == ["audited model", "neurontune"]
+    with pytest.raises(InvalidInputError, match="has no model"):
+        loaded.compare({"neurontune": tuned}, val)

@@ -6,7 +6,8 @@ from auditor.errors import ConfigError
 from auditor.features import FeatureCache
 from auditor.gaps import class_gaps
 from auditor.ranking import spuriosity_scores
-from auditor.tuning import decile_accuracy, fit_head, select_tuning_images, tune_head
+from auditor.evaluation import decile_accuracy
+from auditor.tuning import fit_head, run_tuning, select_tuning_images, tune_head
 
 
 def planted_split(n_per_class, cue_rate, rng):
@@ -78,12 +79,13 @@ def test_low_spuriosity_tuning_closes_the_gap_and_random_tuning_does_not():
     train_scores = spuriosity_scores(train_x, train_y, spurious)
     val_scores = spuriosity_scores(val_x, val_y, spurious)
 
-    def gap_fn(correct):
-        return {c: g.gap for c, g in class_gaps(val_scores, val_y, correct, GapConfig(n_bootstrap=1), np.random.default_rng(0)).items()}
-
-    config = TuningConfig(n_per_class=60, epochs=300, lr=0.05, max_accuracy_drop=0.02)
-    ours, w_ours, b_ours = tune_head("low_spuriosity", weight, bias, train, train_scores, val, val_scores, gap_fn, config, np.random.default_rng(0))
-    rand, _, _ = tune_head("random", weight, bias, train, train_scores, val, val_scores, gap_fn, config, np.random.default_rng(0))
+    config = TuningConfig(n_per_class=60, epochs=300, lr=0.05, max_accuracy_drop=0.02, baselines=["random"])
+    stage = run_tuning((weight, bias), train, train_scores, val, val_scores, config, GapConfig(), seed=0)
+    ours, rand = stage.results["low_spuriosity"], stage.results["random"]
+    w_ours, b_ours = stage.heads["low_spuriosity"]
+    alone, w_alone, _ = tune_head("low_spuriosity", weight, bias, train, train_scores, val, val_scores, config, GapConfig(),
+                                  np.random.default_rng(0))
+    assert alone.after == ours.after and np.array_equal(w_alone, w_ours)  # a baseline never changes our result
     assert ours.before["max_gap"] > 0.3
     assert ours.after["max_gap"] < ours.before["max_gap"] - 0.3
     assert rand.after["max_gap"] > ours.after["max_gap"] + 0.2

@@ -58,7 +58,6 @@ class HfClipEncoder:
         *,
         resize: bool = False,
         batch_size: int = 64,
-        **_: object,
     ):
         try:
             from transformers import AutoConfig, AutoTokenizer, CLIPModel

@@ -4,7 +4,7 @@ Weights are never downloaded. ``pretrained`` is either a local checkpoint file (
 ``.pt``/``.bin``/``.safetensors``) or an open_clip tag whose weights already sit in the local
 Hugging Face cache; anything else raises :class:`~auditor.errors.MissingWeightsError` naming
 what is expected. ``model_name="tiny"`` (or ``"tiny-test"``) selects the project's own tiny
-CLIP trained on the generated world (see :mod:`auditor.demo.zoo.tiny_clip`).
+CLIP trained on the generated world, registered in :data:`LOCAL_MODELS` by the demo package's entry point.
 
 Image size: images are encoded at their own resolution. When it differs from the model's
 input size the encoder raises :class:`~auditor.errors.InvalidInputError`, unless it was built
@@ -23,10 +23,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from auditor._registry import Registry
 from auditor.concepts.base import CONCEPT_ENCODERS
 from auditor.errors import ConfigError, InvalidInputError, MissingDependencyError, MissingWeightsError
 
 logger = logging.getLogger(__name__)
+
+LOCAL_MODELS: Registry = Registry("local open_clip model", entry_point_group="auditor.open_clip_models")
+"""Short names for locally trained open_clip models: name -> ``resolve(pretrained) -> (open_clip name, checkpoint)``.
+Filled by entry points (the demo's ``tiny`` and ``tiny-test``) or :meth:`Registry.register`."""
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 _HF_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -150,13 +155,12 @@ class OpenClipEncoder:
         *,
         resize: bool = False,
         batch_size: int = 64,
-        **_: object,
     ):
         open_clip = _import_open_clip()
         self.device = _as_device(device)
         self.resize = resize
         self.batch_size = batch_size
-        model_name, pretrained = self._resolve_tiny(model_name, pretrained)
+        model_name, pretrained = self._resolve_local(model_name, pretrained)
         self.model_name = model_name
         if model_name not in open_clip.list_models() and not model_name.startswith(("hf-hub:", "local-dir:")):
             import difflib
@@ -211,16 +215,11 @@ class OpenClipEncoder:
         self._std = torch.tensor(cfg.get("std", (0.26862954, 0.26130258, 0.27577711)), device=self.device).view(1, 3, 1, 1)
 
     @staticmethod
-    def _resolve_tiny(model_name: str, pretrained: str | None) -> tuple[str, str | None]:
-        from auditor.demo.zoo import tiny_clip
-
-        if model_name in ("tiny", "tiny-test"):
-            spec = tiny_clip.TinyClipSpec() if model_name == "tiny" else tiny_clip.TEST_SPEC
-            name, checkpoint = tiny_clip.load_or_train_tiny_clip(spec) if not pretrained else (tiny_clip.register_tiny_clip_config(spec), pretrained)
+    def _resolve_local(model_name: str, pretrained: str | None) -> tuple[str, str | None]:
+        """Turn a name registered in :data:`LOCAL_MODELS` into (open_clip model name, checkpoint path)."""
+        if model_name in LOCAL_MODELS:
+            name, checkpoint = LOCAL_MODELS.get(model_name)(pretrained)
             return name, str(checkpoint)
-        if model_name.startswith("auditor-tiny-clip-"):
-            for spec in (tiny_clip.TinyClipSpec(), tiny_clip.TEST_SPEC):
-                tiny_clip.register_tiny_clip_config(spec)
         return model_name, pretrained
 
     @torch.no_grad()

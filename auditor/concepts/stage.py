@@ -46,12 +46,12 @@ from tqdm.auto import tqdm
 
 from auditor.concepts.base import CONCEPT_ENCODERS
 from auditor.concepts.prompts import Concept, load_concepts
-from auditor.errors import InvalidInputError
+from auditor.config import ConceptConfig, GapConfig
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ConceptFindings:
     """Output of :func:`run_concepts`.
 
@@ -201,13 +201,33 @@ def concept_scores(similarities: np.ndarray, labels: np.ndarray, kept: dict[int,
     return spuriosity_scores(similarities, labels, kept)
 
 
-def run_concepts(ctx) -> ConceptFindings:
-    """Check every candidate concept for every class and name the important features.
+def run_concepts(
+    encoder,
+    sources: dict[str, Any],
+    caches: dict[str, Any],
+    important_features: dict[int, list[int]],
+    class_names: list[str],
+    config: ConceptConfig,
+    gap_config: GapConfig,
+    evaluation_split: str,
+    cache_dir: Path | None,
+    rng: np.random.Generator,
+    progress: bool = False,
+) -> ConceptFindings:
+    """The concept stage: check every candidate concept for every class and name the important features.
 
     Args:
-        ctx: the :class:`~auditor.context.AuditContext` after the core pipeline (needs
-            ``concept_encoder`` or a concept config that builds one, the feature caches and
-            ``important_features``).
+        encoder: a ConceptEncoder (see :func:`create_encoder`).
+        sources: split -> ImageSource ("train", and "val" when given).
+        caches: split -> FeatureCache of the same splits.
+        important_features: class -> important features.
+        class_names: one per class.
+        config: concept settings.
+        gap_config: k, bootstrap and confidence of the gaps (Bonferroni-corrected here).
+        evaluation_split: the split whose gaps decide ("val" when given).
+        cache_dir: folder caching CLIP image embeddings (None: no cache).
+        rng: random generator of the bootstrap (a child stream is used).
+        progress: show progress bars.
 
     Returns:
         :class:`ConceptFindings`.
@@ -217,32 +237,29 @@ def run_concepts(ctx) -> ConceptFindings:
     """
     from auditor.gaps import class_gaps
 
-    cfg = ctx.config.concepts
-    encoder = ctx.concept_encoder or create_encoder(cfg, getattr(ctx.adapter, "device", "cpu"))
-    ctx.concept_encoder = encoder
+    cfg = config
     concepts = load_concepts(cfg.prompt_files or None, extra=cfg.concepts)
     directions = concept_directions(encoder, concepts)
-    splits = ["train", "val"] if ctx.val is not None else ["train"]
-    cache_dir = Path(ctx.work_dir) / "clip"
+    splits = list(sources)
     sims = {}
     for split in splits:
-        emb = image_embeddings(encoder, ctx.source(split), cache_dir, split, progress=ctx.config.progress)
+        emb = image_embeddings(encoder, sources[split], cache_dir, split, progress=progress)
         sims[split] = (emb @ directions.T).astype(np.float32)
 
-    split = ctx.eval_split
-    cache = ctx.cache(split)
+    split = evaluation_split
+    cache = caches[split]
     labels, correct = np.asarray(cache.labels), np.asarray(cache.correct)
     n = len(concepts)
-    gap_cfg = dataclasses.replace(ctx.config.gaps, confidence=1 - (1 - ctx.config.gaps.confidence) / max(n, 1))
-    rng = ctx.rng.spawn(1)[0]  # a child stream; the audit's own stream is not advanced
+    gap_cfg = dataclasses.replace(gap_config, confidence=1 - (1 - gap_config.confidence) / max(n, 1))
+    rng = rng.spawn(1)[0]  # a child stream; the caller's stream is not advanced
     per_concept = []
-    for j in tqdm(range(n), desc="concept gaps", disable=not ctx.config.progress):
+    for j in tqdm(range(n), desc="concept gaps", disable=not progress):
         per_concept.append(class_gaps(sims[split][:, j].astype(np.float64), labels, correct, gap_cfg, rng))
 
-    classes = sorted(ctx.important_features) if ctx.important_features else sorted(int(c) for c in np.unique(labels))
+    classes = sorted(important_features) if important_features else sorted(int(c) for c in np.unique(labels) if c >= 0)
     min_enrichment = cfg.min_enrichment
     max_redundancy = cfg.max_redundancy
-    train_labels = np.asarray(ctx.cache("train").labels)
+    train_labels = np.asarray(caches["train"].labels)
     kept: dict[int, list[int]] = {}
     section_classes = {}
     for c in classes:
@@ -274,7 +291,7 @@ def run_concepts(ctx) -> ConceptFindings:
             else:
                 rows[row]["same_as"] = concepts[twin].name
         kept[c] = primary
-        section_classes[ctx.class_names[c]] = {
+        section_classes[class_names[c]] = {
             "spurious": [concepts[j].name for j in primary],
             "same_direction": {r["concept"]: r["same_as"] for r in rows if r["same_as"]},
             "gap_without_cooccurrence": [r["concept"] for r in rows if r["opens_gap"] and r["enrichment_auc"] < min_enrichment],
@@ -286,7 +303,7 @@ def run_concepts(ctx) -> ConceptFindings:
     feature_names: dict[tuple[int, int], list[str]] = {}
     names_section = {}
     acts = np.asarray(cache.activations)
-    for c, features in ctx.important_features.items():
+    for c, features in important_features.items():
         members = np.flatnonzero(labels == c)
         if len(members) < 3:
             continue
@@ -294,11 +311,11 @@ def run_concepts(ctx) -> ConceptFindings:
             rho = rank_correlations(acts[members, f], sims[split][members])
             order = np.argsort(-rho)[: cfg.n_names]
             feature_names[(c, f)] = [concepts[j].name for j in order]
-            names_section[f"{ctx.class_names[c]}:{f}"] = [{"concept": concepts[j].name, "rho": float(rho[j])} for j in order]
+            names_section[f"{class_names[c]}:{f}"] = [{"concept": concepts[j].name, "rho": float(rho[j])} for j in order]
 
     scores = {}
     for s in splits:
-        scores[s] = concept_scores(sims[s], np.asarray(ctx.cache(s).labels), kept)
+        scores[s] = concept_scores(sims[s], np.asarray(caches[s].labels), kept)
     section = {
         "encoder": getattr(encoder, "fingerprint", type(encoder).__name__),
         "n_concepts": n,
@@ -313,35 +330,3 @@ def run_concepts(ctx) -> ConceptFindings:
     return ConceptFindings(section=section, feature_names=feature_names, scores=scores,
                            kept={c: [concepts[j].name for j in js] for c, js in kept.items()},
                            similarities=sims, concepts=concepts)
-
-
-def apply_concepts(ctx) -> ConceptFindings:
-    """Run :func:`run_concepts` and fold its results into the context.
-
-    Stores ``ctx.sections["concepts"]``, fills each verdict's ``concept_names``, and, per
-    ``ranking.source``, replaces ("concepts") or averages ("both") ``ctx.spuriosity`` with the
-    concept scores ("features", the default, leaves it unchanged).
-
-    Args:
-        ctx: the AuditContext.
-
-    Returns:
-        The findings.
-    """
-    from auditor.ranking import combine_scores
-
-    findings = run_concepts(ctx)
-    ctx.sections["concepts"] = findings.section
-    ctx.verdicts = [
-        dataclasses.replace(v, concept_names=findings.feature_names.get((v.class_index, v.feature), []))
-        for v in ctx.verdicts
-    ]
-    source = ctx.config.ranking.source
-    for split, concept in findings.scores.items():
-        if source == "concepts":
-            ctx.spuriosity[split] = concept
-        elif source == "both":
-            ctx.spuriosity[split] = combine_scores(ctx.spuriosity.get(split, np.full(len(concept), np.nan)), concept)
-        elif source != "features":
-            raise InvalidInputError(f"`ranking.source` must be 'features', 'concepts' or 'both'; got {source!r}")
-    return findings

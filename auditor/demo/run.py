@@ -14,6 +14,7 @@ import torch
 from auditor.api import audit, write_outputs
 from auditor.config import load_config
 from auditor.data import ImageSource
+from auditor.evaluation import head_predictions
 from auditor.features import extract_features
 from auditor.model import ModelAdapter
 from auditor.report.audit_report import AuditReport
@@ -72,20 +73,18 @@ class DemoResult:
 
 
 def score_on_test(report: AuditReport, test: WorldSplit, world: WorldSpec) -> dict[str, dict[str, float]]:
-    """Average and worst-group test accuracy of the original head, every tuned head and extra models."""
-    adapter = report._context.adapter
+    """Average and worst-group test accuracy of the original head and every tuned head (NeuronTune included)."""
+    adapter = ModelAdapter(report.model, head=report.meta.get("head"))
     source = ImageSource(WorldDataset(test, with_masks=False), name="test")
-    scores = {}
     with tempfile.TemporaryDirectory() as tmp:
         cache = extract_features(adapter, source, Path(tmp) / "original", progress=False)
         activations = np.asarray(cache.activations)
-        heads = {"original (ERM)": (adapter.head_weight().numpy(), adapter.head_bias().numpy()), **report.tuned_heads}
-        for name, (weight, bias) in heads.items():
-            scores[name] = group_accuracies((activations @ weight.T + bias).argmax(1), test, world)
-        for name, model in report.extra_models.items():
-            extra = extract_features(ModelAdapter(model), source, Path(tmp) / name, progress=False)
-            scores[name] = group_accuracies(np.asarray(extra.predictions), test, world)
-    return {name: {"accuracy": s["accuracy"], "worst_group": s["worst_group"]} for name, s in scores.items()}
+    heads = {"original (ERM)": (adapter.head_weight().numpy(), adapter.head_bias().numpy()), **report.tuned_heads}
+    scores = {}
+    for name, (weight, bias) in heads.items():
+        s = group_accuracies(head_predictions(activations, weight, bias), test, world)
+        scores[name] = {"accuracy": s["accuracy"], "worst_group": s["worst_group"]}
+    return scores
 
 
 def run_demo(
@@ -93,6 +92,7 @@ def run_demo(
     quick: bool = False,
     progress: bool = True,
     config: dict | None = None,
+    concepts: bool = False,
 ) -> DemoResult:
     """Train (or load from cache) the demo CNN on the generated world, audit it, score the audit.
 
@@ -101,6 +101,7 @@ def run_demo(
         quick: use a small 32-pixel world with matching settings (:data:`QUICK_CONFIG`), for tests and smoke runs.
         progress: show progress bars.
         config: audit configuration overrides (dict form of :class:`AuditConfig`), merged per section.
+        concepts: also run the concept stage with the project's tiny CLIP (trained on first use, cached).
 
     Returns:
         A :class:`DemoResult`.
@@ -109,6 +110,8 @@ def run_demo(
     model = load_or_train_model(world, training, progress=progress)
     splits = {name: load_split(world, name) for name in ("train", "val", "test")}
     settings = load_config(QUICK_CONFIG if quick else None).to_dict()
+    if concepts:
+        settings["concepts"].update(enabled=True, model_name="tiny-test" if quick else "tiny")
     for section, values in (config or {}).items():
         settings[section] = {**settings[section], **values} if isinstance(values, dict) else values
     settings["progress"] = progress

@@ -23,7 +23,7 @@ class DatasetMaskProvider:
         InvalidInputError: when the dataset yields no masks.
     """
 
-    def __init__(self, source: ImageSource, **_: object):
+    def __init__(self, source: ImageSource):
         if not source.has_masks:
             raise InvalidInputError(
                 f"the {source.name} dataset yields no masks; return (image, label, mask) items or use `masks.provider: sam`"

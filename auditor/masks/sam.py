@@ -9,8 +9,8 @@ predicted IoU is the object mask. Without a concept encoder, SAM's own score
 SAM with them (``SamPredictor.predict(box=...)``).
 
 Weights are never downloaded: ``masks.sam_checkpoint`` must name a local file for
-vit_b/l/h; ``masks.sam_model_type: tiny`` uses the project's tiny SAM
-(:mod:`auditor.demo.zoo.tiny_sam`). Masks are cached on disk per (dataset index, label, image
+vit_b/l/h; other model types come from :data:`SAM_MODELS` plugins (``masks.sam_model_type: tiny``
+is the demo package's tiny SAM, registered through an entry point). Masks are cached on disk per (dataset index, label, image
 hash) under the provider's settings, and returned at the image's resolution.
 """
 
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from auditor._registry import Registry
 from auditor.errors import InvalidInputError, MissingDependencyError, MissingWeightsError
 from auditor.masks.base import MASK_PROVIDERS
 
@@ -50,13 +51,55 @@ def _import_sam():
     return segment_anything
 
 
+def _build_official(model_type: str):
+    def build(checkpoint: str | None, device: torch.device | str = "cpu"):
+        segment_anything = _import_sam()
+        expected = SAM_CHECKPOINTS[model_type]
+        if not checkpoint:
+            raise MissingWeightsError(
+                f"SAM {model_type} needs its checkpoint {expected!r}, and auditor never downloads weights; download it "
+                "from https://github.com/facebookresearch/segment-anything#model-checkpoints and set "
+                f"`masks.sam_checkpoint` to its path (or use `masks.sam_model_type: tiny` for the project's tiny SAM)"
+            )
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise MissingWeightsError(
+                f"SAM checkpoint {str(path)!r} does not exist; expected the {model_type} checkpoint {expected!r}. "
+                "Fix `masks.sam_checkpoint`"
+            )
+        sam = segment_anything.sam_model_registry[model_type](checkpoint=None)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise InvalidInputError(f"{str(path)!r} is not a readable torch checkpoint ({error}); expected {expected!r}") from None
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+        try:
+            sam.load_state_dict(state)
+        except (RuntimeError, TypeError) as error:
+            raise InvalidInputError(
+                f"{str(path)!r} is not a SAM {model_type} checkpoint ({str(error).splitlines()[0][:200]}); "
+                f"set `masks.sam_model_type` to the checkpoint's type ({SAM_MODELS.names()})"
+            ) from None
+        return sam.eval().to(device), str(path)
+
+    return build
+
+
+SAM_MODELS: Registry = Registry("SAM model type", entry_point_group="auditor.sam_models")
+"""SAM builders by ``masks.sam_model_type``: ``build(checkpoint, device) -> (Sam, checkpoint path)``.
+"vit_b", "vit_l", "vit_h" load the official checkpoints; plugins (the demo's "tiny") register
+through the ``auditor.sam_models`` entry-point group."""
+for _name in SAM_CHECKPOINTS:
+    SAM_MODELS.register(_name)(_build_official(_name))
+
+
 def load_sam(model_type: str, checkpoint: str | None, device: torch.device | str = "cpu"):
     """Build a SAM model from a local checkpoint.
 
     Args:
-        model_type: "vit_b", "vit_l", "vit_h" (``sam_model_registry`` builders) or "tiny"
-            (the project's tiny SAM; ``checkpoint`` None uses the cached one, training it if absent).
-        checkpoint: path of the checkpoint file.
+        model_type: a name in :data:`SAM_MODELS` ("vit_b", "vit_l", "vit_h", or a plugin such as "tiny").
+        checkpoint: path of the checkpoint file (plugins may have a default).
         device: where the model goes.
 
     Returns:
@@ -65,44 +108,17 @@ def load_sam(model_type: str, checkpoint: str | None, device: torch.device | str
     Raises:
         MissingWeightsError: no checkpoint given or the file is absent (names the expected file).
         InvalidInputError: the file is not a checkpoint of ``model_type``.
-        ConfigError-like InvalidInputError: unknown ``model_type``.
+        ConfigError: unknown ``model_type`` (naming the known ones).
     """
-    segment_anything = _import_sam()
-    if model_type == "tiny":
-        from auditor.demo.zoo.tiny_sam import load_or_train_tiny_sam, load_tiny_sam
+    _import_sam()
+    sam, _ = SAM_MODELS.get(model_type)(checkpoint, device)
+    return sam
 
-        path = checkpoint or load_or_train_tiny_sam()
-        return load_tiny_sam(path).to(device)
-    if model_type not in SAM_CHECKPOINTS:
-        raise InvalidInputError(f"`masks.sam_model_type` must be one of {[*SAM_CHECKPOINTS, 'tiny']}; got {model_type!r}")
-    expected = SAM_CHECKPOINTS[model_type]
-    if not checkpoint:
-        raise MissingWeightsError(
-            f"SAM {model_type} needs its checkpoint {expected!r}, and auditor never downloads weights; download it "
-            "from https://github.com/facebookresearch/segment-anything#model-checkpoints and set "
-            f"`masks.sam_checkpoint` to its path (or use `masks.sam_model_type: tiny` for the project's tiny SAM)"
-        )
-    path = Path(checkpoint).expanduser()
-    if not path.is_file():
-        raise MissingWeightsError(
-            f"SAM checkpoint {str(path)!r} does not exist; expected the {model_type} checkpoint {expected!r}. "
-            "Fix `masks.sam_checkpoint`"
-        )
-    sam = segment_anything.sam_model_registry[model_type](checkpoint=None)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise InvalidInputError(f"{str(path)!r} is not a readable torch checkpoint ({error}); expected {expected!r}") from None
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    try:
-        sam.load_state_dict(state)
-    except (RuntimeError, TypeError) as error:
-        raise InvalidInputError(
-            f"{str(path)!r} is not a SAM {model_type} checkpoint ({str(error).splitlines()[0][:200]}); "
-            f"set `masks.sam_model_type` to the checkpoint's type ({list(SAM_CHECKPOINTS)} or 'tiny')"
-        ) from None
-    return sam.eval().to(device)
+
+def resolve_sam(model_type: str, checkpoint: str | None, device: torch.device | str = "cpu"):
+    """Like :func:`load_sam`, also returning the checkpoint path used: ``(Sam, path)``."""
+    _import_sam()
+    return SAM_MODELS.get(model_type)(checkpoint, device)
 
 
 def _file_stamp(path: str | None) -> str:
@@ -195,7 +211,6 @@ class SamMaskProvider:
         templates: Sequence[str] = ("a photo of a {}",),
         region: str = "mask",
         progress: bool = False,
-        **_: object,
     ):
         _import_sam()
         from segment_anything import SamAutomaticMaskGenerator
@@ -215,7 +230,10 @@ class SamMaskProvider:
         self.region = region
         self.progress = progress
         self.device = torch.device(device) if not isinstance(device, torch.device) else device
-        self.sam = sam if sam is not None else load_sam(config.sam_model_type, config.sam_checkpoint, self.device)
+        checkpoint_used = f"module:{id(sam)}"
+        if sam is None:
+            sam, checkpoint_used = resolve_sam(config.sam_model_type, config.sam_checkpoint, self.device)
+        self.sam = sam
         self.generator = SamAutomaticMaskGenerator(
             self.sam,
             points_per_side=config.points_per_side,
@@ -232,7 +250,7 @@ class SamMaskProvider:
         settings = {
             "provider": "sam",
             "type": config.sam_model_type,
-            "checkpoint": _file_stamp(config.sam_checkpoint) if sam is None else f"module:{id(sam)}",
+            "checkpoint": _file_stamp(checkpoint_used),
             "points_per_side": config.points_per_side,
             "pred_iou_thresh": config.pred_iou_thresh,
             "stability_score_thresh": config.stability_score_thresh,
@@ -241,10 +259,6 @@ class SamMaskProvider:
             "templates": self.templates,
             "region": region,
         }
-        if config.sam_model_type == "tiny" and not config.sam_checkpoint and sam is None:
-            from auditor.demo.zoo.tiny_sam import load_or_train_tiny_sam
-
-            settings["checkpoint"] = _file_stamp(str(load_or_train_tiny_sam()))
         key = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
         self.cache = _MaskCache(Path(cache_dir) / f"sam-{key}" if cache_dir is not None else None)
         self.last_scores: dict[int, dict[str, float]] = {}
@@ -381,7 +395,7 @@ class SamBoxMaskProvider:
     """
 
     def __init__(self, source: Any = None, config: Any = None, cache_dir: str | Path | None = None,
-                 device: torch.device | str = "cpu", *, boxes: Any = None, sam: Any = None, **_: object):
+                 device: torch.device | str = "cpu", *, boxes: Any = None, sam: Any = None):
         _import_sam()
         from segment_anything import SamPredictor
 

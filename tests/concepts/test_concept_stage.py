@@ -1,16 +1,13 @@
 """The concept stage on the tiny CLIP, with a model whose errors are known by construction."""
 
-import types
-
 import numpy as np
 import pytest
 
-from auditor.concepts.stage import ConceptFindings, apply_concepts, rank_correlations, run_concepts
-from auditor.config import load_config
-from auditor.context import AuditContext
+from auditor.concepts.stage import ConceptFindings, rank_correlations, run_concepts
+from auditor.config import RankingConfig, load_config
 from auditor.data import ImageSource
 from auditor.features import FeatureCache
-from auditor.results import FeatureVerdict
+from auditor.ranking import run_ranking
 from auditor.demo.world.dataset import WorldDataset
 from auditor.demo.world.train import load_split
 
@@ -35,24 +32,22 @@ def _cache(split, seed):
     return FeatureCache.from_arrays(activations, logits, labels)
 
 
-def _context(world, encoder, work_dir, **config):
-    """Training split: cues tied to their classes (95%); validation split: cues independent (50%)."""
+def _run(world, encoder, work_dir, **config):
+    """run_concepts on the world. Training split: cues tied to their classes (95%); validation: independent (50%)."""
     spec, val = world
     train = load_split(spec, "train")
     cfg = load_config({"progress": False, "gaps": {"n_bootstrap": 200}, "concepts": {"enabled": True}, **config})
-    sources = [ImageSource(WorldDataset(s, with_masks=False), batch_size=64, name=n) for s, n in [(train, "train"), (val, "val")]]
-    ctx = AuditContext(cfg, types.SimpleNamespace(device="cpu"), sources[0], sources[1], _cache(train, 0), _cache(val, 1),
-                       list(val.class_names), work_dir, np.random.default_rng(0))
-    ctx.important_features = {0: [0, 2], 1: [3], 2: [1], 3: [2], 4: [3]}
-    ctx.concept_encoder = encoder
-    ctx.spuriosity = {"train": np.zeros(len(train)), "val": np.zeros(len(val))}
-    ctx.verdicts = [FeatureVerdict(0, 0, "spurious", 1.0, 0.1, 0.2, 0.5, 0.0, 0.5, True, True, True)]
-    return ctx
+    sources = {n: ImageSource(WorldDataset(s, with_masks=False), batch_size=64, name=n) for s, n in [(train, "train"), (val, "val")]}
+    caches = {"train": _cache(train, 0), "val": _cache(val, 1)}
+    important = {0: [0, 2], 1: [3], 2: [1], 3: [2], 4: [3]}
+    findings = run_concepts(encoder, sources, caches, important, list(val.class_names), cfg.concepts, cfg.gaps,
+                            "val", work_dir / "clip", np.random.default_rng(0))
+    return findings, caches, cfg
 
 
 def test_keeps_the_cue_concepts_and_leaves_clean_classes_clean(world32, clip_encoder, tmp_path):
     _, split = world32
-    findings = run_concepts(_context(world32, clip_encoder, tmp_path))
+    findings, _, _ = _run(world32, clip_encoder, tmp_path)
     assert isinstance(findings, ConceptFindings)
     classes = findings.section["classes"]
     assert len(classes["circle"]["spurious"]) == 1 and classes["circle"]["spurious"][0] in STRIPES
@@ -74,29 +69,29 @@ def test_keeps_the_cue_concepts_and_leaves_clean_classes_clean(world32, clip_enc
     assert scores[circle & split.cue_flag("stripes")].mean() > scores[circle & ~split.cue_flag("stripes")].mean()
 
 
-def test_embeddings_are_cached_and_results_folded_into_the_context(world32, clip_encoder, tmp_path, monkeypatch):
-    _, split = world32
-    run_concepts(_context(world32, clip_encoder, tmp_path))
+def test_embeddings_are_cached_and_concept_scores_rank(world32, clip_encoder, tmp_path, monkeypatch):
+    _run(world32, clip_encoder, tmp_path)
     assert list((tmp_path / "clip").glob("train-*.npy"))
 
     def fail(*_):
         raise AssertionError("image embeddings were recomputed")
 
     monkeypatch.setattr(clip_encoder, "encode_images", fail)
-    ctx = _context(world32, clip_encoder, tmp_path, ranking={"source": "concepts"})
-    findings = apply_concepts(ctx)
-    assert ctx.sections["concepts"] is findings.section
-    assert ctx.verdicts[0].concept_names == findings.feature_names[(0, 0)]
-    np.testing.assert_array_equal(ctx.spuriosity["val"], findings.scores["val"])
+    findings, caches, _ = _run(world32, clip_encoder, tmp_path)
+    acts = {s: c.activations for s, c in caches.items()}
+    labels = {s: c.labels for s, c in caches.items()}
+    ranked = run_ranking(acts, labels, {0: [0]}, findings.scores, RankingConfig(source="concepts")).scores
+    np.testing.assert_array_equal(ranked["val"], findings.scores["val"])
 
 
 def test_both_sources_average_where_available(world32, clip_encoder, tmp_path):
     _, split = world32
-    ctx = _context(world32, clip_encoder, tmp_path, ranking={"source": "both"})
-    ctx.spuriosity["val"] = np.where(split.labels == 4, 1.0, np.nan)
-    findings = apply_concepts(ctx)
-    combined = ctx.spuriosity["val"]
-    assert (combined[split.labels == 4] == 1.0).all()  # only the feature score exists there
+    findings, caches, _ = _run(world32, clip_encoder, tmp_path)
+    acts = {"val": np.where((split.labels == 4)[:, None], 1.0, 0.0) * np.arange(1, 5)[None] + np.eye(len(split.labels), 4)}
+    combined = run_ranking(acts, {"val": caches["val"].labels}, {4: [0]}, {"val": findings.scores["val"]},
+                           RankingConfig(source="both")).scores["val"]
+    features_only = run_ranking(acts, {"val": caches["val"].labels}, {4: [0]}, None, RankingConfig()).scores["val"]
+    np.testing.assert_allclose(combined[split.labels == 4], features_only[split.labels == 4])  # only the feature score exists there
     np.testing.assert_allclose(combined[split.labels == 0], findings.scores["val"][split.labels == 0])
     assert np.isnan(combined[split.labels == 3]).all()
 
@@ -105,7 +100,7 @@ def test_user_concepts_only(world32, clip_encoder, tmp_path):
     _, split = world32
     path = tmp_path / "mine.yaml"
     path.write_text("concepts:\n  mine: [striped background, a car]\n")
-    findings = run_concepts(_context(world32, clip_encoder, tmp_path, concepts={"enabled": True, "prompt_files": [str(path)]}))
+    findings, _, _ = _run(world32, clip_encoder, tmp_path, concepts={"enabled": True, "prompt_files": [str(path)]})
     assert findings.section["n_concepts"] == 2
     assert findings.section["classes"]["circle"]["spurious"] == ["striped background"]
 

@@ -122,8 +122,10 @@ def test_box_provider(world32, tiny_sam, tmp_path):
     for i in indices:
         ys, xs = np.nonzero(split.masks[i])
         boxes[int(i)] = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
-    provider = MASK_PROVIDERS.create("box", source=None, config=MaskConfig(), class_names=None, cache_dir=tmp_path,
-                                     concept_encoder=None, device=torch.device("cpu"), sam=tiny_sam, boxes=boxes)
+    provider = MASK_PROVIDERS.build("box", source=None, config=MaskConfig(), class_names=None, cache_dir=tmp_path,
+                                    concept_encoder=None, device=torch.device("cpu"), sam=tiny_sam, boxes=boxes)
+    with pytest.raises(TypeError, match="boxs"):  # no catch-all **kwargs: a misspelt option fails with its name
+        MASK_PROVIDERS.create("box", source=None, config=MaskConfig(), sam=tiny_sam, boxs=boxes)
     masks = provider.masks(_images(split, indices), split.labels[indices], indices)
     assert _miou(masks, split.masks[indices]) > 0.6
     no_boxes = MASK_PROVIDERS.create("box", source=None, config=MaskConfig(), cache_dir=None, sam=tiny_sam)

@@ -350,3 +350,26 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _resolve(spec: TinyClipSpec, pretrained: str | None) -> tuple[str, str]:
+    for known in (TinyClipSpec(), TEST_SPEC):  # a later process may name either config
+        register_tiny_clip_config(known)
+    if pretrained:
+        return register_tiny_clip_config(spec), str(pretrained)
+    name, checkpoint = load_or_train_tiny_clip(spec)
+    return name, str(checkpoint)
+
+
+def resolve_tiny(pretrained: str | None = None) -> tuple[str, str]:
+    """The ``concepts.model_name: tiny`` plugin of :data:`auditor.concepts.open_clip_backend.LOCAL_MODELS`.
+
+    Returns:
+        ``(open_clip model name, checkpoint path)``; the cached 64 px tiny CLIP, trained first when absent.
+    """
+    return _resolve(TinyClipSpec(), pretrained)
+
+
+def resolve_tiny_test(pretrained: str | None = None) -> tuple[str, str]:
+    """The ``concepts.model_name: tiny-test`` plugin: the 32 px tiny CLIP the tests use."""
+    return _resolve(TEST_SPEC, pretrained)

@@ -329,3 +329,17 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def sam_builder(checkpoint: str | None, device="cpu"):
+    """The ``masks.sam_model_type: tiny`` plugin of :data:`auditor.masks.sam.SAM_MODELS` (an entry point).
+
+    Args:
+        checkpoint: a tiny SAM checkpoint, or None for the cached one (trained first when absent).
+        device: where the model goes.
+
+    Returns:
+        ``(Sam in eval mode, checkpoint path)``.
+    """
+    path = checkpoint or load_or_train_tiny_sam()
+    return load_tiny_sam(path).to(device), str(path)

@@ -1,8 +1,9 @@
-"""write_artifacts on a real audit of the generated world (a small CNN trained on cue-laden images)."""
+"""The evidence stage on a real audit of the generated world (a small CNN trained on cue-laden images)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ import torch
 from PIL import Image
 
 from auditor.api import audit
-from auditor.report.artifacts import CORRECT, WRONG, THUMB, class_decile_accuracy, heat_colours, write_artifacts
+from auditor.evaluation import class_decile_accuracy
+from auditor.evidence import CORRECT, WRONG, THUMB, heat_colours
 from auditor.report.html import browser_snapshot, find_browser, render_html
 from auditor.demo.world.dataset import WorldDataset
 from auditor.demo.world.generator import WorldSpec
@@ -30,15 +32,19 @@ def audited(tmp_path_factory):
     report = audit(model, WorldDataset(load_split(SPEC, "train")), WorldDataset(load_split(SPEC, "val")),
                    class_names=SPEC.class_names, config=CONFIG)
     out = tmp_path_factory.mktemp("report")
-    artifacts = write_artifacts(report._context, report, out)
-    return model, state, report, artifacts, out
+    report.save(out)  # the evidence images were made during the audit; saving only writes data
+    artifacts = report.artifacts
+    return model, state, report, artifacts, Path(report.evidence_dir)
 
 
 @pytest.mark.slow
 def test_grids_show_the_ranked_images_with_correctness_frames(audited):
-    _, _, report, artifacts, out = audited
+    model, _, report, artifacts, out = audited
     assert artifacts["split"] == "val" and artifacts["errors"] == []
-    correct = report._context.val_cache.correct
+    val = WorldDataset(load_split(SPEC, "val"))
+    with torch.no_grad():
+        correct = np.array([int(model.eval()(val[i][0][None]).argmax()) == val[i][1] for i in range(len(val))])
+    model.train()
     for c, gap in report.gaps.items():
         entry = artifacts["classes"][str(c)]
         for key, indices in (("top_grid", gap.top_indices[:5]), ("bottom_grid", gap.bottom_indices[:5])):

@@ -1,9 +1,9 @@
-"""Images and plot data behind the HTML report, written next to results.json.
+"""The evidence stage: the images and plot data behind the HTML report, made during the audit.
 
-``write_artifacts`` writes PNG files under ``<out_dir>/artifacts/`` and returns a
-JSON-ready dict of their paths *relative to out_dir* (plus the per-class decile
-accuracies the plots are drawn from). The dict is stored as ``results["artifacts"]``,
-so ``auditor report results.json`` can re-render the HTML without the model or data.
+``run_evidence`` writes PNG files under ``<out_dir>/artifacts/`` and returns a JSON-ready
+dict of their paths *relative to out_dir* (plus the per-class decile accuracies the plots
+are drawn from). The dict is stored as ``results["artifacts"]``, so the report is rendered
+from results.json and these files alone, without the model, SAM or CLIP.
 
 Per class: the top and bottom spuriosity image grids of the evaluation split (border
 green = classified correctly, red = misclassified); per spurious feature: its heatmap
@@ -14,6 +14,7 @@ accuracy by within-class spuriosity decile before and after head tuning.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
+
+from auditor.evaluation import class_decile_accuracy
 
 logger = logging.getLogger(__name__)
 
@@ -80,61 +83,37 @@ def overlay_mask(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, in
     return out.round().clip(0, 255).astype(np.uint8)
 
 
-def class_decile_accuracy(scores: np.ndarray, labels: np.ndarray, correct: np.ndarray, class_index: int) -> list[float | None]:
-    """Accuracy per spuriosity decile of one class's images (0 = least spurious; None when a decile is empty)."""
-    members = np.flatnonzero((np.asarray(labels) == class_index) & np.isfinite(scores))
-    if len(members) == 0:
-        return [None] * 10
-    ranks = np.argsort(np.argsort(scores[members], kind="stable"), kind="stable")
-    bins = ranks * 10 // len(members)
-    return [float(correct[members][bins == d].mean()) if (bins == d).any() else None for d in range(10)]
-
-
-def _tuned_correct(ctx: Any, report: Any, split: str) -> np.ndarray | None:
-    model = getattr(report, "tuned_model", None)
-    if model is None:
-        return None
-    head = dict(model.named_modules()).get(ctx.adapter.head_name)
-    if head is None:
-        return None
-    cache = ctx.cache(split)
-    weight = head.weight.detach().float().cpu().numpy()
-    bias = head.bias.detach().float().cpu().numpy() if head.bias is not None else np.zeros(weight.shape[0], np.float32)
-    predictions = (np.asarray(cache.activations) @ weight.T + bias).argmax(1)
-    return predictions == cache.labels
-
-
 def _save(image: Image.Image, out_dir: Path, name: str) -> str:
     relative = Path("artifacts") / name
     image.save(out_dir / relative, optimize=True)
     return relative.as_posix()
 
 
-def _grid(ctx: Any, split: str, indices: Sequence[int], correct: np.ndarray, out_dir: Path, name: str) -> str:
-    source = ctx.source(split)
+def _grid(source: Any, indices: Sequence[int], correct: np.ndarray, out_dir: Path, name: str) -> str:
     images, _, _ = source.load(list(indices))
     tiles = [_to_uint8(img) for img in source.unit_images(images)]
     borders = [CORRECT if correct[i] else WRONG for i in indices]
     return _save(image_strip(tiles, borders), out_dir, name)
 
 
-def _feature_images(ctx: Any, requests: list[tuple[int, int, list[int]]], out_dir: Path) -> dict[tuple[int, int], dict[str, Any]]:
+def _feature_images(adapter: Any, source: Any, mask_provider: Any, heatmap: str,
+                    requests: list[tuple[int, int, list[int]]], out_dir: Path) -> dict[tuple[int, int], dict[str, Any]]:
     """Heatmap and mask strips for several (class, feature, image indices) requests, in one batched pass."""
     from auditor.heatmaps import compute_heatmaps
 
-    source = ctx.train
     flat = [(c, f, i) for c, f, indices in requests for i in indices]
-    images, _, _ = source.load([i for _, _, i in flat])
+    images, _, dataset_masks = source.load([i for _, _, i in flat])
     unit = source.unit_images(images)
     heat = np.concatenate([
-        compute_heatmaps(ctx.adapter, images[s : s + source.batch_size], [f for _, f, _ in flat[s : s + source.batch_size]],
-                         ctx.config.verdicts.heatmap)
+        compute_heatmaps(adapter, images[s : s + source.batch_size], [f for _, f, _ in flat[s : s + source.batch_size]], heatmap)
         for s in range(0, len(flat), source.batch_size)
     ])
     masks = None
-    if ctx.mask_provider is not None:
+    if dataset_masks is not None:
+        masks = dataset_masks.numpy().astype(bool)
+    elif mask_provider is not None:
         masks = np.concatenate([
-            np.asarray(ctx.mask_provider.masks(unit[n : n + 1], [c], [i]), bool) for n, (c, _, i) in enumerate(flat)
+            np.asarray(mask_provider.masks(unit[n : n + 1], [c], [i]), bool) for n, (c, _, i) in enumerate(flat)
         ])
     tiles = [_to_uint8(img) for img in unit]
     result, start = {}, 0
@@ -152,54 +131,80 @@ def _feature_images(ctx: Any, requests: list[tuple[int, int, list[int]]], out_di
     return result
 
 
-def write_artifacts(ctx: Any, report: Any, out_dir: str | Path, n_feature_images: int = 4) -> dict[str, Any]:
-    """Write the report's images and return their relative paths and plot data.
+@dataclass(frozen=True)
+class EvidenceResult:
+    """Output of :func:`run_evidence`.
 
-    A failure on one class or feature is logged and recorded under ``"errors"``; the
-    other artifacts are still written.
+    Attributes:
+        artifacts: JSON-ready dict: ``{"version", "split", "classes": {"<c>": {"top_grid", "bottom_grid",
+            "features": {"<f>": {"heatmap", "mask", "image_indices"}}, "decile_accuracy":
+            {"before": [10], "after": [10] or None}}}, "errors": [...]}``; image paths relative to ``directory``.
+        directory: the folder holding ``artifacts/``.
+    """
+
+    artifacts: dict[str, Any]
+    directory: Path
+
+
+def run_evidence(
+    adapter: Any,
+    train: Any,
+    evaluation: Any,
+    evaluation_split: str,
+    evaluation_labels: np.ndarray,
+    evaluation_correct: np.ndarray,
+    evaluation_scores: np.ndarray | None,
+    tuned_correct: np.ndarray | None,
+    gaps: dict[int, Any],
+    verdicts: Sequence[Any],
+    mask_provider: Any,
+    heatmap: str,
+    n_grid_images: int,
+    out_dir: str | Path,
+    extra_pairs: set[tuple[int, int]] = frozenset(),
+    n_feature_images: int = 4,
+) -> EvidenceResult:
+    """The evidence stage: write the report's images during the audit and return their paths and plot data.
+
+    Per class: the top and bottom spuriosity image grids of the evaluation split (frame green =
+    classified correctly, red = misclassified) and accuracy by within-class spuriosity decile
+    before and after head tuning; per spurious feature (and per pair in ``extra_pairs``): its
+    heatmap over its top-activating training images next to their object masks. A failure on
+    one class or feature is logged and recorded under ``"errors"``; the rest is still written.
 
     Args:
-        ctx: the audit's :class:`~auditor.context.AuditContext` (model, data, caches, masks).
-        report: the :class:`~auditor.report.audit_report.AuditReport` (gaps, verdicts, tuned model).
-        out_dir: the output folder (``artifacts/`` is created inside it).
-        n_feature_images: top-activating images shown per spurious feature.
+        adapter: the audited model's :class:`~auditor.model.ModelAdapter` (heatmaps).
+        train: ImageSource of the training split (the verdicts' images).
+        evaluation: ImageSource of the evaluation split (the grids); evaluation_split its name.
+        evaluation_labels: int ``(M,)``; evaluation_correct: bool ``(M,)`` of the audited model.
+        evaluation_scores: float ``(M,)`` spuriosity, or None.
+        tuned_correct: bool ``(M,)`` of the low-spuriosity-tuned head, or None.
+        gaps: class -> GapEstimate (top/bottom indices).
+        verdicts: the audit's verdicts.
+        mask_provider: object-mask backend for images without dataset masks, or None.
+        heatmap: heatmap method name.
+        n_grid_images: images per grid.
+        out_dir: folder receiving ``artifacts/``.
+        extra_pairs: (class, feature) pairs shown besides the spurious ones (e.g. disagreements with humans).
+        n_feature_images: top-activating images shown per feature.
 
     Returns:
-        JSON-ready dict: ``{"version", "split", "classes": {"<c>": {"top_grid", "bottom_grid",
-        "features": {"<f>": {"heatmap", "mask", "image_indices"}}, "decile_accuracy":
-        {"before": [10], "after": [10] or None}}}, "errors": [...]}``; paths relative to ``out_dir``.
-
-    Example:
-        >>> artifacts = write_artifacts(report._context, report, "audit-out")  # doctest: +SKIP
-        >>> artifacts["classes"]["0"]["top_grid"]                              # doctest: +SKIP
-        'artifacts/class0_top.png'
+        An :class:`EvidenceResult`.
     """
     out_dir = Path(out_dir)
     (out_dir / "artifacts").mkdir(parents=True, exist_ok=True)
-    if ctx is None:
-        logger.warning("no audit context: the report has no images")
-        return {"version": ARTIFACTS_VERSION, "split": None, "classes": {}, "errors": ["no audit context"]}
-    split = ctx.eval_split
-    cache = ctx.cache(split)
-    correct = np.asarray(cache.correct)
-    tuned_correct = _tuned_correct(ctx, report, split)
-    scores = ctx.spuriosity.get(split)
-    n_grid = ctx.config.report.n_grid_images
-    extra_pairs = {
-        (d["class_index"], d["feature"])
-        for d in (ctx.sections.get("human_agreement") or {}).get("disagreements", [])
-    }
-    result: dict[str, Any] = {"version": ARTIFACTS_VERSION, "split": split, "classes": {}, "errors": []}
-    for c, gap in sorted(report.gaps.items()):
+    correct = np.asarray(evaluation_correct)
+    result: dict[str, Any] = {"version": ARTIFACTS_VERSION, "split": evaluation_split, "classes": {}, "errors": []}
+    for c, gap in sorted(gaps.items()):
         entry: dict[str, Any] = {"features": {}}
         try:
             if gap.top_indices:
-                entry["top_grid"] = _grid(ctx, split, gap.top_indices[:n_grid], correct, out_dir, f"class{c}_top.png")
-                entry["bottom_grid"] = _grid(ctx, split, gap.bottom_indices[:n_grid], correct, out_dir, f"class{c}_bottom.png")
-            if scores is not None:
+                entry["top_grid"] = _grid(evaluation, gap.top_indices[:n_grid_images], correct, out_dir, f"class{c}_top.png")
+                entry["bottom_grid"] = _grid(evaluation, gap.bottom_indices[:n_grid_images], correct, out_dir, f"class{c}_bottom.png")
+            if evaluation_scores is not None:
                 entry["decile_accuracy"] = {
-                    "before": class_decile_accuracy(scores, cache.labels, correct, c),
-                    "after": class_decile_accuracy(scores, cache.labels, tuned_correct, c) if tuned_correct is not None else None,
+                    "before": class_decile_accuracy(evaluation_scores, evaluation_labels, correct, c),
+                    "after": class_decile_accuracy(evaluation_scores, evaluation_labels, tuned_correct, c) if tuned_correct is not None else None,
                 }
         except Exception as error:  # one bad class must not sink the report
             logger.warning("report images for class %d failed: %s", c, error)
@@ -207,14 +212,14 @@ def write_artifacts(ctx: Any, report: Any, out_dir: str | Path, n_feature_images
         result["classes"][str(c)] = entry
     requests = [
         (v.class_index, v.feature, list(v.image_indices)[:n_feature_images])
-        for v in report.verdicts
+        for v in verdicts
         if (v.label == "spurious" or (v.class_index, v.feature) in extra_pairs) and v.image_indices
     ]
     if requests:
         try:
-            for (c, f), entry in _feature_images(ctx, requests, out_dir).items():
+            for (c, f), entry in _feature_images(adapter, train, mask_provider, heatmap, requests, out_dir).items():
                 result["classes"].setdefault(str(c), {"features": {}}).setdefault("features", {})[str(f)] = entry
         except Exception as error:  # the grids and plots above still make a useful report
             logger.warning("feature heatmap images failed: %s", error)
             result["errors"].append(f"feature heatmaps: {error}")
-    return result
+    return EvidenceResult(artifacts=result, directory=out_dir)
