@@ -28,6 +28,7 @@ import jinja2
 from markupsafe import Markup
 
 from auditor._registry import Registry
+from auditor.report.plots import finite as is_finite
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +41,6 @@ _DATA_URI = re.compile(r"^data:image/(png|jpeg|gif|webp|svg\+xml);base64,[A-Za-z
 _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp",
          ".svg": "image/svg+xml"}
 JSON_LIMIT = 20000
-
-
-def is_finite(value: Any) -> bool:
-    """True for an int or float (not a bool) that is finite."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def fmt_num(value: Any, digits: int = 3, signed: bool = False) -> str:
@@ -158,7 +154,6 @@ class Page:
         self.env = environment()
         names = results.get("class_names")
         self.class_names: list[str] = [str(n) for n in names] if isinstance(names, list) else []
-        self.n_images = 0
 
     def class_name(self, index: Any) -> str:
         """The name of class ``index`` (the index itself when unknown)."""
@@ -205,7 +200,6 @@ class Page:
             if isinstance(reference, str) and reference and not reference.startswith("data:") and self.artifacts_dir is not None:
                 return Markup('<p class="warn">image {} missing</p>').format(reference)
             return Markup("")
-        self.n_images += 1
         if css_class:
             return Markup('<img class="{}" src="{}" alt="{}">').format(css_class, src, alt)
         return Markup('<img src="{}" alt="{}">').format(src, alt)
@@ -214,7 +208,6 @@ class Page:
         """An ``<img>`` for a plot data URI from :mod:`auditor.report.plots` (nothing when None)."""
         if not uri:
             return Markup("")
-        self.n_images += 1
         return Markup('<img class="plot" src="{}" alt="{}">').format(uri, alt)
 
     def render(self, template: str, **values: Any) -> Markup:
