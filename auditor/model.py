@@ -130,6 +130,37 @@ def find_head(model: nn.Module, name: str | None = None) -> tuple[str, nn.Linear
     return resolve_head(model, name)
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for a block, then give every submodule its own training flag back.
+
+    ``model.train(was_training)`` would set every submodule to the model's flag, so a
+    BatchNorm the user froze in eval inside a training-mode model would come back in
+    train mode; this restores each module's flag, also when the block raises.
+
+    Args:
+        model: any ``nn.Module``.
+
+    Yields:
+        ``model``, in eval mode.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)).train()
+        >>> _ = net[1].eval()
+        >>> with eval_mode(net):
+        ...     pass
+        >>> net.training, net[1].training
+        (True, False)
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 @dataclass
 class ForwardResult:
     """Outputs of one batch: features ``(N, D)``, logits ``(N, K)``, spatial map ``(N, C, h, w)`` or None."""
@@ -167,21 +198,18 @@ class ModelAdapter:
     @contextlib.contextmanager
     def _session(self) -> Iterator[None]:
         """Eval mode on the right device for the duration; restore every module's mode and the device afterwards."""
-        modes = [(module, module.training) for module in self.model.modules()]
         try:
             original_device = next(self.model.parameters()).device
         except StopIteration:
             original_device = self.device
-        self.model.eval()
-        if original_device != self.device:
-            self.model.to(self.device)
-        try:
-            yield
-        finally:
+        with eval_mode(self.model):
             if original_device != self.device:
-                self.model.to(original_device)
-            for module, training in modes:  # each flag, not model.train(): a BatchNorm kept in eval stays so
-                module.training = training
+                self.model.to(self.device)
+            try:
+                yield
+            finally:
+                if original_device != self.device:
+                    self.model.to(original_device)
 
     def check_class_names(self, class_names: Sequence[str]) -> None:
         """Check there is one class name per head output.

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from auditor.errors import InvalidInputError, NumericalError, UnsupportedModelError
-from auditor.model import ModelAdapter, find_head, logits_from_output, resolve_head
+from auditor.model import ModelAdapter, eval_mode, find_head, logits_from_output, resolve_head
 from tests.conftest import TwoChannelNet, assert_untouched, state_snapshot
 
 
@@ -153,3 +153,13 @@ def test_a_non_head_linear_is_named_and_model_head_suggested(caplog):
 def test_head_name_errors_list_the_linear_layers():
     with pytest.raises(UnsupportedModelError, match=r"no module named 'head'.*Linear layers: fc \(2->2\)"):
         resolve_head(TwoChannelNet(), "head")
+
+
+def test_eval_mode_restores_each_flag_after_an_exception():
+    model = BNNet().train()
+    model.bn.eval()
+    with pytest.raises(ValueError):
+        with eval_mode(model):
+            assert not any(m.training for m in model.modules())
+            raise ValueError("inside")
+    assert model.training and model.conv.training and not model.bn.training
