@@ -159,6 +159,7 @@ class _Collate:
     def __init__(self, dataset: Dataset, name: str):
         self.dataset = dataset
         self.name = name
+        self.reference: tuple[int, tuple[int, ...]] | None = None  # (index, shape) every image must match
 
     def __call__(self, items: list) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None, np.ndarray, list[SkippedImage]]:
         skipped = [i for i in items if isinstance(i, SkippedImage)]
@@ -166,11 +167,12 @@ class _Collate:
         if not kept:
             return None, torch.zeros(0, dtype=torch.long), None, np.zeros(0, np.int64), skipped
         first = kept[0]
-        for item in kept[1:]:
-            if item[0].shape != first[0].shape:
+        ref_index, ref_shape = self.reference or (first[3], tuple(first[0].shape))
+        for item in kept:
+            if tuple(item[0].shape) != ref_shape:
                 raise InvalidInputError(
-                    f"{self.name} {self._where(item[3])} is {_size(item[0].shape)} (C x H x W) but {self._where(first[3])} "
-                    f"in the same batch is {_size(first[0].shape)}; images must all have one size. Set `data.image_size` "
+                    f"{self.name} {self._where(item[3])} is {_size(item[0].shape)} (C x H x W) but {self._where(ref_index)} "
+                    f"is {_size(ref_shape)}; images must all have one size. Set `data.image_size` "
                     "(CLI: --image-size) to resize and centre-crop every image, or resize them in the dataset's transform"
                 )
             if (item[2] is None) != (first[2] is None):
@@ -234,6 +236,7 @@ class ImageSource:
         self._normalised = _Normalised(dataset)
         self._collate = _Collate(dataset, name)
         first = self._first_readable()
+        self._collate.reference = (first[3], tuple(first[0].shape))
         self.has_masks = first[2] is not None
         self.image_shape = tuple(first[0].shape)
         self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
@@ -278,7 +281,7 @@ class ImageSource:
         not a running count, to place results. Batches with no readable item are not yielded.
 
         Raises:
-            InvalidInputError: images of different sizes in one batch (names the file and both sizes).
+            InvalidInputError: an image whose size differs from the first image's (names the file and both sizes).
         """
         indices = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
         subset = Subset(self._normalised, indices.tolist())

@@ -130,3 +130,23 @@ def test_mixed_image_sizes_name_the_file_both_sizes_and_image_size(tmp_path):
     assert "is 3x8x8" in message and "`data.image_size`" in message
     with pytest.raises(InvalidInputError, match="3x12x10"):
         ImageSource(dataset).load([0, odd])
+
+
+def test_a_size_change_between_batches_is_caught_too():
+    items = [(torch.zeros(3, 8, 8), 0)] * 4 + [(torch.zeros(3, 6, 6), 0)] * 4
+    with pytest.raises(InvalidInputError, match=r"train image 4 is 3x6x6 \(C x H x W\) but image 0 is 3x8x8"):
+        list(ImageSource(ListDataset(items), batch_size=4).batches())
+
+
+def test_torchvision_imagefolder_paths_are_named(tmp_path):
+    import torchvision
+
+    from auditor.data import image_path
+
+    root = _folder(tmp_path, n=4)
+    (root / "b" / "zz.png").write_bytes(b"")
+    dataset = torchvision.datasets.ImageFolder(str(root), transform=torchvision.transforms.ToTensor())
+    source = ImageSource(torch.utils.data.Subset(dataset, list(range(len(dataset)))))
+    list(source.batches())
+    assert [s.path for s in source.skipped] == [str(root / "b" / "zz.png")]
+    assert image_path(dataset, 0) == dataset.samples[0][0] and image_path(ListDataset([]), 0) is None
