@@ -1,8 +1,9 @@
 """ModelAdapter: reads features, logits and spatial maps from the user's model via hooks.
 
 The head is picked by :func:`resolve_head` (the module named by the user, the head the
-model's library exposes, else the last ``nn.Linear``); its input is the feature vector. The last spatial layer (a module whose output is
-``(N, C, h, w)``) is found by a dry forward pass. The user's model is never changed:
+model's library exposes, else the last ``nn.Linear``); its input is the feature vector.
+The last spatial layer (a module whose output is ``(N, C, h, w)``) is found by a dry
+forward pass. The user's model is never changed:
 hooks are removed after every call and every module's training flag is restored,
 also when the model raises.
 """
