@@ -1,9 +1,11 @@
 """ModelAdapter: reads features, logits and spatial maps from the user's model via hooks.
 
-The head is the model's last ``nn.Linear`` (or the module named by the user); its
-input is the feature vector. The last spatial layer (a module whose output is
-``(N, C, h, w)``) is found by a dry forward pass. The user's model is never changed:
-hooks are removed after every call and the training flag is restored.
+The head is picked by :func:`resolve_head` (the module named by the user, the head the
+model's library exposes, else the last ``nn.Linear``); its input is the feature vector.
+The last spatial layer (a module whose output is ``(N, C, h, w)``) is found by a dry
+forward pass. The user's model is never changed:
+hooks are removed after every call and every module's training flag is restored,
+also when the model raises.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import contextlib
 import copy
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -55,26 +57,109 @@ def logits_from_output(output: Any) -> torch.Tensor:
     raise UnsupportedModelError(f"cannot find logits in the model's output of type {type(output).__name__}")
 
 
-def find_head(model: nn.Module, name: str | None = None) -> tuple[str, nn.Linear]:
-    """Return ``(name, module)`` of the classification head.
+def _linear_summary(model: nn.Module, limit: int = 6) -> str:
+    linears = [f"{n} ({m.in_features}->{m.out_features})" for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return ", ".join(linears[-limit:]) or "none"
 
-    Raises:
-        UnsupportedModelError: no ``nn.Linear`` in the model, or ``name`` not a Linear.
-    """
+
+def _resolve_head(model: nn.Module, name: str | None) -> tuple[str, nn.Linear, str]:
     modules = dict(model.named_modules())
     if name is not None:
         if name not in modules:
-            raise UnsupportedModelError(f"the model has no module named {name!r}; set `model.head` to one of its Linear layers")
+            raise UnsupportedModelError(
+                f"the model ({type(model).__name__}) has no module named {name!r}; set `model.head` to one of its "
+                f"Linear layers: {_linear_summary(model)}"
+            )
         if not isinstance(modules[name], nn.Linear):
-            raise UnsupportedModelError(f"module {name!r} is {type(modules[name]).__name__}, not nn.Linear")
-        return name, modules[name]
+            raise UnsupportedModelError(
+                f"module {name!r} is {type(modules[name]).__name__}, not nn.Linear; set `model.head` to one of the "
+                f"model's Linear layers: {_linear_summary(model)}"
+            )
+        return name, modules[name], "set by `model.head`"
+    from auditor.adapters.models import guess_head
+
+    guessed = guess_head(model)
+    if guessed is not None:
+        return guessed[0], modules[guessed[0]], guessed[1]
     linears = [(n, m) for n, m in modules.items() if isinstance(m, nn.Linear)]
     if not linears:
         raise UnsupportedModelError(
-            "the model has no nn.Linear layer to use as its classification head; auditor needs a linear head "
-            "whose input is the feature vector (name it with `model.head` if it is wrapped)"
+            f"the model ({type(model).__name__}) has no nn.Linear layer to use as its classification head; auditor needs "
+            "a linear head whose input is the feature vector (name it with `model.head` if it is wrapped, or replace a "
+            "convolutional classifier by pooling + nn.Linear)"
         )
-    return linears[-1]
+    last, module = linears[-1]
+    reason = "the last nn.Linear (no classifier / fc / heads / head attribute holds one)"
+    odd = [a for a in ("classifier", "fc", "heads", "head") if isinstance(getattr(model, a, None), nn.Module)]
+    if odd:
+        logger.warning(
+            "the model's `%s` has no nn.Linear, so the head is %r, %s; if that is not the classifier, set `model.head`",
+            odd[0], last, reason,
+        )
+    return last, module, reason
+
+
+def resolve_head(model: nn.Module, name: str | None = None) -> tuple[str, nn.Linear]:
+    """The one place that picks the classification head: ``(dotted name, module)``.
+
+    With ``name`` (``model.head``), that module; else the head the model's library exposes
+    (:func:`auditor.adapters.models.guess_head`: timm ``get_classifier()``, ``classifier``,
+    ``fc``, ``heads``, ``head``); else the last ``nn.Linear``. The choice and why is logged at INFO.
+
+    Args:
+        model: the classifier.
+        name: dotted module name of the head, or None to find it.
+
+    Returns:
+        ``(name, module)``.
+
+    Raises:
+        UnsupportedModelError: no ``nn.Linear`` in the model, ``name`` absent, or ``name`` not a Linear
+            (the message lists the model's Linear layers).
+
+    Example:
+        >>> resolve_head(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))
+        ('1', Linear(in_features=4, out_features=2, bias=True))
+    """
+    head_name, module, reason = _resolve_head(model, name)
+    logger.info("head: %r (%d -> %d), %s", head_name, module.in_features, module.out_features, reason)
+    return head_name, module
+
+
+def find_head(model: nn.Module, name: str | None = None) -> tuple[str, nn.Linear]:
+    """Deprecated alias of :func:`resolve_head`."""
+    return resolve_head(model, name)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for a block, then give every submodule its own training flag back.
+
+    ``model.train(was_training)`` would set every submodule to the model's flag, so a
+    BatchNorm the user froze in eval inside a training-mode model would come back in
+    train mode; this restores each module's flag, also when the block raises.
+
+    Args:
+        model: any ``nn.Module``.
+
+    Yields:
+        ``model``, in eval mode.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)).train()
+        >>> _ = net[1].eval()
+        >>> with eval_mode(net):
+        ...     pass
+        >>> net.training, net[1].training
+        (True, False)
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 @dataclass
@@ -91,7 +176,7 @@ class ModelAdapter:
 
     Args:
         model: the user's classifier; left exactly as it is.
-        head: dotted module name of the head (default: the last nn.Linear).
+        head: dotted module name of the head (default: :func:`resolve_head`'s choice).
         feature_layer: dotted module name of the last spatial layer (default: found by a dry run).
         device: torch device to run on.
 
@@ -104,7 +189,8 @@ class ModelAdapter:
             raise UnsupportedModelError(f"model must be a torch.nn.Module; got {type(model).__name__}")
         self.model = model
         self.device = torch.device(device) if not isinstance(device, torch.device) else device
-        self.head_name, self.head = find_head(model, head)
+        self.head_name, self.head, self.head_reason = _resolve_head(model, head)
+        logger.info("head: %r (%d -> %d), %s", self.head_name, self.head.in_features, self.head.out_features, self.head_reason)
         self.n_classes = self.head.out_features
         self.n_features = self.head.in_features
         self._feature_layer_name = feature_layer
@@ -112,21 +198,37 @@ class ModelAdapter:
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[None]:
-        """Eval mode on the right device for the duration; restore mode and device afterwards."""
-        was_training = self.model.training
+        """Eval mode on the right device for the duration; restore every module's mode and the device afterwards."""
         try:
             original_device = next(self.model.parameters()).device
         except StopIteration:
             original_device = self.device
-        self.model.eval()
-        if original_device != self.device:
-            self.model.to(self.device)
-        try:
-            yield
-        finally:
+        with eval_mode(self.model):
             if original_device != self.device:
-                self.model.to(original_device)
-            self.model.train(was_training)
+                self.model.to(self.device)
+            try:
+                yield
+            finally:
+                if original_device != self.device:
+                    self.model.to(original_device)
+
+    def check_class_names(self, class_names: Sequence[str]) -> None:
+        """Check there is one class name per head output.
+
+        Args:
+            class_names: the names given by the user (or the dataset).
+
+        Raises:
+            InvalidInputError: the counts differ; the message names the layer picked as head and why,
+                and points to ``model.head``.
+        """
+        if len(class_names) != self.n_classes:
+            raise InvalidInputError(
+                f"{len(class_names)} class names given but the model's head {self.head_name!r} ({self.head_reason}) has "
+                f"{self.n_classes} outputs. If {self.head_name!r} is not the classifier, set `model.head` to the Linear "
+                f"layer producing the logits (Linear layers: {_linear_summary(self.model)}); otherwise give one class "
+                "name per output"
+            )
 
     @property
     def spatial_layer(self) -> str | None:
@@ -178,11 +280,21 @@ class ModelAdapter:
         logger.info("spatial feature layer: %s", self._spatial_name or "none (gradient heatmaps)")
         return self._spatial_name or None
 
-    def forward(self, images: torch.Tensor, with_spatial: bool = False, grad: bool = False) -> ForwardResult:
+    def forward(self, images: torch.Tensor, with_spatial: bool = False, grad: bool = False, check_finite: bool = True) -> ForwardResult:
         """Run the model on a batch and capture the head's input (and the spatial map).
 
+        Args:
+            images: float ``(N, C, H, W)``, as the model expects them.
+            with_spatial: also capture the spatial layer's map (call :meth:`locate_spatial_layer` first).
+            grad: keep the autograd graph.
+            check_finite: raise on NaN/inf (callers that name the images check themselves).
+
+        Returns:
+            A :class:`ForwardResult`.
+
         Raises:
-            NumericalError: NaN or inf in features or logits.
+            NumericalError: NaN or inf in features or logits (``check_finite``).
+            UnsupportedModelError: the head is not called, or its outputs are not the model's logits.
         """
         captured: dict[str, torch.Tensor] = {}
 
@@ -211,12 +323,22 @@ class ModelAdapter:
                     f"feature vector of size {self.n_features} per image"
                 )
             features = features.flatten(1)
+        if logits.ndim != 2 or logits.shape[1] != self.n_classes:
+            raise UnsupportedModelError(
+                f"the model outputs logits of shape {tuple(logits.shape)} but the layer picked as head, {self.head_name!r} "
+                f"({self.head_reason}), has {self.n_classes} outputs, so it is not the classifier; set `model.head` to the "
+                f"Linear layer producing the logits (Linear layers: {_linear_summary(self.model)})"
+            )
         if not grad:
             features, logits = features.detach(), logits.detach()
-        if not torch.isfinite(features).all() or not torch.isfinite(logits).all():
-            raise NumericalError(
-                "the model produced NaN or inf activations/logits; check the input normalisation and the model's weights"
-            )
+        if check_finite:
+            broken = ~(torch.isfinite(features).all(1) & torch.isfinite(logits).all(1))
+            if broken.any():
+                raise NumericalError(
+                    f"the model produced NaN or inf activations/logits for {int(broken.sum())} of {len(broken)} images "
+                    f"(batch rows {torch.nonzero(broken).flatten()[:5].tolist()}); check the input normalisation "
+                    "(`data.mean`/`data.std`) and the model's weights"
+                )
         return ForwardResult(features=features, logits=logits, spatial=captured.get("spatial"))
 
     def head_weight(self) -> torch.Tensor:

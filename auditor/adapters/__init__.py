@@ -5,12 +5,13 @@ from auditor.adapters.models import (
     Preprocessing,
     TorchScriptClassifier,
     guess_feature_layer,
+    guess_head,
     guess_head_name,
     load_model,
     model_preprocessing,
 )
 
 __all__ = [
-    "Preprocessing", "TorchScriptClassifier", "guess_feature_layer", "guess_head_name", "load_dataset",
+    "Preprocessing", "TorchScriptClassifier", "guess_feature_layer", "guess_head", "guess_head_name", "load_dataset",
     "load_model", "model_preprocessing", "write_image_folder",
 ]

@@ -107,6 +107,10 @@ class FileImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def image_path(self, index: int) -> str:
+        """The file of item ``index`` (used to name unreadable or odd-sized images in messages)."""
+        return str(self.root / self.files[index])
+
     def __getitem__(self, index: int):
         relative = self.files[index]
         with Image.open(self.root / relative) as raw:

@@ -398,27 +398,40 @@ def guess_head_name(model: nn.Module) -> str | None:
 
     Returns:
         The name (e.g. ``"fc"``, ``"classifier.1"``, ``"heads.head"``), or None when no known
-        head exists (ModelAdapter then uses the last ``nn.Linear``).
+        head exists (:func:`auditor.model.resolve_head` then uses the last ``nn.Linear``).
+    """
+    found = guess_head(model)
+    return None if found is None else found[0]
+
+
+def guess_head(model: nn.Module) -> tuple[str, str] | None:
+    """Like :func:`guess_head_name`, with why: ``(name, reason)`` or None.
+
+    Args:
+        model: any ``nn.Module``.
+
+    Returns:
+        ``(dotted name, reason)``, e.g. ``("fc", "the model's `fc` attribute")``, or None.
     """
     if isinstance(model, TorchScriptClassifier):
-        return "head"
-    candidates: list[nn.Module] = []
+        return "head", f"the TorchScript model's last linear layer ({model.head_source})"
+    candidates: list[tuple[nn.Module, str]] = []
     get_classifier = getattr(model, "get_classifier", None)
     if callable(get_classifier):
         try:
             head = get_classifier()
             if isinstance(head, nn.Module):
-                candidates.append(head)
+                candidates.append((head, "the model's get_classifier() (timm)"))
         except Exception:  # a user method with another meaning
             pass
     for attribute in ("classifier", "fc", "heads", "head"):
         module = getattr(model, attribute, None)
         if isinstance(module, nn.Module):
-            candidates.append(module)
-    for candidate in candidates:
+            candidates.append((module, f"the model's `{attribute}` attribute"))
+    for candidate, why in candidates:
         name = _last_linear(model, candidate)
         if name:
-            return name
+            return name, why
     return None
 
 
