@@ -8,6 +8,11 @@ Exit codes (also in ``auditor --help``):
   images, weights that do not fit the model, ...), including argument errors;
 * 3: an unexpected error (a bug: please report it with the traceback from ``-v``);
 * 130: interrupted.
+
+The configuration (YAML file plus flags) is validated whole by
+:func:`auditor.config.load_config` before the model or any image is read. Without a
+terminal there are no progress bars; the library's INFO lines then show each stage
+(``-q`` hides them). ``auditor --help`` and ``auditor config`` do not import torch.
 """
 
 from __future__ import annotations
@@ -451,8 +456,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(verbose: int, quiet: bool) -> None:
+    """Errors only with ``-q``; warnings by default; INFO with ``-v``; DEBUG with ``-vv``.
+
+    Commands that run without progress bars raise the ``auditor`` logger to INFO afterwards
+    (:func:`_show_stage_lines`); each call starts from the plain levels again.
+    """
     level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    logging.getLogger("auditor").setLevel(logging.NOTSET)
     for noisy in ("PIL", "matplotlib", "urllib3", "filelock", "fsspec"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
