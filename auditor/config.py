@@ -6,8 +6,9 @@ the whole configuration once, before any image is read:
 
 1. unknown keys anywhere in the tree (with a "did you mean" hint), before anything else;
 2. every value's type, allowed choices and range;
-3. cross-key rules: ``tuning.baselines`` entries, ``gate.fail_on`` expressions, and gate
-   conditions on head-tuning metrics while ``tuning.enabled`` is false.
+3. cross-key rules: ``data.mean``/``data.std`` together, ``ranking.source`` and
+   ``discovery.embedding: clip`` need ``concepts.enabled``, every ``gate.fail_on`` expression
+   parses, and no gate condition names head-tuning metrics while ``tuning.enabled`` is false.
 
 Each failure is a :class:`~auditor.errors.ConfigError` naming the dotted key, the value,
 what was expected and how to fix it.
@@ -512,7 +513,7 @@ def _build(cls: type, values: Any, prefix: str):
 
 
 def _check_consistency(config: "AuditConfig") -> None:
-    """Rules that involve several keys: mean/std pairs and gate conditions."""
+    """Rules that involve several keys: mean/std pairs, stages that need the concept stage, gate conditions."""
     from auditor.gate import TUNING_METRICS, parse_conditions  # gate.py does not import this module
 
     mean, std = config.data.mean, config.data.std
@@ -522,6 +523,16 @@ def _check_consistency(config: "AuditConfig") -> None:
         raise ConfigError(f"`data.mean` has {len(mean)} values but `data.std` has {len(std)}; give one per channel in both")
     if std is not None and any(s <= 0 for s in std):
         raise ConfigError(f"`data.std` values must be positive; got {std!r}")
+    if config.ranking.source != "features" and not config.concepts.enabled:
+        raise ConfigError(
+            f"`ranking.source` is {config.ranking.source!r}, which needs the concept stage; "
+            "set `concepts.enabled: true` (with local CLIP weights) or use `ranking.source: features`"
+        )
+    if config.discovery.enabled and config.discovery.embedding == "clip" and not config.concepts.enabled:
+        raise ConfigError(
+            "`discovery.embedding` is 'clip' but `concepts.enabled` is false, so no CLIP backend is loaded; "
+            "enable `concepts` with local weights or use `discovery.embedding: auto` or 'vae'"
+        )
     try:
         conditions = parse_conditions(config.gate.fail_on)
     except ConfigError as error:

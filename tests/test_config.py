@@ -87,6 +87,8 @@ def test_model_and_data_input_keys_live_in_the_config():
         ({"tuning": {"baselines": ["error", "error"]}}, r"`tuning.baselines` lists \['error'\] more than once"),
         ({"gate": {"fail_on": ["max_gap 0.1"]}}, "`gate.fail_on`: cannot read gate condition 'max_gap 0.1'"),
         ({"gate": {"fail_on": ["max_gapp>0.1"]}}, r"unknown gate metric 'max_gapp'.*Did you mean 'max_gap'"),
+        ({"ranking": {"source": "both"}}, r"`ranking.source` is 'both', which needs the concept stage; set `concepts.enabled: true`"),
+        ({"discovery": {"enabled": True, "embedding": "clip"}}, r"`discovery.embedding` is 'clip' but `concepts.enabled` is false"),
         ({"tuning": {"enabled": False}, "gate": {"fail_on": ["max_gap>0.1, accuracy<0.8"]}},
          r"gate condition 'accuracy<0.8' needs head-tuning metrics but `tuning.enabled` is false"),
     ],
