@@ -287,6 +287,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if not config.progress:
         _quiet_hugging_face(config)
     model = load_model(config.model.source, weights=config.model.weights, num_classes=config.model.num_classes, **config.model.kwargs)
+    if not config.progress:
+        _show_stage_lines(args)  # from here on the run's stages log at INFO (a bad model or key still gives one error line)
     transform, config = _transform(model, config)
     train, class_names = load_dataset(config.data.train, transform=transform)
     val = None
@@ -294,8 +296,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
         val, val_names = load_dataset(config.data.val, transform=transform)
         if list(val_names) != list(class_names):
             raise ConfigError(f"`data.val` has classes {val_names[:10]} but `data.train` has {class_names[:10]}; both must list the same classes in the same order")
-    if not config.progress:
-        _show_stage_lines(args)
     output_dir = config.report.output_dir
     report = audit(model, train, val, class_names=class_names, config=config.replace(**{"report.output_dir": None}))
     report.config = config

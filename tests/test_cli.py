@@ -163,6 +163,9 @@ def test_audit_gate_report_and_annotations(world, tmp_path, capsys):
     reason = captured.err.strip().splitlines()[-1]
     assert reason.startswith("gate failed: max_gap=") and "(class '" in reason
     assert "it/s" not in captured.err  # no progress bars when not on a terminal
+    assert "INFO auditor.cli: wrote outputs to" in captured.err  # ... but the run's INFO lines instead
+    header = captured.out.splitlines()[0]
+    assert header.startswith("class ") and header.endswith("95% CI")  # the CLI's own summary table
     out = tmp_path / "out"
     results = json.loads((out / "results.json").read_text())
     assert results["schema_version"].startswith("1.") and results["gate"]["passed"] is False
