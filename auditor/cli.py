@@ -304,8 +304,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     written = write_outputs(report, output_dir, gate)
     if gate is not None and gate.get("error"):  # the results are written; the gate could not be evaluated
         raise ConfigError(gate["error"])
-    if not args.quiet_summary:
-        print(format_summary(results))
+    if not args.quiet_summary:  # from the written results.json: everything the report shows (warnings, skipped images)
+        print(format_summary(json.loads(Path(written["results"]).read_text())))
         print(f"results: {written['results']}" + (f"\nreport:  {written['html']}" if "html" in written else ""))
     logger.info("wrote outputs to %s", output_dir)
     return _gate_exit(gate)
