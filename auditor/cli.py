@@ -8,165 +8,39 @@ Exit codes (also in ``auditor --help``):
   images, weights that do not fit the model, ...), including argument errors;
 * 3: an unexpected error (a bug: please report it with the traceback from ``-v``);
 * 130: interrupted.
+
+The configuration (YAML file plus flags) is validated whole by
+:func:`auditor.config.load_config` before the model or any image is read. Without a
+terminal there are no progress bars; the library's INFO lines then show each stage
+(``-q`` hides them). ``auditor --help`` and ``auditor config`` do not import torch.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
 import json
 import logging
-import re
+import math
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any, Sequence
 
+# Only light modules here: `auditor --help` and `auditor config` must not import torch.
+from auditor.config import PREPROCESSING, REQUIRED_FOR_CLI, AuditConfig, defaults_yaml, load_config, read_yaml
 from auditor.errors import AuditorError, ConfigError
 
 logger = logging.getLogger("auditor.cli")
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT, EXIT_UNEXPECTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEFAULT_OUTPUT_DIR = "auditor-out"
-PREPROCESSING = ("auto", "model", "none")
+FEATURE_COLUMN_WIDTH = 28
+"""Widest feature list in the summary table; longer lists end with "…"."""
 
-# Keys the CLI reads itself (where the model and data come from); the rest is AuditConfig.
-INPUT_KEYS: dict[str, dict[str, tuple[Any, str]]] = {
-    "model": {
-        "source": (None, "where the model comes from: 'timm:<name>', 'torchvision:<name>', 'hf:<folder>', "
-                         "'package.module:function', 'file.py:function' or a TorchScript file (required)"),
-        "weights": (None, "local state_dict file (.pt/.pth/.safetensors) for 'timm:'/'torchvision:'/entry points"),
-        "num_classes": (None, "head outputs (read from the weights when omitted)"),
-        "kwargs": ({}, "extra keyword arguments for the model builder (e.g. img_size for timm ViTs)"),
-    },
-    "data": {
-        "train": (None, "images to audit: an ImageFolder path, a saved HF dataset folder, or a mapping "
-                        "{type: imagefolder|csv|hf, ...} (required)"),
-        "val": (None, "validation images, same forms as `data.train` (recommended)"),
-        "preprocessing": ("auto", "'auto' (the model's own eval transform where timm/HF expose it, else plain), "
-                                  "'model' (require it), 'none' (plain: resize to image_size, to tensor, normalise with mean/std)"),
-        "image_size": (None, "resize (shorter side) and centre-crop to this for plain preprocessing; images keep their size when null"),
-    },
-}
-_TOP_LEVEL_DOCS = {"seed": "seed of every random choice (bootstrap, sampling, tuning)",
-                   "progress": "progress bars (the CLI turns them off when stderr is not a terminal unless set)"}
+__all__ = ["main", "build_parser", "defaults_yaml", "format_summary", "resolve_audit_config", "DEFAULT_OUTPUT_DIR"]
 
 
 # --------------------------------------------------------------------------- configuration
-
-
-def _field_docs(cls: type) -> dict[str, str]:
-    """Attribute descriptions from a dataclass's Google-style docstring."""
-    docs, current = {}, None
-    in_attributes = False
-    for line in (cls.__doc__ or "").splitlines():
-        stripped = line.strip()
-        if stripped == "Attributes:":
-            in_attributes = True
-            continue
-        if not in_attributes or not stripped:
-            continue
-        match = re.match(r"^([a-z_]+(?:, [a-z_]+)*):\s*(.*)$", stripped)
-        if match and line.startswith(" " * 8) and not line.startswith(" " * 12):
-            for name in match.group(1).split(", "):
-                docs[name] = match.group(2)
-            current = match.group(1).split(", ")
-        elif current:
-            for name in current:
-                docs[name] += " " + stripped
-    return docs
-
-
-def _yaml_scalar(value: Any) -> str:
-    import yaml
-
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").removesuffix("...").strip()
-
-
-def defaults_yaml() -> str:
-    """The full audit YAML with default values and a comment on every key.
-
-    Returns:
-        YAML text: ``AuditConfig().to_dict()`` plus the CLI's input keys (``model.source``,
-        ``data.train``, ...), each key commented with its documentation.
-    """
-    from auditor.config import AuditConfig, CHOICES
-
-    config = AuditConfig()
-    lines = ["# auditor audit configuration: every key with its default.",
-             "# Run with `auditor audit --config audit.yaml`; unknown keys are errors.", ""]
-    top_docs = _TOP_LEVEL_DOCS
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if not dataclasses.is_dataclass(value):
-            lines.append(f"{field.name}: {_yaml_scalar(value)}  # {top_docs.get(field.name, '')}".rstrip(" #"))
-            continue
-        section_doc = (type(value).__doc__ or "").strip().splitlines()[0]
-        lines += ["", f"# {section_doc}", f"{field.name}:"]
-        for name, (default, doc) in INPUT_KEYS.get(field.name, {}).items():
-            if dataclasses.is_dataclass(value) and name in {f.name for f in dataclasses.fields(value)}:
-                continue  # the core config now owns this key
-            lines.append(f"  {name}: {_yaml_scalar(default)}  # [CLI] {doc}")
-        docs = _field_docs(type(value))
-        for sub in dataclasses.fields(value):
-            doc = docs.get(sub.name, "")
-            choices = CHOICES.get(f"{field.name}.{sub.name}")
-            if choices:
-                doc = f"{doc} One of {list(choices)}."
-            lines.append(f"  {sub.name}: {_yaml_scalar(getattr(value, sub.name))}  # {doc}".rstrip(" #"))
-    return "\n".join(lines) + "\n"
-
-
-def _split_inputs(raw: dict) -> tuple[dict, dict]:
-    """Separate the CLI's input keys from the AuditConfig keys of a YAML mapping."""
-    from auditor.config import AuditConfig
-
-    config = copy.deepcopy(raw)
-    inputs: dict[str, dict[str, Any]] = {"model": {}, "data": {}}
-    defaults = AuditConfig()
-    core_fields = {
-        f.name: {sub.name for sub in dataclasses.fields(getattr(defaults, f.name))}
-        for f in dataclasses.fields(defaults)
-        if dataclasses.is_dataclass(getattr(defaults, f.name))
-    }
-    for section, keys in INPUT_KEYS.items():
-        block = config.get(section)
-        if block is None:
-            continue
-        if not isinstance(block, dict):
-            raise ConfigError(f"config section `{section}` must be a mapping; got {type(block).__name__}")
-        for key in keys:
-            if key in block:
-                inputs[section][key] = block[key]
-                if key not in core_fields.get(section, set()):
-                    del block[key]
-    return inputs, config
-
-
-def _check_inputs(inputs: dict) -> None:
-    model, data = inputs["model"], inputs["data"]
-    if not model.get("source"):
-        raise ConfigError("`model.source` is required (YAML `model: {source: ...}` or --model), e.g. 'timm:resnet18'")
-    if not isinstance(model["source"], str):
-        raise ConfigError(f"`model.source` must be a string; got {model['source']!r}")
-    if model.get("weights") is not None and not isinstance(model["weights"], str):
-        raise ConfigError(f"`model.weights` must be a file path; got {model['weights']!r}")
-    num = model.get("num_classes")
-    if num is not None and (not isinstance(num, int) or isinstance(num, bool) or num <= 0):
-        raise ConfigError(f"`model.num_classes` must be a positive integer; got {num!r}")
-    if not isinstance(model.get("kwargs", {}) or {}, dict):
-        raise ConfigError(f"`model.kwargs` must be a mapping; got {model['kwargs']!r}")
-    if not data.get("train"):
-        raise ConfigError("`data.train` is required (YAML `data: {train: <folder>}` or --data)")
-    for key in ("train", "val"):
-        if data.get(key) is not None and not isinstance(data[key], (str, dict)):
-            raise ConfigError(f"`data.{key}` must be a path or a mapping; got {data[key]!r}")
-    pre = data.get("preprocessing", "auto")
-    if pre not in PREPROCESSING:
-        raise ConfigError(f"`data.preprocessing` must be one of {list(PREPROCESSING)}; got {pre!r}")
-    size = data.get("image_size")
-    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
-        raise ConfigError(f"`data.image_size` must be a positive integer; got {size!r}")
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -175,7 +49,7 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"cannot set `{dotted}`: `{part}` is not a section")
+            raise ConfigError(f"cannot set `{dotted}`: `{part}` is a value, not a section")
     node[leaf] = value
 
 
@@ -195,32 +69,33 @@ def _parse_set(items: Sequence[str]) -> list[tuple[str, Any]]:
     return pairs
 
 
-def _read_yaml(path: str | None) -> dict:
-    import yaml
-
-    if path is None:
-        return {}
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"config file {path!r} does not exist")
-    try:
-        data = yaml.safe_load(file.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path!r} is not valid YAML: {error}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path!r} must hold a mapping of sections; got {type(data).__name__}")
-    return data
+def _check_required(config: AuditConfig) -> None:
+    """The keys the command needs beyond the library's: where the model and the images come from."""
+    for dotted in REQUIRED_FOR_CLI:
+        section, key = dotted.split(".")
+        if getattr(getattr(config, section), key) in (None, ""):
+            example = {"model.source": "YAML `model: {source: ...}` or --model), e.g. 'timm:resnet18'",
+                       "data.train": "YAML `data: {train: <folder>}` or --data)"}[dotted]
+            raise ConfigError(f"`{dotted}` is required ({example}")
 
 
-def resolve_audit_config(args: argparse.Namespace) -> tuple[dict, Any]:
-    """YAML file + flags -> (inputs, AuditConfig). Flags override the file only when given.
+def resolve_audit_config(args: argparse.Namespace) -> AuditConfig:
+    """YAML file + flags -> a validated :class:`AuditConfig`. Flags override the file only when given.
+
+    The whole configuration is validated first (unknown keys before anything else, then
+    values, gate expressions and tuning baselines); only then are the keys the command
+    needs (``model.source``, ``data.train``) required.
+
+    Args:
+        args: the parsed ``auditor audit`` arguments.
+
+    Returns:
+        The configuration, with ``report.output_dir`` defaulting to ``auditor-out``.
 
     Raises:
         ConfigError: unknown key (with the allowed ones), bad value, missing model or data.
     """
-    from auditor.config import load_config
-
-    raw = _read_yaml(args.config)
+    raw = read_yaml(args.config) if args.config is not None else {}
     flags = {
         "model.source": args.model, "model.weights": args.weights, "model.num_classes": args.num_classes,
         "model.device": args.device, "data.train": args.data, "data.val": args.val_data,
@@ -246,30 +121,108 @@ def resolve_audit_config(args: argparse.Namespace) -> tuple[dict, Any]:
         raw["progress"] = args.progress
     elif "progress" not in raw:
         raw["progress"] = sys.stderr.isatty()
-    inputs, rest = _split_inputs(raw)
-    _check_inputs(inputs)
-    config = load_config(rest)
+    config = load_config(raw)  # every key and value, gate expressions included, before any file is opened
+    _check_required(config)
     if not config.report.output_dir:
         config = config.replace(**{"report.output_dir": DEFAULT_OUTPUT_DIR})
-    from auditor.gate import TUNING_METRICS, parse_conditions
+    return config
 
-    for condition in parse_conditions(config.gate.fail_on):  # fail before the audit, not after it
-        if condition.metric in TUNING_METRICS and not config.tuning.enabled:
-            raise ConfigError(f"gate condition {str(condition)!r} needs head-tuning metrics but `tuning.enabled` is false; "
-                              "enable tuning or drop the condition")
-    return inputs, config
+
+# --------------------------------------------------------------------------- summary table
+
+
+def _width(text: str) -> int:
+    """Terminal columns taken by ``text`` (wide East Asian characters take two)."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _pad(text: str, width: int, right: bool = False) -> str:
+    fill = " " * max(0, width - _width(text))
+    return fill + text if right else text + fill
+
+
+def _feature_list(features: Sequence[Any], width: int) -> str:
+    """``[3, 17, 42]``, or as many leading features as fit in ``width`` followed by "…"."""
+    items = [str(f) for f in features]
+    full = "[" + ", ".join(items) + "]"
+    if _width(full) <= width:
+        return full
+    shown: list[str] = []
+    for item in items:
+        if _width("[" + ", ".join([*shown, item, "…"]) + "]") > width:
+            break
+        shown.append(item)
+    return "[" + ", ".join([*shown, "…"]) + "]"
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def format_summary(results: dict, feature_width: int = FEATURE_COLUMN_WIDTH) -> str:
+    """The findings as an aligned text table, one line per class, from a results dict.
+
+    Column widths follow the content (class names of any length); feature lists longer
+    than ``feature_width`` end with "…" (the full lists are in results.json). Warnings come
+    first; skipped classes show their reason; skipped images are counted at the end.
+
+    Args:
+        results: ``AuditReport.to_dict()`` or a loaded results.json.
+        feature_width: widest spurious/core feature list, in characters.
+
+    Returns:
+        The table as one string (no trailing newline).
+
+    Example:
+        >>> print(format_summary({"classes": [{"name": "cat", "spurious_features": [3], "core_features": [],
+        ...     "gap": {"gap": 0.25, "ci_low": 0.1, "ci_high": 0.4, "significant": True}}]}))
+        class  spurious  core     gap  95% CI
+        cat    [3]       []    +0.250  [+0.100, +0.400] *
+        <BLANKLINE>
+        * the interval excludes 0
+    """
+    confidence = ((results.get("config") or {}).get("gaps") or {}).get("confidence", 0.95)
+    skipped = (results.get("meta") or {}).get("skipped_classes") or {}
+    header = ("class", "spurious", "core", "gap", f"{confidence * 100:g}% CI")
+    rows, any_significant = [], False
+    for entry in results.get("classes", []):
+        name = str(entry.get("name", entry.get("index", "?")))
+        gap = entry.get("gap")
+        if isinstance(gap, dict) and _finite(gap.get("gap")):
+            gap_text = f"{gap['gap']:+.3f}"
+            ci = f"[{gap['ci_low']:+.3f}, {gap['ci_high']:+.3f}]" if _finite(gap.get("ci_low")) and _finite(gap.get("ci_high")) else ""
+            if gap.get("significant"):
+                ci, any_significant = f"{ci} *".strip(), True
+        else:
+            gap_text, ci = "n/a", (f"skipped: {skipped[name]}" if name in skipped else "")
+        rows.append((name, _feature_list(entry.get("spurious_features", []), feature_width),
+                     _feature_list(entry.get("core_features", []), feature_width), gap_text, ci))
+    widths = [max(_width(row[i]) for row in [header, *rows]) for i in range(4)]
+    lines = [f"warning: {text}" for text in results.get("warnings") or []]
+    for row in [header, *rows]:
+        cells = [_pad(row[0], widths[0]), _pad(row[1], widths[1]), _pad(row[2], widths[2]), _pad(row[3], widths[3], right=True), row[4]]
+        lines.append("  ".join(cells).rstrip())
+    notes = []
+    if any_significant:
+        notes.append("* the interval excludes 0")
+    images = results.get("skipped_images") or []
+    if images:
+        notes.append(f"{len(images)} unreadable image{'s' if len(images) != 1 else ''} skipped (listed under `skipped_images` in results.json)")
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- commands
 
 
-def _transform(model, inputs: dict, config):
+def _transform(model, config: AuditConfig):
     """The eval transform and the (possibly updated) config carrying its mean/std."""
+    import dataclasses
+
     from auditor.adapters.models import Preprocessing, model_preprocessing
 
-    data = inputs["data"]
-    mode = data.get("preprocessing", "auto")
-    size = data.get("image_size")
+    mode, size = config.data.preprocessing, config.data.image_size
     own = model_preprocessing(model) if mode in ("auto", "model") else None
     if mode == "model" and own is None:
         raise ConfigError("`data.preprocessing: model` but the model exposes no preprocessing (only timm and HF models do); use 'auto' or 'none'")
@@ -292,16 +245,16 @@ def _transform(model, inputs: dict, config):
     return T.Compose([T.ToTensor(), T.Normalize(mean, std)]), config
 
 
-def _quiet_hugging_face(model_in: dict, data_in: dict) -> None:
+def _quiet_hugging_face(config: AuditConfig) -> None:
     """Turn off transformers' and datasets' own progress bars (only when those libraries are in use)."""
-    if str(model_in.get("source", "")).startswith(("hf:", "huggingface:")):
+    if str(config.model.source or "").startswith(("hf:", "huggingface:")):
         try:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
         except ImportError:
             pass
-    specs = [data_in.get("train"), data_in.get("val")]
+    specs = [config.data.train, config.data.val]
     if any(isinstance(s, dict) and s.get("type") == "hf" or isinstance(s, str) and (Path(s) / "dataset_info.json").exists()
            or isinstance(s, str) and (Path(s) / "dataset_dict.json").exists() for s in specs):
         try:
@@ -312,61 +265,69 @@ def _quiet_hugging_face(model_in: dict, data_in: dict) -> None:
             pass
 
 
+def _show_stage_lines(args: argparse.Namespace) -> None:
+    """Without progress bars (no terminal), let the library's INFO lines show the run's stages.
+
+    ``-q`` keeps only errors and ``-v``/``-vv`` already show INFO/DEBUG from every logger,
+    so only the default verbosity changes: the ``auditor`` logger goes to INFO.
+    """
+    if not getattr(args, "quiet", False) and not getattr(args, "verbose", 0):
+        logging.getLogger("auditor").setLevel(logging.INFO)
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     """Run a full audit from a YAML file and flags; write results.json and report.html; apply the gate."""
+    config = resolve_audit_config(args)  # everything is checked before the model or an image is read
+
     from auditor.adapters.data import load_dataset
     from auditor.adapters.models import load_model
     from auditor.api import audit, write_outputs
-    from auditor.gate import evaluate_gate
+    from auditor.gate import gate_verdict
 
-    inputs, config = resolve_audit_config(args)
-    model_in, data_in = inputs["model"], inputs["data"]
     if not config.progress:
-        _quiet_hugging_face(model_in, data_in)
-    model = load_model(model_in["source"], weights=model_in.get("weights"), num_classes=model_in.get("num_classes"), **(model_in.get("kwargs") or {}))
-    transform, config = _transform(model, inputs, config)
-    train, class_names = load_dataset(data_in["train"], transform=transform)
+        _quiet_hugging_face(config)
+    model = load_model(config.model.source, weights=config.model.weights, num_classes=config.model.num_classes, **config.model.kwargs)
+    if not config.progress:
+        _show_stage_lines(args)  # from here on the run's stages log at INFO (a bad model or key still gives one error line)
+    transform, config = _transform(model, config)
+    train, class_names = load_dataset(config.data.train, transform=transform)
     val = None
-    if data_in.get("val"):
-        val, val_names = load_dataset(data_in["val"], transform=transform)
+    if config.data.val:
+        val, val_names = load_dataset(config.data.val, transform=transform)
         if list(val_names) != list(class_names):
             raise ConfigError(f"`data.val` has classes {val_names[:10]} but `data.train` has {class_names[:10]}; both must list the same classes in the same order")
     output_dir = config.report.output_dir
     report = audit(model, train, val, class_names=class_names, config=config.replace(**{"report.output_dir": None}))
     report.config = config
-    gate = None
-    passed, reason, gate_error = True, "", None
-    if config.gate.fail_on:
-        try:
-            passed, reason = evaluate_gate(report.to_dict(), config.gate.fail_on)
-        except ConfigError as error:  # still write what the audit found before failing
-            gate_error, passed, reason = error, False, f"gate error: {error}"
-        gate = {"conditions": list(config.gate.fail_on), "passed": passed, "reason": reason}
+    results = report.to_dict()
+    gate = gate_verdict(results, config.gate.fail_on) if config.gate.fail_on else None
     written = write_outputs(report, output_dir, gate)
-    if gate_error is not None:
-        raise gate_error
-    if not args.quiet_summary:
-        print(report.summary())
+    if gate is not None and gate.get("error"):  # the results are written; the gate could not be evaluated
+        raise ConfigError(gate["error"])
+    if not args.quiet_summary:  # from the written results.json: everything the report shows (warnings, skipped images)
+        print(format_summary(json.loads(Path(written["results"]).read_text())))
         print(f"results: {written['results']}" + (f"\nreport:  {written['html']}" if "html" in written else ""))
     logger.info("wrote outputs to %s", output_dir)
-    return _gate_exit(passed, reason)
+    return _gate_exit(gate)
 
 
-def _gate_exit(passed: bool, reason: str) -> int:
+def _gate_exit(gate: dict | None) -> int:
     """Print the gate's one-line reason (stderr when it failed) and return the exit code."""
-    if not passed:
-        print(reason, file=sys.stderr)
+    if gate is None:
+        return EXIT_OK
+    if not gate["passed"]:
+        print(gate["reason"], file=sys.stderr)
         return EXIT_GATE_FAILED
-    if reason:
-        print(reason)
+    print(gate["reason"])
     return EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Re-render report.html from a results.json (and optionally re-check a gate or human labels)."""
-    from auditor.gate import evaluate_gate
-    from auditor.report.html import render_html
+    from auditor.gate import gate_verdict, parse_conditions
 
+    if args.fail_on:
+        parse_conditions(args.fail_on)  # a malformed condition fails before anything is read
     path = Path(args.results)
     if not path.is_file():
         raise ConfigError(f"results file {str(path)!r} does not exist")
@@ -385,14 +346,19 @@ def cmd_report(args: argparse.Namespace) -> int:
         names = results.get("class_names", [])
         section = agreement(read_annotations(args.annotations, names), results, names)
         results.setdefault("sections", {})["human_agreement"] = {"enabled": True, "source": args.annotations, **section}
-    passed, reason = True, ""
+    gate = None
     if args.fail_on:
-        passed, reason = evaluate_gate(results, args.fail_on)
-        results["gate"] = {"conditions": list(args.fail_on), "passed": passed, "reason": reason}
+        gate = gate_verdict(results, args.fail_on)
+        if gate.get("error"):
+            raise ConfigError(gate["error"])
+        results["gate"] = gate
+
+    from auditor.report.html import render_html
+
     output = Path(args.output) if args.output else path.with_name("report.html")
     render_html(results, path.parent, output)
     print(f"report: {output}")
-    return _gate_exit(passed, reason)
+    return _gate_exit(gate)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -412,8 +378,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from auditor.demo import run_demo
 
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    if not progress:
+        _show_stage_lines(args)
     result = run_demo(output_dir=args.output_dir, quick=args.quick, progress=progress)
-    print(result.text())
+    text = result.text()
+    report = getattr(result, "report", None)
+    if report is not None:  # the CLI's own table (widths from the content) in place of the report's
+        text = text.replace(report.summary(), format_summary(report.to_dict()), 1)
+    print(text)
     return EXIT_OK
 
 
@@ -484,8 +456,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(verbose: int, quiet: bool) -> None:
+    """Errors only with ``-q``; warnings by default; INFO with ``-v``; DEBUG with ``-vv``.
+
+    Commands that run without progress bars raise the ``auditor`` logger to INFO afterwards
+    (:func:`_show_stage_lines`); each call starts from the plain levels again.
+    """
     level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    logging.getLogger("auditor").setLevel(logging.NOTSET)
     for noisy in ("PIL", "matplotlib", "urllib3", "filelock", "fsspec"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 

@@ -1,14 +1,26 @@
 """Audit configuration: nested frozen dataclasses, loadable from dicts and YAML.
 
-Defaults live only here. ``load_config`` accepts an :class:`AuditConfig`, a dict or a
-YAML path; unknown keys raise :class:`~auditor.errors.ConfigError` with a
-"did you mean" hint, and every value is type-checked against its field.
+Defaults live only here, and so does every key, the CLI's ``model``/``data`` input keys
+included. ``load_config`` accepts an :class:`AuditConfig`, a dict or a YAML path and checks
+the whole configuration once, before any image is read:
+
+1. unknown keys anywhere in the tree (with a "did you mean" hint), before anything else;
+2. every value's type, allowed choices and range;
+3. cross-key rules: ``data.mean``/``data.std`` together, ``ranking.source`` and
+   ``discovery.embedding: clip`` need ``concepts.enabled``, every ``gate.fail_on`` expression
+   parses, and no gate condition names head-tuning metrics while ``tuning.enabled`` is false.
+
+Each failure is a :class:`~auditor.errors.ConfigError` naming the dotted key, the value,
+what was expected and how to fix it.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,17 +37,30 @@ class DataConfig:
     """How images are read.
 
     Attributes:
+        train: images to audit: an ImageFolder path, a saved HF dataset folder, or a mapping
+            {type: imagefolder|csv|hf, ...} (required by the CLI; the Python API takes datasets instead).
+        val: validation images, same forms as ``data.train`` (recommended).
+        preprocessing: "auto" (the model's own eval transform where timm/HF expose it, else plain),
+            "model" (require it), "none" (plain: resize to image_size, to tensor, normalise with mean/std).
+        image_size: resize (shorter side) and centre-crop to this for plain preprocessing; images keep their size when null.
         batch_size: images per forward pass.
         num_workers: DataLoader workers (0 = in the main process).
         mean: per-channel mean the dataset's images were normalised with, or None when
             images are already in [0, 1]; used to give CLIP/SAM and the report plain RGB.
         std: per-channel std matching ``mean``.
+        max_skipped_fraction: share of unreadable images tolerated before the audit stops
+            (skipped images are listed in the report).
     """
 
+    train: Optional[Union[str, dict[str, Any]]] = None
+    val: Optional[Union[str, dict[str, Any]]] = None
+    preprocessing: str = "auto"
+    image_size: Optional[int] = None
     batch_size: int = 64
     num_workers: int = 0
     mean: Optional[list[float]] = None
     std: Optional[list[float]] = None
+    max_skipped_fraction: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -43,11 +68,21 @@ class ModelConfig:
     """How the user's model is read.
 
     Attributes:
+        source: where the model comes from: "timm:<name>", "torchvision:<name>", "hf:<folder>",
+            "package.module:function", "file.py:function" or a TorchScript file (required by the CLI;
+            the Python API takes the model itself).
+        weights: local state_dict file (.pt/.pth/.safetensors) for "timm:"/"torchvision:"/entry points.
+        num_classes: head outputs (read from the weights when omitted).
+        kwargs: extra keyword arguments for the model builder (e.g. img_size for timm ViTs).
         head: dotted name of the head module (the last ``nn.Linear`` when None).
         feature_layer: dotted name of the last spatial layer used for CAMs (found by a dry run when None).
         device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:1", "mps".
     """
 
+    source: Optional[str] = None
+    weights: Optional[str] = None
+    num_classes: Optional[int] = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
     head: Optional[str] = None
     feature_layer: Optional[str] = None
     device: str = "auto"
@@ -180,7 +215,7 @@ class TuningConfig:
         weight_decay: L2 penalty on the head.
         target_gap: stop once every class's validation gap is below this.
         max_accuracy_drop: never return a head whose validation accuracy is more than this below the original's.
-        baselines: other selections tuned the same way ("random", "error").
+        baselines: other selections tuned the same way, each at most once ("random", "error").
     """
 
     enabled: bool = True
@@ -291,7 +326,12 @@ class ReportConfig:
 
 @dataclass(frozen=True)
 class AuditConfig:
-    """Every knob of an audit. Each section is a frozen dataclass with documented defaults."""
+    """Every knob of an audit. Each section is a frozen dataclass with documented defaults.
+
+    Attributes:
+        seed: seed of every random choice (bootstrap, sampling, tuning).
+        progress: progress bars (the CLI turns them off when stderr is not a terminal unless set).
+    """
 
     seed: int = 0
     progress: bool = True
@@ -318,21 +358,25 @@ class AuditConfig:
         """A copy with dotted keys replaced, e.g. ``replace(**{"gaps.min_k": 5})``.
 
         Raises:
-            ConfigError: for unknown keys or badly typed values.
+            ConfigError: for unknown keys, badly typed values or rules across keys (see :func:`load_config`).
         """
         merged = self.to_dict()
         for dotted, value in changes.items():
-            node = merged
-            *parents, leaf = dotted.split(".")
-            for part in parents:
-                if not isinstance(node.get(part), dict):
-                    raise ConfigError(f"unknown config section {dotted!r}")
-                node = node[part]
-            node[leaf] = value
-        return _build(AuditConfig, merged, "")
+            _set_dotted(merged, dotted, value)
+        return _validate(merged)
 
+
+BASELINE_SELECTIONS: tuple[str, ...] = ("random", "error")
+"""Selections allowed in ``tuning.baselines`` (tuned like the low-spuriosity head, for comparison)."""
+
+PREPROCESSING: tuple[str, ...] = ("auto", "model", "none")
+"""Values of ``data.preprocessing``."""
+
+REQUIRED_FOR_CLI: tuple[str, ...] = ("model.source", "data.train")
+"""Keys the ``auditor audit`` command needs (the Python API takes the model and datasets as objects)."""
 
 CHOICES: dict[str, tuple[str, ...]] = {
+    "data.preprocessing": PREPROCESSING,
     "verdicts.heatmap": ("cam", "gradient"),
     "verdicts.ablation_fill": ("neutral", "blur"),
     "masks.provider": ("auto", "dataset", "sam", "box"),
@@ -344,20 +388,28 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "discovery.embedding": ("auto", "clip", "vae"),
     "noise.crop_mode": ("resize", "in_place"),
 }
+LIST_CHOICES: dict[str, tuple[str, ...]] = {
+    "tuning.baselines": BASELINE_SELECTIONS,
+}
+"""List-valued keys whose every entry must be one of the given values (each at most once)."""
 POSITIVE = {
-    "data.batch_size", "features.top_k", "verdicts.n_images", "gaps.min_k", "gaps.n_bootstrap",
-    "tuning.n_per_class", "tuning.epochs", "neurontune.epochs", "discovery.max_clusters",
+    "data.batch_size", "data.image_size", "model.num_classes", "features.top_k", "verdicts.n_images", "gaps.min_k",
+    "gaps.n_bootstrap", "tuning.n_per_class", "tuning.epochs", "neurontune.epochs", "discovery.max_clusters",
     "noise.n_flagged", "masks.points_per_side", "discovery.max_pool_images", "report.n_grid_images", "concepts.n_names",
 }
+NON_NEGATIVE = {"data.num_workers"}
 UNIT_INTERVAL = {
     "gaps.top_fraction", "gaps.confidence", "tuning.target_gap", "tuning.max_accuracy_drop",
     "discovery.min_confidence", "masks.pred_iou_thresh", "masks.stability_score_thresh",
     "verdicts.min_activation_drop", "concepts.min_enrichment", "concepts.max_redundancy",
-    "neurontune.max_suppressed_fraction",
+    "neurontune.max_suppressed_fraction", "data.max_skipped_fraction",
 }
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 def _is_instance(value: Any, annotation: Any) -> bool:
+    if annotation is Any:
+        return True
     origin = typing.get_origin(annotation)
     if origin in (Union, types.UnionType):
         return any(_is_instance(value, arg) for arg in typing.get_args(annotation))
@@ -366,6 +418,9 @@ def _is_instance(value: Any, annotation: Any) -> bool:
     if origin is list:
         (item,) = typing.get_args(annotation)
         return isinstance(value, (list, tuple)) and all(_is_instance(v, item) for v in value)
+    if origin is dict:
+        key_type, value_type = typing.get_args(annotation)
+        return isinstance(value, dict) and all(_is_instance(k, key_type) and _is_instance(v, value_type) for k, v in value.items())
     if annotation is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if annotation is int:
@@ -373,36 +428,83 @@ def _is_instance(value: Any, annotation: Any) -> bool:
     return isinstance(value, annotation)
 
 
+def _describe(annotation: Any) -> str:
+    """A readable name of a field's type: ``int``, ``str or mapping or None``, ``list of str``."""
+    if annotation is Any:
+        return "any value"
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return "None"
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(annotation)[0])}"
+    if origin is dict:
+        return "a mapping"
+    return getattr(annotation, "__name__", str(annotation))
+
+
 def _check_value(key: str, value: Any) -> None:
+    if value is None:
+        return
     if key in CHOICES and value not in CHOICES[key]:
-        raise ConfigError(f"`{key}` must be one of {list(CHOICES[key])}; got {value!r}")
+        hint = difflib.get_close_matches(str(value), CHOICES[key], n=1)
+        raise ConfigError(f"`{key}` must be one of {list(CHOICES[key])}; got {value!r}" + (f". Did you mean {hint[0]!r}?" if hint else ""))
+    if key in LIST_CHOICES:
+        allowed = LIST_CHOICES[key]
+        for item in value:
+            if item not in allowed:
+                hint = difflib.get_close_matches(str(item), allowed, n=1)
+                raise ConfigError(f"`{key}` entries must be among {list(allowed)}; got {item!r}" + (f". Did you mean {hint[0]!r}?" if hint else ""))
+        repeated = sorted({item for item in value if value.count(item) > 1})
+        if repeated:
+            raise ConfigError(f"`{key}` lists {repeated} more than once; name each selection at most once")
     if key in POSITIVE and value <= 0:
         raise ConfigError(f"`{key}` must be a positive integer; got {value!r}")
+    if key in NON_NEGATIVE and value < 0:
+        raise ConfigError(f"`{key}` must be zero or more; got {value!r}")
     if key in UNIT_INTERVAL and not 0 <= value <= 1:
         raise ConfigError(f"`{key}` must be between 0 and 1; got {value!r}")
+    if key == "model.device" and not _DEVICE.match(value):
+        raise ConfigError(f"`model.device` must be 'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps'; got {value!r}")
+    if key in ("data.train", "data.val") and isinstance(value, str) and not value.strip():
+        raise ConfigError(f"`{key}` is an empty string; give a folder path or a mapping {{type: imagefolder, path: ...}}")
+
+
+def _check_unknown_keys(cls: type, values: Any, prefix: str) -> None:
+    """Raise on the first unknown key anywhere under ``values`` (depth first), before any value is checked."""
+    if isinstance(values, cls) or not isinstance(values, dict):
+        return
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in names:
+            hint = difflib.get_close_matches(str(key), names, n=1)
+            did_you_mean = f" Did you mean `{prefix}{hint[0]}`?" if hint else ""
+            raise ConfigError(f"unknown config key `{prefix}{key}`; allowed keys here: {names}.{did_you_mean}")
+    for key, value in values.items():
+        if dataclasses.is_dataclass(hints[key]):
+            _check_unknown_keys(hints[key], value, f"{prefix}{key}.")
 
 
 def _build(cls: type, values: Any, prefix: str):
     if isinstance(values, cls):
         values = dataclasses.asdict(values)
     if not isinstance(values, dict):
-        raise ConfigError(f"config section `{prefix or 'root'}` must be a mapping; got {type(values).__name__}")
+        raise ConfigError(f"config section `{prefix.rstrip('.') or 'root'}` must be a mapping; got {type(values).__name__}")
+    _check_unknown_keys(cls, values, prefix)
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in values.items():
         dotted = f"{prefix}{key}"
-        if key not in names:
-            hint = difflib.get_close_matches(str(key), names, n=1)
-            did_you_mean = f" Did you mean `{prefix}{hint[0]}`?" if hint else ""
-            raise ConfigError(f"unknown config key `{dotted}`; allowed keys here: {names}.{did_you_mean}")
         annotation = hints[key]
         if dataclasses.is_dataclass(annotation):
             kwargs[key] = _build(annotation, value, f"{dotted}.")
             continue
+        if isinstance(value, os.PathLike) and _is_instance("", annotation):
+            value = os.fspath(value)
         if not _is_instance(value, annotation):
-            expected = getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
-            raise ConfigError(f"`{dotted}` must be {expected}; got {value!r} ({type(value).__name__})")
+            raise ConfigError(f"`{dotted}` must be {_describe(annotation)}; got {value!r} ({type(value).__name__})")
         if isinstance(value, tuple):
             value = list(value)
         _check_value(dotted, value)
@@ -410,8 +512,81 @@ def _build(cls: type, values: Any, prefix: str):
     return cls(**kwargs)
 
 
+def _check_consistency(config: "AuditConfig") -> None:
+    """Rules that involve several keys: mean/std pairs, stages that need the concept stage, gate conditions."""
+    from auditor.gate import TUNING_METRICS, parse_conditions  # gate.py does not import this module
+
+    mean, std = config.data.mean, config.data.std
+    if (mean is None) != (std is None):
+        raise ConfigError(f"`data.mean` and `data.std` go together; got mean={mean!r}, std={std!r}. Set both or neither")
+    if mean is not None and len(mean) != len(std):
+        raise ConfigError(f"`data.mean` has {len(mean)} values but `data.std` has {len(std)}; give one per channel in both")
+    if std is not None and any(s <= 0 for s in std):
+        raise ConfigError(f"`data.std` values must be positive; got {std!r}")
+    if config.ranking.source != "features" and not config.concepts.enabled:
+        raise ConfigError(
+            f"`ranking.source` is {config.ranking.source!r}, which needs the concept stage; "
+            "set `concepts.enabled: true` (with local CLIP weights) or use `ranking.source: features`"
+        )
+    if config.discovery.enabled and config.discovery.embedding == "clip" and not config.concepts.enabled:
+        raise ConfigError(
+            "`discovery.embedding` is 'clip' but `concepts.enabled` is false, so no CLIP backend is loaded; "
+            "enable `concepts` with local weights or use `discovery.embedding: auto` or 'vae'"
+        )
+    try:
+        conditions = parse_conditions(config.gate.fail_on)
+    except ConfigError as error:
+        raise ConfigError(f"`gate.fail_on`: {error}") from None
+    if not config.tuning.enabled:
+        for condition in conditions:
+            if condition.metric in TUNING_METRICS:
+                raise ConfigError(
+                    f"gate condition {str(condition)!r} needs head-tuning metrics but `tuning.enabled` is false; "
+                    "enable tuning or drop the condition"
+                )
+
+
+def _validate(values: Any) -> AuditConfig:
+    config = _build(AuditConfig, values, "")
+    _check_consistency(config)
+    return config
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML file holding a mapping (the one YAML reader of the CLI and :func:`load_config`).
+
+    Args:
+        path: the file.
+
+    Returns:
+        The mapping (``{}`` for an empty file).
+
+    Raises:
+        ConfigError: the file is missing, not valid YAML, or does not hold a mapping.
+
+    Example:
+        >>> read_yaml("audit.yaml")["model"]["source"]  # doctest: +SKIP
+        'timm:resnet18'
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist; check the path (print a template with `auditor config --print-defaults`)")
+    try:
+        data = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections (e.g. `gaps: {{min_k: 5}}`); got {type(data).__name__}")
+    return data
+
+
 def load_config(config: "AuditConfig | dict | str | Path | None" = None, **overrides: Any) -> AuditConfig:
-    """Resolve any accepted form of configuration into an :class:`AuditConfig`.
+    """Resolve any accepted form of configuration into a validated :class:`AuditConfig`.
+
+    Unknown keys are reported first (anywhere in the tree), then wrong types and values,
+    then rules across keys (``gate.fail_on`` expressions, tuning metrics without tuning).
 
     Args:
         config: None (defaults), an AuditConfig, a nested dict, or a path to a YAML file.
@@ -421,27 +596,106 @@ def load_config(config: "AuditConfig | dict | str | Path | None" = None, **overr
         A validated AuditConfig.
 
     Raises:
-        ConfigError: unknown key (with a hint), wrong type, value out of range, unreadable YAML.
+        ConfigError: unknown key (with a hint), wrong type, value out of range, malformed gate
+            condition, unreadable YAML.
 
     Example:
         >>> load_config({"gaps": {"min_k": 5}}).gaps.min_k
         5
     """
     if config is None:
-        resolved = AuditConfig()
-    elif isinstance(config, AuditConfig):
-        resolved = _build(AuditConfig, config, "")
-    elif isinstance(config, dict):
-        resolved = _build(AuditConfig, config, "")
+        values: Any = {}
+    elif isinstance(config, (AuditConfig, dict)):
+        values = config
     elif isinstance(config, (str, Path)):
-        path = Path(config)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {error}") from None
-        resolved = _build(AuditConfig, data, "")
+        values = read_yaml(config)
     else:
         raise ConfigError(f"config must be an AuditConfig, dict, YAML path or None; got {type(config).__name__}")
-    return resolved.replace(**overrides) if overrides else resolved
+    if overrides:
+        merged = copy.deepcopy(values.to_dict() if isinstance(values, AuditConfig) else values)
+        for dotted, value in overrides.items():
+            _set_dotted(merged, dotted, value)
+        values = merged
+    return _validate(values)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    """Set ``tree["a"]["b"] = value`` for ``dotted="a.b"``, creating sections as needed.
+
+    Raises:
+        ConfigError: when a parent of the key is a value, not a section.
+    """
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set `{dotted}`: `{part}` is a value, not a section")
+    node[leaf] = value
+
+
+# --------------------------------------------------------------------------- documentation
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Attribute descriptions from a dataclass's Google-style docstring.
+
+    Args:
+        cls: a config dataclass.
+
+    Returns:
+        field name -> its description (continuation lines joined).
+    """
+    docs: dict[str, str] = {}
+    current: list[str] = []
+    in_attributes = False
+    for line in (cls.__doc__ or "").splitlines():
+        stripped = line.strip()
+        if stripped == "Attributes:":
+            in_attributes = True
+            continue
+        if not in_attributes or not stripped:
+            continue
+        match = re.match(r"^([a-z_]+(?:, [a-z_]+)*):\s*(.*)$", stripped)
+        if match and line.startswith(" " * 8) and not line.startswith(" " * 12):
+            current = match.group(1).split(", ")
+            for name in current:
+                docs[name] = match.group(2)
+        elif current:
+            for name in current:
+                docs[name] += " " + stripped
+    return docs
+
+
+def _yaml_scalar(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    return text.removesuffix("...").strip()
+
+
+def defaults_yaml() -> str:
+    """The full audit YAML with default values and a comment on every key.
+
+    Returns:
+        YAML text of ``AuditConfig().to_dict()``, every key commented with its documentation
+        (and its allowed values where there is a fixed set); keys the CLI requires say so.
+    """
+    config = AuditConfig()
+    lines = ["# auditor audit configuration: every key with its default.",
+             "# Run with `auditor audit --config audit.yaml`; unknown keys are errors.", ""]
+    top_docs = field_docs(AuditConfig)
+    for top in dataclasses.fields(config):
+        value = getattr(config, top.name)
+        if not dataclasses.is_dataclass(value):
+            lines.append(f"{top.name}: {_yaml_scalar(value)}  # {top_docs.get(top.name, '')}".rstrip(" #"))
+            continue
+        section_doc = (type(value).__doc__ or "").strip().splitlines()[0]
+        lines += ["", f"# {section_doc}", f"{top.name}:"]
+        docs = field_docs(type(value))
+        for sub in dataclasses.fields(value):
+            key = f"{top.name}.{sub.name}"
+            doc = docs.get(sub.name, "")
+            allowed = CHOICES.get(key) or LIST_CHOICES.get(key)
+            if allowed:
+                doc = f"{doc} One of {list(allowed)}."
+            lines.append(f"  {sub.name}: {_yaml_scalar(getattr(value, sub.name))}  # {doc}".rstrip(" #"))
+    return "\n".join(lines) + "\n"

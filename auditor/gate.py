@@ -16,9 +16,15 @@ metric                      meaning
 ``worst_decile_accuracy``   lowest accuracy over the ten spuriosity deciles (original head)
 ``accuracy``                accuracy of the original head on the evaluation split
 ``worst_class_accuracy``    lowest per-class accuracy of the original head
+``n_skipped_classes``       classes left out of the audit (``meta.skipped_classes``), e.g. too few images
+``n_skipped_images``        unreadable images skipped while reading the data (``skipped_images``)
 ==========================  ===============================================================
 
 Operators: ``>``, ``>=``, ``<``, ``<=``, ``==``, ``!=``.
+
+:func:`gate_verdict` is the one gate path: the API stores its dict as ``results["gate"]``
+and the CLI turns it into the exit code. This module does not import :mod:`auditor.config`
+(the config imports :func:`parse_conditions` to check ``gate.fail_on`` when it loads).
 """
 
 from __future__ import annotations
@@ -119,16 +125,40 @@ def compute_metrics(results: dict) -> dict[str, tuple[float, str]]:
         metrics["accuracy"] = (float(before["accuracy"]), "original head")
     if _finite(before.get("worst_class_accuracy")):
         metrics["worst_class_accuracy"] = (float(before["worst_class_accuracy"]), "original head")
+    meta = results.get("meta")
+    if isinstance(meta, dict):
+        skipped = meta.get("skipped_classes") or {}
+        names = ", ".join(sorted(map(str, skipped))[:5]) or "none"
+        metrics["n_skipped_classes"] = (float(len(skipped)), names)
+    if isinstance(results.get("skipped_images"), list):
+        images = results["skipped_images"]
+        by_split: dict[str, int] = {}
+        for item in images:
+            split = str(item.get("split", "?")) if isinstance(item, dict) else "?"
+            by_split[split] = by_split.get(split, 0) + 1
+        metrics["n_skipped_images"] = (float(len(images)), ", ".join(f"{n} {s}" for s, n in sorted(by_split.items())) or "none")
     return metrics
 
 
 TUNING_METRICS = ("worst_decile_accuracy", "accuracy", "worst_class_accuracy")
 """Metrics read from the head-tuning section (absent when ``tuning.enabled`` is false)."""
 
-METRICS = (
-    "max_gap", "mean_gap", "max_gap_ci_low", "n_significant_gaps", "n_spurious", "n_spurious_significant",
-    "worst_decile_accuracy", "accuracy", "worst_class_accuracy",
-)
+METRIC_DOCS: dict[str, str] = {
+    "max_gap": "largest spurious gap over classes (top-k minus bottom-k accuracy)",
+    "mean_gap": "mean gap over classes with a gap",
+    "max_gap_ci_low": "largest lower confidence bound of a gap (a conservative `max_gap`)",
+    "n_significant_gaps": "classes whose gap is positive and significant (CI excludes 0)",
+    "n_spurious": "(class, feature) pairs labelled spurious",
+    "n_spurious_significant": "spurious pairs in classes with a positive significant gap",
+    "worst_decile_accuracy": "lowest accuracy over the ten spuriosity deciles (original head; needs tuning)",
+    "accuracy": "accuracy of the original head on the evaluation split (needs tuning)",
+    "worst_class_accuracy": "lowest per-class accuracy of the original head (needs tuning)",
+    "n_skipped_classes": "classes left out of the audit (`meta.skipped_classes`, e.g. too few images)",
+    "n_skipped_images": "unreadable images skipped while reading the data (`skipped_images`)",
+}
+"""Every gate metric with its meaning (docs/CONFIG.md's table is generated from it)."""
+
+METRICS = tuple(METRIC_DOCS)
 
 
 def parse_condition(text: str) -> Condition:
@@ -206,13 +236,34 @@ def evaluate_gate(results: dict, conditions: Iterable[str | Condition]) -> tuple
 
 
 def gate_verdict(results: dict, conditions: Iterable[str | Condition]) -> dict[str, Any]:
-    """The gate's verdict as stored in results.json: ``{"conditions", "passed", "reason"}``.
+    """The gate's verdict as stored in ``results["gate"]``: the one gate path of the API and the CLI.
 
-    The one gate path shared by :func:`auditor.api.write_outputs` and the CLI.
+    Args:
+        results: the results dict (``AuditReport.to_dict()`` / ``results.json``).
+        conditions: failing conditions such as ``"max_gap>0.10"`` (strings or parsed
+            :class:`Condition` objects); an empty list always passes.
+
+    Returns:
+        ``{"conditions": [str, ...], "passed": bool, "reason": str}``. When a condition names a
+        metric these results cannot give (e.g. ``max_gap`` when every class was skipped), the
+        verdict does not pass, its reason starts with ``"gate error: "`` and the dict gains
+        ``"error"`` (the message), so callers can still write the results before failing.
 
     Raises:
-        ConfigError: see :func:`evaluate_gate`.
+        ConfigError: a malformed condition or an unknown metric (already caught when the
+            configuration loads, see :func:`auditor.config.load_config`).
+
+    Example:
+        >>> gate_verdict({"classes": [{"name": "cat", "gap": {"gap": 0.3}}]}, ["max_gap>0.1"])
+        {'conditions': ['max_gap>0.1'], 'passed': False, 'reason': "gate failed: max_gap=0.3 > 0.1 (class 'cat')"}
     """
     conditions = list(conditions)
-    passed, reason = evaluate_gate(results, conditions)
-    return {"conditions": [str(c) for c in conditions], "passed": passed, "reason": reason}
+    texts = [str(c) for c in conditions]
+    parsed: list[Condition] = []
+    for condition in conditions:  # syntax errors and unknown metrics raise here
+        parsed += [condition] if isinstance(condition, Condition) else parse_conditions([condition])
+    try:
+        passed, reason = evaluate_gate(results, parsed)
+    except ConfigError as error:  # a metric the results lack: report it, let the caller decide when to fail
+        return {"conditions": texts, "passed": False, "reason": f"gate error: {error}", "error": str(error)}
+    return {"conditions": texts, "passed": passed, "reason": reason}

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from auditor.adapters.data import write_image_folder
-from auditor.cli import DEFAULT_OUTPUT_DIR, build_parser, defaults_yaml, main
+from auditor.cli import DEFAULT_OUTPUT_DIR, FEATURE_COLUMN_WIDTH, build_parser, defaults_yaml, format_summary, main
 from auditor.config import AuditConfig
 from auditor.demo.world.generator import WorldSpec
 from auditor.demo.world.train import TrainSpec, load_or_train_model, load_split
@@ -163,6 +163,9 @@ def test_audit_gate_report_and_annotations(world, tmp_path, capsys):
     reason = captured.err.strip().splitlines()[-1]
     assert reason.startswith("gate failed: max_gap=") and "(class '" in reason
     assert "it/s" not in captured.err  # no progress bars when not on a terminal
+    assert "INFO auditor.cli: wrote outputs to" in captured.err  # ... but the run's INFO lines instead
+    header = captured.out.splitlines()[0]
+    assert header.startswith("class ") and header.endswith("95% CI")  # the CLI's own summary table
     out = tmp_path / "out"
     results = json.loads((out / "results.json").read_text())
     assert results["schema_version"].startswith("1.") and results["gate"]["passed"] is False
@@ -216,16 +219,20 @@ def test_tuning_metric_without_tuning_fails_before_the_audit(world, tmp_path, ca
     assert not (tmp_path / "out").exists()
 
 
-def test_config_doc_lists_every_key():
-    """docs/CONFIG.md ends with the --print-defaults YAML; regenerate that block when config.py changes."""
+def test_config_doc_is_generated_from_the_code():
+    """docs/CONFIG.md's key list and gate table are generated; run scripts/update_config_doc.py when config.py or gate.py change."""
+    import importlib.util
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / "CONFIG.md").read_text()
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("update_config_doc", root / "scripts" / "update_config_doc.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    text = (root / "docs" / "CONFIG.md").read_text()
+    assert script.render(text) == text, "docs/CONFIG.md is out of date: run python scripts/update_config_doc.py"
     documented = yaml.safe_load(text[text.rindex("```yaml") + len("```yaml"): text.rindex("```")])
-    current = yaml.safe_load(defaults_yaml())
-    assert {k: sorted(v) if isinstance(v, dict) else v for k, v in documented.items()} == {
-        k: sorted(v) if isinstance(v, dict) else v for k, v in current.items()
-    }, "docs/CONFIG.md is out of date: paste `auditor config --print-defaults` into its last block"
+    assert documented["model"]["source"] is None and documented["data"]["max_skipped_fraction"] == 0.01
+    assert "| `n_skipped_classes` |" in text
 
 
 @pytest.fixture(scope="module")
@@ -280,3 +287,103 @@ def test_hf_vit_on_hf_dataset(hf_world, tmp_path, capsys):
 def test_hf_vit_has_no_cam_layer(hf_world, tmp_path):
     _, results = _hf_audit(hf_world, tmp_path)
     assert results["meta"]["spatial_layer"] is None
+
+
+# ----------------------------------------------------------------- start-up, validation order, output
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["audit", "--help"], ["config", "--print-defaults"]])
+def test_help_and_defaults_do_not_import_torch(argv):
+    import subprocess
+
+    code = ("import sys\nfrom auditor.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO TORCH', file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+    assert done.stderr.strip().splitlines()[-1] == "NO TORCH", done.stderr
+    assert done.stdout.strip()
+
+
+def test_lazy_package_keeps_its_public_names():
+    import auditor
+    from auditor import AuditConfig as Config, AuditReport, ConfigError, audit, load_config
+
+    assert callable(audit) and AuditReport.__name__ == "AuditReport" and Config is AuditConfig
+    assert load_config is auditor.load_config and issubclass(ConfigError, ValueError)
+    with pytest.raises(AttributeError):
+        auditor.not_a_name
+
+
+def test_misspelt_key_is_reported_before_missing_required_keys(tmp_path, capsys):
+    path = tmp_path / "typo.yaml"
+    path.write_text("modle: {source: 'timm:resnet18'}\ndata: {train: some/folder}\n")
+    assert main(["config", "--validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key `modle`" in err and "Did you mean `model`" in err and "is required" not in err
+    path.write_text("data: {train: some/folder}\ntuning: {baselines: [random, randm]}\n")
+    assert main(["config", "--validate", str(path)]) == 2
+    assert "`tuning.baselines` entries must be among ['random', 'error']; got 'randm'" in capsys.readouterr().err
+    path.write_text("data: {train: some/folder}\n")
+    assert main(["config", "--validate", str(path)]) == 2
+    assert "`model.source` is required" in capsys.readouterr().err
+
+
+def _summary_results(long_name: str) -> dict:
+    classes = [
+        {"index": 0, "name": "cat", "spurious_features": [3], "core_features": [1, 2],
+         "gap": {"gap": 0.25, "ci_low": 0.1, "ci_high": 0.4, "significant": True}},
+        {"index": 1, "name": long_name, "spurious_features": list(range(100, 130)), "core_features": [],
+         "gap": {"gap": -0.05, "ci_low": -0.2, "ci_high": 0.1, "significant": False}},
+        {"index": 2, "name": "dog", "spurious_features": [], "core_features": [7], "gap": None},
+    ]
+    return {"classes": classes, "config": {"gaps": {"confidence": 0.9}}, "meta": {"skipped_classes": {"dog": "fewer than 20 images"}},
+            "skipped_images": [{"split": "train", "index": 0, "path": "x.png", "reason": "truncated"}],
+            "warnings": ["validation accuracy 0.21 is near chance (0.20)"]}
+
+
+def test_summary_columns_fit_long_class_names_and_feature_lists():
+    long_name = "a_class_name_much_longer_than_any_fixed_column_width"
+    lines = format_summary(_summary_results(long_name)).splitlines()
+    assert lines[0] == "warning: validation accuracy 0.21 is near chance (0.20)"
+    header, cat, long_row, dog = lines[1:5]
+    assert header.startswith("class ") and header.endswith("90% CI")
+    assert long_row.startswith(long_name + "  ")
+    # every column starts where its header does, whatever the class name's length
+    for column in ("spurious", "core"):
+        start = header.index(column)
+        assert all(row[start - 2:start] == "  " and row[start] != " " for row in (cat, long_row)), column
+    gap_end = header.index("gap") + len("gap")
+    assert [row[gap_end - 6:gap_end] for row in (cat, long_row, dog)] == ["+0.250", "-0.050", "   n/a"]
+    truncated = long_row.split("  ")[1].strip()
+    assert truncated.startswith("[100, 101, ") and truncated.endswith(", …]") and len(truncated) <= FEATURE_COLUMN_WIDTH
+    assert cat.endswith("[+0.100, +0.400] *") and dog.endswith("skipped: fewer than 20 images")
+    assert lines[-2:] == ["* the interval excludes 0", "1 unreadable image skipped (listed under `skipped_images` in results.json)"]
+
+
+def test_stage_lines_show_without_a_terminal_unless_quiet(monkeypatch, tmp_path, capsys):
+    import logging
+
+    def run_demo(**kwargs):
+        logging.getLogger("auditor.api").info("stage: extracting features")
+        return types.SimpleNamespace(text=lambda: "findings")
+
+    fake = types.ModuleType("auditor.demo")
+    fake.run_demo = run_demo
+    monkeypatch.setitem(sys.modules, "auditor.demo", fake)
+    assert main(["demo", "--output-dir", str(tmp_path)]) == 0  # stderr is not a terminal here: no bars
+    assert "stage: extracting features" in capsys.readouterr().err
+    assert main(["-q", "demo", "--output-dir", str(tmp_path)]) == 0
+    assert "stage: extracting features" not in capsys.readouterr().err
+    assert main(["demo", "--progress", "--output-dir", str(tmp_path)]) == 0  # bars on: lines stay at WARNING
+    assert "stage: extracting features" not in capsys.readouterr().err
+
+
+def test_report_gate_on_a_metric_the_results_lack_exits_2(tmp_path, capsys):
+    results = {"schema_version": "1.0", "class_names": ["a"], "classes": [{"index": 0, "name": "a", "verdicts": [], "gap": None}],
+               "meta": {"skipped_classes": {}}}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    assert main(["report", str(path), "--fail-on", "n_skipped_images>0"]) == 2
+    assert "gate metric 'n_skipped_images' is not available" in capsys.readouterr().err
+    assert main(["report", str(path), "--fail-on", "max_gapp>0.1"]) == 2
+    assert "unknown gate metric 'max_gapp'" in capsys.readouterr().err
+    assert not (tmp_path / "report.html").exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from auditor.errors import ConfigError
-from auditor.gate import Condition, compute_metrics, evaluate_gate, parse_condition, parse_conditions
+from auditor.gate import METRICS, Condition, compute_metrics, evaluate_gate, gate_verdict, parse_condition, parse_conditions
 
 
 def _results(gaps=(0.3, -0.05, None), significant=(True, False, False), deciles=(0.9, 0.4, 0.8)):
@@ -73,3 +73,49 @@ def test_metric_absent_from_results_is_an_error():
     results["tuning"] = {}
     with pytest.raises(ConfigError, match=r"'worst_decile_accuracy' is not available.*enable the stage"):
         evaluate_gate(results, ["worst_decile_accuracy<0.5"])
+
+
+def test_skipped_classes_and_images_are_gate_metrics():
+    results = _results()
+    results["meta"] = {"skipped_classes": {"c2": "fewer than 2*min_k images"}}
+    results["skipped_images"] = [
+        {"split": "train", "index": 4, "path": "a/b.png", "reason": "truncated file"},
+        {"split": "val", "index": 1, "path": None, "reason": "cannot identify image"},
+        {"split": "train", "index": 9, "path": "a/c.png", "reason": "truncated file"},
+    ]
+    metrics = compute_metrics(results)
+    assert metrics["n_skipped_classes"] == (1.0, "c2")
+    assert metrics["n_skipped_images"] == (3.0, "2 train, 1 val")
+    verdict = gate_verdict(results, ["n_skipped_classes>0", "n_skipped_images>=5"])
+    assert verdict == {"conditions": ["n_skipped_classes>0", "n_skipped_images>=5"], "passed": False,
+                       "reason": "gate failed: n_skipped_classes=1 > 0 (c2)"}
+    results["meta"]["skipped_classes"] = {}
+    results["skipped_images"] = []
+    assert gate_verdict(results, ["n_skipped_classes>0", "n_skipped_images>0"])["passed"]
+
+
+def test_gate_verdict_is_the_stored_gate():
+    verdict = gate_verdict(_results(), ["max_gap>0.10", Condition("accuracy", "<", 0.5)])
+    assert verdict == {"conditions": ["max_gap>0.10", "accuracy<0.5"], "passed": False,
+                       "reason": "gate failed: max_gap=0.3 > 0.1 (class 'c0')"}
+    assert gate_verdict(_results(), []) == {"conditions": [], "passed": True, "reason": "gate passed: no conditions"}
+
+
+def test_gate_verdict_reports_a_missing_metric_without_raising():
+    verdict = gate_verdict(_results(), ["n_skipped_images>0"])  # results without `skipped_images`
+    assert verdict["passed"] is False and verdict["reason"].startswith("gate error: gate metric 'n_skipped_images' is not available")
+    assert verdict["error"] in verdict["reason"]
+    with pytest.raises(ConfigError, match="cannot read gate condition"):
+        gate_verdict(_results(), ["max_gap 0.1"])  # malformed conditions still raise
+
+
+def test_every_metric_is_documented_and_config_free():
+    import ast
+    import inspect
+
+    import auditor.gate as gate
+
+    assert all(f"``{name}``" in gate.__doc__ for name in METRICS)
+    tree = ast.parse(inspect.getsource(gate))
+    top_imports = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert not any(getattr(node, "module", "") == "auditor.config" for node in top_imports)  # config imports gate
