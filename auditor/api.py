@@ -40,16 +40,11 @@ COARSE_GRID = 4
 """A heatmap grid with a side below this many cells cannot tell an object from its surroundings."""
 
 
-def _class_names(dataset: Dataset, class_names: Sequence[str] | None, n_classes: int, head_name: str) -> list[str]:
+def _class_names(dataset: Dataset, class_names: Sequence[str] | None, adapter: ModelAdapter) -> list[str]:
     if class_names is None:
-        class_names = getattr(dataset, "classes", None) or [f"class_{i}" for i in range(n_classes)]
+        class_names = getattr(dataset, "classes", None) or [f"class_{i}" for i in range(adapter.n_classes)]
     class_names = [str(n) for n in class_names]
-    if len(class_names) != n_classes:
-        raise InvalidInputError(
-            f"{len(class_names)} class names given but the layer taken as the model's head, {head_name!r}, has "
-            f"{n_classes} outputs; if that is not the classification head, name the right nn.Linear with "
-            "`model.head` (config) or pass one class name per output"
-        )
+    adapter.check_class_names(class_names)
     return class_names
 
 
@@ -63,22 +58,13 @@ def _work_dir(config: AuditConfig) -> Path:
     return path
 
 
-def _head_name(model: nn.Module, config: AuditConfig) -> str | None:
-    if config.model.head is not None:
-        return config.model.head
-    try:
-        from auditor.adapters.models import guess_head_name
-    except ImportError:
-        return None
-    return guess_head_name(model)
-
-
 def _usable_classes(labels: np.ndarray, n_classes: int, min_images: int, class_names: list[str]) -> tuple[list[int], dict[str, str]]:
     counts = np.bincount(labels[labels >= 0], minlength=n_classes)
     usable, skipped = [], {}
     for c in range(n_classes):
         if counts[c] < min_images:
-            reason = f"{counts[c]} training images; at least {min_images} are needed (2 x gaps.min_k)"
+            reason = (f"{counts[c]} training images; at least {min_images} are needed (2 x gaps.min_k); "
+                      "add images to the class or lower `gaps.min_k`")
             logger.warning("skipping class %r: %s", class_names[c], reason)
             skipped[class_names[c]] = reason
         else:
@@ -142,7 +128,9 @@ def _warnings(evaluation: FeatureCache, split: str, n_classes: int, grid: tuple[
 def _heatmap_grid(adapter: ModelAdapter, source: ImageSource, method: str) -> tuple[int, int] | None:
     if method != "cam":
         return None
-    images, _, _ = source.load([source.first_readable_index()] if hasattr(source, "first_readable_index") else [0])
+    skipped = {item.index for item in source.skipped}
+    first = next(i for i in range(len(source)) if i not in skipped)
+    images, _, _ = source.load([first])
     if adapter.locate_spatial_layer(images) is None:
         return None
     spatial = adapter.forward(images, with_spatial=True).spatial
@@ -152,8 +140,7 @@ def _heatmap_grid(adapter: ModelAdapter, source: ImageSource, method: str) -> tu
 def _skipped_images(caches: dict[str, FeatureCache]) -> list[dict[str, Any]]:
     records = []
     for split, cache in caches.items():
-        for item in getattr(cache, "skipped", ()) or ():
-            records.append({"split": split, "index": int(item.index), "path": item.path, "reason": item.reason})
+        records += [{"split": split, **item.to_dict()} for item in cache.skipped]
     return records
 
 
@@ -202,9 +189,8 @@ def audit(
     rng = np.random.default_rng(config.seed)
     progress = config.progress
     device = resolve_device(config.model.device)
-    adapter = ModelAdapter(model, head=_head_name(model, config), feature_layer=config.model.feature_layer, device=device)
-    logger.info("head: %s (%d features -> %d classes)", adapter.head_name, adapter.n_features, adapter.n_classes)
-    names = _class_names(dataset, class_names, adapter.n_classes, adapter.head_name)
+    adapter = ModelAdapter(model, head=config.model.head, feature_layer=config.model.feature_layer, device=device)
+    names = _class_names(dataset, class_names, adapter)
     data_kwargs = dict(batch_size=config.data.batch_size, num_workers=config.data.num_workers, mean=config.data.mean, std=config.data.std)
     sources = {"train": ImageSource(dataset, name="train", **data_kwargs)}
     if val_dataset is not None:
@@ -222,7 +208,8 @@ def audit(
 
     logger.info("stage features: one pass over %s", ", ".join(f"{len(s)} {n} images" for n, s in sources.items()))
     caches = {
-        split: extract_features(adapter, source, work_dir / "features" / split, progress=progress)
+        split: extract_features(adapter, source, work_dir / "features" / split, progress=progress,
+                                max_skipped_fraction=config.data.max_skipped_fraction)
         for split, source in sources.items()
     }
     train_cache, evaluation = caches["train"], caches[evaluation_split]
@@ -374,6 +361,8 @@ def write_outputs(report: AuditReport, output_dir: str | Path, gate: dict | None
     results = report.to_dict()
     if gate is None and report.config.gate.fail_on:
         gate = gate_verdict(results, report.config.gate.fail_on)
+        if "error" in gate:
+            logger.warning("%s", gate["reason"])
     if gate is not None:
         results["gate"] = gate
         written["results"].write_text(json.dumps(results, indent=2))

@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -353,12 +354,36 @@ class ModelAdapter:
 
     def copy_with_head(self, weight: torch.Tensor, bias: torch.Tensor) -> nn.Module:
         """A deep copy of the model whose head has the given weight and bias; the original is untouched."""
-        clone = copy.deepcopy(self.model)
-        head = dict(clone.named_modules())[self.head_name]
-        with torch.no_grad():
-            head.weight.copy_(weight.to(head.weight))
-            if head.bias is not None:
-                head.bias.copy_(bias.to(head.bias))
-            elif bias.abs().max() > 0:
-                raise UnsupportedModelError("the head has no bias but tuning produced one")
-        return clone.eval()
+        return copy_with_head(self.model, self.head_name, weight, bias)
+
+
+def copy_with_head(model: nn.Module, head_name: str | None, weight: Any, bias: Any) -> nn.Module:
+    """A deep copy of ``model`` whose head has the given weight ``(K, D)`` and bias ``(K,)``.
+
+    Args:
+        model: the audited model; left untouched.
+        head_name: dotted name of its head (resolved as in the audit when None).
+        weight: float ``(K, D)`` array or tensor.
+        bias: float ``(K,)`` array or tensor.
+
+    Returns:
+        The copy in eval mode.
+
+    Raises:
+        UnsupportedModelError: the head's shape differs from ``weight``, or the head has no bias but ``bias`` is non-zero.
+    """
+    clone = copy.deepcopy(model)
+    name, head = resolve_head(clone, head_name)
+    weight, bias = torch.as_tensor(np.asarray(weight)), torch.as_tensor(np.asarray(bias))
+    if tuple(head.weight.shape) != tuple(weight.shape):
+        raise UnsupportedModelError(
+            f"the tuned head has shape {tuple(weight.shape)} but the model's head {name!r} has {tuple(head.weight.shape)}; "
+            "pass the model that was audited"
+        )
+    with torch.no_grad():
+        head.weight.copy_(weight.to(head.weight))
+        if head.bias is not None:
+            head.bias.copy_(bias.to(head.bias))
+        elif bias.abs().max() > 0:
+            raise UnsupportedModelError(f"the head {name!r} has no bias but the tuned head has one")
+    return clone.eval()

@@ -358,9 +358,12 @@ def run_neurontune(
     """
     start = time.perf_counter()
     weight, bias = (np.asarray(a, np.float32) for a in head)
+    train_rows = np.flatnonzero(np.asarray(train.labels) >= 0)  # unreadable images carry label -1
+    ident_rows = np.flatnonzero(np.asarray(identification.labels) >= 0)
     result = neurontune_head(
-        train.activations, train.labels,
-        identification.activations, identification.labels, identification.predictions,
+        np.asarray(train.activations)[train_rows], np.asarray(train.labels)[train_rows],
+        np.asarray(identification.activations)[ident_rows], np.asarray(identification.labels)[ident_rows],
+        np.asarray(identification.predictions)[ident_rows],
         weight, bias,
         threshold=config.threshold, combine=config.combine, epochs=config.epochs, lr=config.lr,
         weight_decay=weight_decay, max_suppressed_fraction=config.max_suppressed_fraction,

@@ -113,7 +113,9 @@ def concept_directions(encoder, concepts: list[Concept]) -> np.ndarray:
 
 
 def _source_digest(source) -> str:
-    first, _, _ = source.load([0, len(source) - 1])
+    skipped = {item.index for item in source.skipped}
+    readable = [i for i in range(len(source)) if i not in skipped]
+    first, _, _ = source.load([readable[0], readable[-1]])
     return hashlib.sha1(first.numpy().tobytes()).hexdigest()[:12]
 
 
@@ -128,17 +130,19 @@ def image_embeddings(encoder, source, cache_dir: Path | None, split: str, progre
         progress: show a progress bar.
 
     Returns:
-        float32 ``(N, E)``.
+        float32 ``(N, E)`` in dataset order; zero rows for images that could not be read.
     """
     fingerprint = getattr(encoder, "fingerprint", type(encoder).__name__)
     key = hashlib.sha1(f"{fingerprint}|{len(source)}|{_source_digest(source)}".encode()).hexdigest()[:12]
     path = Path(cache_dir) / f"{split}-{key}.npy" if cache_dir is not None else None
     if path is not None and path.exists():
         return np.load(path)
-    chunks = []
-    for _, images, _, _ in tqdm(source.batches(), desc=f"CLIP embeddings ({split})", disable=not progress):
-        chunks.append(encoder.encode_images(source.unit_images(images)))
-    embeddings = np.concatenate(chunks).astype(np.float32)
+    embeddings = None
+    for indices, images, _, _ in tqdm(source.batches(), desc=f"CLIP embeddings ({split})", disable=not progress):
+        chunk = encoder.encode_images(source.unit_images(images))
+        if embeddings is None:
+            embeddings = np.zeros((len(source), chunk.shape[1]), np.float32)
+        embeddings[indices] = chunk
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npy")

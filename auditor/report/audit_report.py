@@ -9,7 +9,6 @@ be given one.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
@@ -147,7 +146,8 @@ class AuditReport:
             The copy in eval mode; the original is untouched.
 
         Raises:
-            InvalidInputError: unknown method, no model, or a head that does not fit the model.
+            InvalidInputError: unknown method, or no model.
+            UnsupportedModelError: a head that does not fit the model.
         """
         if method not in self.tuned_heads:
             raise InvalidInputError(f"no tuned head {method!r}; available: {sorted(self.tuned_heads)}")
@@ -157,8 +157,10 @@ class AuditReport:
                 "this report has no model (it was loaded from disk); pass the audited model: "
                 f"report.with_head({method!r}, model)"
             )
+        from auditor.model import copy_with_head
+
         weight, bias = self.tuned_heads[method]
-        return _replace_head(copy.deepcopy(model), self.meta.get("head"), weight, bias)
+        return copy_with_head(model, self.meta.get("head"), weight, bias)
 
     def evaluate(self, other_model: nn.Module, dataset, split: str | None = None):
         """Measure another model's per-class gaps on this audit's spuriosity rankings.
@@ -338,26 +340,6 @@ class AuditReport:
             rows.append((name, _short(self.spurious_features(c)), _short(self.core_features(c)), gap_text, ci))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
-
-
-def _replace_head(model: nn.Module, head_name: str | None, weight: np.ndarray, bias: np.ndarray) -> nn.Module:
-    import torch
-
-    from auditor.model import find_head
-
-    _, head = find_head(model, head_name)
-    if tuple(head.weight.shape) != tuple(np.shape(weight)):
-        raise InvalidInputError(
-            f"the tuned head has shape {tuple(np.shape(weight))} but the model's head {head_name!r} has "
-            f"{tuple(head.weight.shape)}; pass the model that was audited"
-        )
-    with torch.no_grad():
-        head.weight.copy_(torch.as_tensor(np.asarray(weight)).to(head.weight))
-        if head.bias is not None:
-            head.bias.copy_(torch.as_tensor(np.asarray(bias)).to(head.bias))
-        elif np.abs(bias).max() > 0:
-            raise InvalidInputError(f"the head {head_name!r} has no bias but the tuned head has one")
-    return model.eval()
 
 
 def _short(features: list[int], limit: int = 24) -> str:
