@@ -80,3 +80,102 @@ def test_tuning_can_be_turned_off():
     report = auditor.audit(TwoChannelNet(), planted_two_class(), config={**FAST, "tuning": {"enabled": False}})
     assert report.tuned_model is None and report.tuning == {}
     assert not math.isnan(report.gaps[0].gap)
+
+
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if k not in ("seconds", "versions")}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+def test_report_round_trips_through_results_json_without_the_model(tmp_path):
+    model = TwoChannelNet()
+    report = auditor.audit(model, planted_two_class(), PlantedDataset(n=30, seed=1), config=FAST)
+    loaded = auditor.AuditReport.load(report.save(tmp_path / "out"))
+    assert loaded.to_dict() == report.to_dict()
+    assert loaded.model is None and loaded.tuned_heads.keys() == report.tuned_heads.keys()
+    np.testing.assert_array_equal(loaded.spuriosity("val"), report.spuriosity("val"))
+    assert loaded.gaps[0].gap == report.gaps[0].gap and loaded.spurious_features(0) == [1]
+    with pytest.raises(InvalidInputError, match="loaded from disk"):
+        loaded.tuned_model
+    rebuilt = loaded.with_head("low_spuriosity", model)
+    assert torch.equal(rebuilt.fc.weight, report.tuned_model.fc.weight) and rebuilt is not model
+
+
+def test_same_seed_same_results_json(tmp_path):
+    first = auditor.audit(TwoChannelNet(), planted_two_class(), PlantedDataset(n=30, seed=1), config=FAST)
+    second = auditor.audit(TwoChannelNet(), planted_two_class(), PlantedDataset(n=30, seed=1), config=FAST)
+    a = json.loads(first.save(tmp_path / "a").read_text())
+    b = json.loads(second.save(tmp_path / "b").read_text())
+    assert _without_timings(a) == _without_timings(b)
+
+
+class RaisesMidway(TwoChannelNet):
+    """Fails on the n-th forward pass, after the audit has put hooks on it."""
+
+    def __init__(self, fail_at: int):
+        super().__init__()
+        self.calls, self.fail_at = 0, fail_at
+        self.frozen = torch.nn.BatchNorm2d(3).eval()  # a submodule the user keeps in eval inside a train-mode model
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("boom")
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("fail_at", [2, 6])
+def test_model_is_restored_after_an_exception_inside_audit(fail_at):
+    model = RaisesMidway(fail_at).train()
+    model.frozen.eval()
+    snapshot = state_snapshot(model)
+    with pytest.raises(RuntimeError, match="boom"):
+        auditor.audit(model, planted_two_class(), config=FAST)
+    assert_untouched(model, snapshot, training=True)
+    assert not model.frozen.training  # every module's own flag, not just the top one
+
+
+class SomeUnreadable(PlantedDataset):
+    def __init__(self, broken, **kwargs):
+        super().__init__(**kwargs)
+        self.broken = set(broken)
+
+    def __getitem__(self, i):
+        if i in self.broken:
+            raise OSError(f"cannot identify image file 'img{i}.png'")
+        return super().__getitem__(i)
+
+
+def test_unreadable_images_are_skipped_counted_and_never_abort(tmp_path):
+    train = SomeUnreadable([7], n=120)
+    config = {**FAST, "data": {"max_skipped_fraction": 0.02}, "neurontune": {"enabled": True, "epochs": 20}}
+    report = auditor.audit(TwoChannelNet(), train, SomeUnreadable([3], n=60, seed=1), config=config)
+    assert [(r["split"], r["index"]) for r in report.skipped_images] == [("train", 7), ("val", 3)]
+    assert "cannot identify" in report.skipped_images[0]["reason"]
+    assert np.isnan(report.spuriosity("train")[7]) and report.ranking("val").labels[3] == -1
+    assert json.loads(report.save(tmp_path).read_text())["skipped_images"][1]["index"] == 3
+    with pytest.raises(InvalidInputError, match="max_skipped_fraction"):
+        auditor.audit(TwoChannelNet(), SomeUnreadable([1, 2, 3], n=40), config=FAST)
+
+
+def test_a_model_at_chance_gets_a_warning():
+    near_chance = TwoChannelNet(head_weight=torch.tensor([[-1.0, -1.0], [1.0, 1.0]]))  # predicts "other" for every image
+    report = auditor.audit(near_chance, PlantedDataset(n=40), PlantedDataset(n=30, seed=1), config=FAST)
+    assert any("near chance" in w for w in report.warnings)
+    assert not any("grid" in w for w in report.warnings)  # a 16x16 map localises fine
+
+
+class CoarseNet(TwoChannelNet):
+    """The features' last spatial map is 2x2: far too coarse to place heat inside or outside an object."""
+
+    def forward(self, x):
+        return super().forward(torch.nn.functional.adaptive_avg_pool2d(x, 2))
+
+
+def test_a_coarse_heatmap_grid_gets_a_warning():
+    report = auditor.audit(CoarseNet(), PlantedDataset(n=40), config={**FAST, "tuning": {"enabled": False}})
+    assert report.meta["heatmap_grid"] == [2, 2]
+    assert any("grid is 2x2" in w and "model.feature_layer" in w for w in report.warnings)

@@ -14,7 +14,8 @@ import torch
 import yaml
 
 from auditor.adapters.data import write_image_folder
-from auditor.cli import DEFAULT_OUTPUT_DIR, FEATURE_COLUMN_WIDTH, build_parser, defaults_yaml, format_summary, main
+from auditor.cli import DEFAULT_OUTPUT_DIR, build_parser, defaults_yaml, format_summary, main
+from auditor.report.summary import FEATURE_COLUMN_WIDTH
 from auditor.config import AuditConfig
 from auditor.demo.world.generator import WorldSpec
 from auditor.demo.world.train import TrainSpec, load_or_train_model, load_split
@@ -146,7 +147,7 @@ def test_demo_calls_run_demo_and_prints_its_findings(monkeypatch, tmp_path, caps
     fake.run_demo = lambda **kwargs: calls.append(kwargs) or types.SimpleNamespace(text=lambda: "fake findings")
     monkeypatch.setitem(sys.modules, "auditor.demo", fake)
     assert main(["demo", "--output-dir", str(tmp_path), "--quick"]) == 0
-    assert calls == [{"output_dir": str(tmp_path), "quick": True, "progress": False}]  # not a terminal: no bars
+    assert calls == [{"output_dir": str(tmp_path), "quick": True, "progress": False, "concepts": False}]  # not a terminal: no bars
     assert "fake findings" in capsys.readouterr().out
     assert main(["demo", "--progress"]) == 0 and calls[-1]["progress"] is True
 

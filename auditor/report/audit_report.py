@@ -325,26 +325,10 @@ class AuditReport:
         )
 
     def summary(self) -> str:
-        """A short human-readable table of the findings, one line per class; columns fit their content."""
-        rows = [("class", "spurious", "core", "gap", "95% CI")]
-        skipped = self.meta.get("skipped_classes") or {}
-        for c, name in enumerate(self.class_names):
-            gap = self.gaps.get(c)
-            if name in skipped:
-                gap_text, ci = "skipped", ""
-            elif gap is None or not np.isfinite(gap.gap):
-                gap_text, ci = "n/a", ""
-            else:
-                gap_text = f"{gap.gap:+.3f}"
-                ci = f"[{gap.ci_low:+.3f}, {gap.ci_high:+.3f}]{' *' if gap.significant else ''}"
-            rows.append((name, _short(self.spurious_features(c)), _short(self.core_features(c)), gap_text, ci))
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+        """The findings as an aligned text table, one line per class (see :func:`auditor.report.summary.format_summary`)."""
+        from auditor.report.summary import format_summary
 
-
-def _short(features: list[int], limit: int = 24) -> str:
-    text = ", ".join(str(f) for f in features) or "-"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+        return format_summary(self.to_dict())
 
 
 def _from_dict(cls: type, values: dict[str, Any]):

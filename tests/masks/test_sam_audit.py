@@ -27,7 +27,7 @@ def test_audit_without_masks_matches_dataset_masks(tiny_clip, tiny_sam_path):
     }
     with_sam = audit(model, WorldDataset(train, with_masks=False), WorldDataset(val, with_masks=False),
                      class_names=spec.class_names, config=config)
-    assert isinstance(with_sam._context.mask_provider, SamMaskProvider)
+    assert with_sam.meta["mask_provider"] == SamMaskProvider.__name__
     reference = audit(model, WorldDataset(train), WorldDataset(val, with_masks=False), class_names=spec.class_names,
                       config={**config, "concepts": {"enabled": False}})
 
