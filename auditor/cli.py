@@ -285,10 +285,19 @@ def cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _demo_runner():
+    """``run_demo`` of the demo package, found through its entry point (the library never imports the demo)."""
+    from importlib.metadata import entry_points
+
+    points = entry_points(group="auditor.demo", name="run")
+    if not points:
+        raise ConfigError("the demo is not installed (no `auditor.demo` entry point); reinstall auditor with `pip install .`")
+    return next(iter(points)).load()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the bundled demo on the generated world."""
-    from auditor.demo import run_demo
-
+    run_demo = _demo_runner()
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     if not progress:
         _show_stage_lines(args)
