@@ -25,7 +25,7 @@ from auditor.config import AuditConfig, load_config
 from auditor.data import ImageSource
 from auditor.errors import ConfigError, InvalidInputError
 from auditor.evaluation import head_predictions
-from auditor.features import FeatureCache, class_feature_importance, extract_features, top_features
+from auditor.features import FeatureCache, run_features
 from auditor.gaps import run_gaps
 from auditor.labeling import label_features, spurious_by_class
 from auditor.masks import MASK_PROVIDERS
@@ -56,20 +56,6 @@ def _work_dir(config: AuditConfig) -> Path:
     path = Path(tempfile.mkdtemp(prefix="auditor-"))
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
-
-
-def _usable_classes(labels: np.ndarray, n_classes: int, min_images: int, class_names: list[str]) -> tuple[list[int], dict[str, str]]:
-    counts = np.bincount(labels[labels >= 0], minlength=n_classes)
-    usable, skipped = [], {}
-    for c in range(n_classes):
-        if counts[c] < min_images:
-            reason = (f"{counts[c]} training images; at least {min_images} are needed (2 x gaps.min_k); "
-                      "add images to the class or lower `gaps.min_k`")
-            logger.warning("skipping class %r: %s", class_names[c], reason)
-            skipped[class_names[c]] = reason
-        else:
-            usable.append(c)
-    return usable, skipped
 
 
 def _mask_provider(config: AuditConfig, train: ImageSource, class_names: list[str], work_dir: Path, encoder: Any, device) -> Any:
@@ -207,17 +193,11 @@ def audit(
     mask_provider = _mask_provider(config, sources["train"], names, work_dir, encoder, device)
 
     logger.info("stage features: one pass over %s", ", ".join(f"{len(s)} {n} images" for n, s in sources.items()))
-    caches = {
-        split: extract_features(adapter, source, work_dir / "features" / split, progress=progress,
-                                max_skipped_fraction=config.data.max_skipped_fraction)
-        for split, source in sources.items()
-    }
+    features = run_features(adapter, sources, names, config.features, work_dir, min_images=2 * config.gaps.min_k,
+                            max_skipped_fraction=config.data.max_skipped_fraction, progress=progress)
+    caches, important, importance = features.caches, features.important_features, features.importance
     train_cache, evaluation = caches["train"], caches[evaluation_split]
     weight, bias = adapter.head_weight().numpy(), adapter.head_bias().numpy()
-    importance = class_feature_importance(train_cache.activations, train_cache.labels, weight)
-    usable, skipped_classes = _usable_classes(np.asarray(train_cache.labels), adapter.n_classes, 2 * config.gaps.min_k, names)
-    ranked = top_features(importance, config.features.top_k)
-    important = {c: ranked[c] for c in usable}
 
     logger.info("stage verdicts: %d (class, feature) pairs", sum(len(f) for f in important.values()))
     verdicts = label_features(adapter, sources["train"], train_cache, important, importance, mask_provider,
@@ -321,7 +301,7 @@ def audit(
             "spatial_layer": adapter.spatial_layer if grid is not None else None,
             "heatmap_grid": list(grid) if grid is not None else None,
             "mask_provider": type(mask_provider).__name__,
-            "skipped_classes": skipped_classes,
+            "skipped_classes": features.skipped_classes,
             "seconds": round(time.perf_counter() - started, 2),
             "versions": environment_meta(),
         },
