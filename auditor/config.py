@@ -68,19 +68,49 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class VerdictConfig:
-    """Core-or-spurious verdicts from heatmaps, object masks and ablations.
+    """Core-or-spurious verdicts from background swaps, object removal and heatmaps.
+
+    With ``counterfactual: swap`` each examined image's object is pasted onto backgrounds
+    of other images of the dataset (Backgrounds Challenge, Xiao et al. 2021): backgrounds
+    of the same class and of other classes, donors' own objects removed. A feature's
+    background reliance is its mean activation with same-class backgrounds minus that
+    with other-class backgrounds, as a fraction of its activation, with a bootstrap
+    interval over the examined images; the two swaps share every paste artefact, so
+    the comparison is calibrated by the class's own images. Object reliance is the drop
+    when the object is replaced by the image's own neighbouring background. A feature
+    is spurious when its background reliance is at least ``reliance_threshold`` and the
+    interval excludes 0 ("mixed" when its object reliance also reaches the threshold),
+    or when the heatmap puts its evidence outside the object and the swaps do not
+    contradict that (interval reaching 0 from below only). Without usable donors (one
+    class, empty masks) the legacy fill ablation decides.
 
     Attributes:
         n_images: top-activating images of the class examined per (class, feature).
         heatmap: heatmap backend ("cam" on the last spatial layer, or "gradient").
-        ablation_fill: value replacing the removed region: "neutral" (grey at the data's brightness with its pixel noise) or "blur".
+        counterfactual: the causal test that decides: "swap" (real backgrounds from the dataset),
+            or the legacy fill ablation "neutral" (grey with pixel noise) or "blur", where
+            background removal hurting more than object removal means spurious.
+        n_swaps: donor backgrounds per examined image, for each of the same-class and other-class swaps.
+        n_donors: images sampled per class (same-class donors) and over the dataset (other-class donors) to draw backgrounds from.
+        reliance_threshold: smallest background reliance (fraction of the feature's activation that
+            comes and goes with the class's background) that makes a feature spurious; also the
+            object reliance above which a spurious feature is reported "mixed".
+        reliance_confidence: confidence level of the bootstrap intervals over the examined images.
+        ablation_fill: fill of the legacy ablation evidence (``object_drop``, ``background_drop``):
+            "neutral" (grey at the data's brightness with its pixel noise) or "blur".
         density_threshold: a feature whose heat density inside the object is below this
             multiple of the density outside counts as having its evidence outside the object.
-        min_activation_drop: ablation drops smaller than this fraction count as "no effect".
+        min_activation_drop: legacy ablation drops smaller than this fraction count as "no effect".
     """
 
     n_images: int = 16
     heatmap: str = "cam"
+    counterfactual: str = "swap"
+    n_swaps: int = 4
+    n_donors: int = 32
+    reliance_threshold: float = 0.1
+    reliance_quantile: float = 0.75
+    reliance_confidence: float = 0.95
     ablation_fill: str = "neutral"
     density_threshold: float = 1.0
     min_activation_drop: float = 0.05
@@ -335,6 +365,7 @@ class AuditConfig:
 CHOICES: dict[str, tuple[str, ...]] = {
     "verdicts.heatmap": ("cam", "gradient"),
     "verdicts.ablation_fill": ("neutral", "blur"),
+    "verdicts.counterfactual": ("swap", "neutral", "blur"),
     "masks.provider": ("auto", "dataset", "sam", "box"),
     "masks.sam_model_type": ("vit_b", "vit_l", "vit_h", "tiny"),
     "concepts.backend": ("open_clip", "hf_clip"),
@@ -345,14 +376,14 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "noise.crop_mode": ("resize", "in_place"),
 }
 POSITIVE = {
-    "data.batch_size", "features.top_k", "verdicts.n_images", "gaps.min_k", "gaps.n_bootstrap",
+    "data.batch_size", "features.top_k", "verdicts.n_images", "verdicts.n_swaps", "verdicts.n_donors", "gaps.min_k", "gaps.n_bootstrap",
     "tuning.n_per_class", "tuning.epochs", "neurontune.epochs", "discovery.max_clusters",
     "noise.n_flagged", "masks.points_per_side", "discovery.max_pool_images", "report.n_grid_images", "concepts.n_names",
 }
 UNIT_INTERVAL = {
     "gaps.top_fraction", "gaps.confidence", "tuning.target_gap", "tuning.max_accuracy_drop",
     "discovery.min_confidence", "masks.pred_iou_thresh", "masks.stability_score_thresh",
-    "verdicts.min_activation_drop", "concepts.min_enrichment", "concepts.max_redundancy",
+    "verdicts.min_activation_drop", "verdicts.reliance_threshold", "verdicts.reliance_quantile", "verdicts.reliance_confidence", "concepts.min_enrichment", "concepts.max_redundancy",
     "neurontune.max_suppressed_fraction",
 }
 
