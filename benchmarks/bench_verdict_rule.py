@@ -129,7 +129,7 @@ def _auroc(scores: np.ndarray, flags: np.ndarray) -> float:
 
 
 def run_rules(model, train, names, cue_of_class: dict[int, str], configs: dict[str, VerdictConfig], top_k: int = 5,
-              val=None, val_cue=None):
+              val=None, val_cue=None, evidence_path=None):
     """Verdicts of every rule; with ``val`` and ``val_cue`` (bool (N,), own cue present) also the
     per-pair truth: a cue class's feature is truly spurious when its validation AUROC, cue vs no cue
     within the class, is >= 0.75."""
@@ -180,6 +180,16 @@ def run_rules(model, train, names, cue_of_class: dict[int, str], configs: dict[s
             cells.append(f"{'yes' if flagged else 'no'}{'' if ok else ' (WRONG)'}")
         print(f"| {name} | {cue_of_class.get(c, 'none (control)')} | " + " | ".join(cells) + " |")
     print("classes right: " + ", ".join(f"{k} {s}/{len(names)}" for k, s in score.items()))
+    if truth and evidence_path:
+        import json
+
+        rows_out = [{"class": v.class_index, "feature": v.feature, "control": v.class_index not in cue_of_class,
+                     "auroc": truth.get((v.class_index, v.feature)), "background_reliance": v.background_reliance,
+                     "reliance_ci_low": v.reliance_ci_low, "swap_reliance": v.swap_reliance, "swap_ci_low": v.swap_ci_low,
+                     "object_reliance": v.object_reliance, "density_ratio": v.density_ratio, "object_drop": v.object_drop,
+                     "background_drop": v.background_drop, "labels": {k: r[i].label for k, r in results.items()}}
+                    for i, v in enumerate(next(iter(results.values())))]
+        Path(evidence_path).write_text(json.dumps(rows_out, default=lambda x: None))
     if truth:
         for k, verdicts in results.items():
             true = {key for key, auc in truth.items() if auc >= 0.75}
@@ -199,6 +209,8 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=VerdictConfig.reliance_threshold)
     parser.add_argument("--quantile", type=float, default=VerdictConfig.reliance_quantile)
     parser.add_argument("--n-donors", type=int, default=VerdictConfig.n_donors)
+    parser.add_argument("--arch", default="cnn16", help="proving worlds: the model (cnn16, cnn32, resnet18, vit)")
+    parser.add_argument("--evidence-json", help="write every verdict's evidence and truth here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     configs = {
@@ -214,18 +226,18 @@ def main() -> None:
         print(f"## built-in quick world (val accuracy {accuracy(model, val):.3f})\n")
         cues = {c: cue for c, cue in QUICK_WORLD.cue_of_class.items()}
         own = np.array([int(c) in cues and bool(val.cue_flag(cues[int(c)])[i]) for i, c in enumerate(val.labels)])
-        run_rules(model, train, QUICK_WORLD.class_names, cues, configs, val=val, val_cue=own)
+        run_rules(model, train, QUICK_WORLD.class_names, cues, configs, val=val, val_cue=own, evidence_path=args.evidence_json)
     if args.world.startswith("proving:"):
         from auditor.demo.worlds import get_world
         from auditor.demo.worlds.train import load_or_train, load_split as load_proving, model_spec
 
         world = get_world(args.world.split(":", 1)[1])
-        model, info = load_or_train(world, model_spec("cnn16"))
+        model, info = load_or_train(world, model_spec(args.arch))
         train, val = load_proving(world, "train"), load_proving(world, "val")
         cues = {c: k.cue for c, k in enumerate(world.classes) if k.cue is not None}
         own = np.array([cues.get(int(c)) is not None and bool(val.cue_flag(cues[int(c)])[i]) for i, c in enumerate(val.labels)])
         print(f"## proving world {world.name} (val accuracy {info['val_accuracy']:.3f})\n")
-        run_rules(model, train, world.class_names, cues, configs, val=val, val_cue=own)
+        run_rules(model, train, world.class_names, cues, configs, val=val, val_cue=own, evidence_path=args.evidence_json)
     if args.world in ("heldout", "both"):
         spec = TrainSpec(epochs=10, width=16)
         train = make_heldout("train", 600)
@@ -235,7 +247,7 @@ def main() -> None:
               f"val accuracy {accuracy(model, make_heldout('val', 100)):.3f})\n")
         val = make_heldout("val", 100)
         own = val.cues[np.arange(len(val)), np.minimum(val.labels, 3)] & (val.labels < 4)
-        run_rules(model, train, list(HELDOUT_CLASSES), HELDOUT_CUES, configs, val=val, val_cue=own)
+        run_rules(model, train, list(HELDOUT_CLASSES), HELDOUT_CUES, configs, val=val, val_cue=own, evidence_path=args.evidence_json)
 
 
 if __name__ == "__main__":
