@@ -106,9 +106,10 @@ class VerdictConfig:
     n_images: int = 16
     heatmap: str = "cam"
     counterfactual: str = "swap"
-    n_swaps: int = 4
+    n_swaps: int = 8
     n_donors: int = 32
     reliance_threshold: float = 0.1
+    swap_threshold: float = 0.15
     reliance_quantile: float = 0.75
     reliance_confidence: float = 0.95
     ablation_fill: str = "neutral"
@@ -383,7 +384,7 @@ POSITIVE = {
 UNIT_INTERVAL = {
     "gaps.top_fraction", "gaps.confidence", "tuning.target_gap", "tuning.max_accuracy_drop",
     "discovery.min_confidence", "masks.pred_iou_thresh", "masks.stability_score_thresh",
-    "verdicts.min_activation_drop", "verdicts.reliance_threshold", "verdicts.reliance_quantile", "verdicts.reliance_confidence", "concepts.min_enrichment", "concepts.max_redundancy",
+    "verdicts.min_activation_drop", "verdicts.reliance_threshold", "verdicts.swap_threshold", "verdicts.reliance_quantile", "verdicts.reliance_confidence", "concepts.min_enrichment", "concepts.max_redundancy",
     "neurontune.max_suppressed_fraction",
 }
 

@@ -234,11 +234,13 @@ def reliance_scores(
     rng: np.random.Generator,
     confidence: float = 0.95,
     n_bootstrap: int = 1000,
+    quantile: float | None = None,
 ) -> Reliance:
     """How much of each feature's activation comes and goes with the background, and with the object.
 
-    Per image i the background reliance is ``(mean_j same[i, j] - mean_j random[i, j]) / scale``
-    and the object reliance ``(base[i] - removed[i]) / scale``, where ``scale`` is the
+    Per image i the background reliance is ``(mean_j same[i, j] - ref_j random[i, j]) / scale``,
+    where ``ref`` is the mean over the other-class backgrounds, or their ``quantile`` when
+    given (see :func:`background_contrast` for why a high quantile), and the object reliance ``(base[i] - removed[i]) / scale``, where ``scale`` is the
     feature's mean activation on the original images; the estimates are their means
     over images with percentile bootstrap intervals (resampling images).
 
@@ -250,6 +252,7 @@ def reliance_scores(
         rng: random generator for the bootstrap.
         confidence: two-sided confidence level of the intervals.
         n_bootstrap: bootstrap resamples.
+        quantile: reference quantile of the other-class swaps per image (None: their mean).
 
     Returns:
         A :class:`Reliance` of ``(D,)`` arrays.
@@ -267,7 +270,8 @@ def reliance_scores(
     scale = np.maximum(np.abs(base).mean(0), 1e-8)
     same_mean = np.asarray(same, np.float64).mean(1)
     random_mean = np.asarray(random, np.float64).mean(1)
-    per_image_bg = (same_mean - random_mean) / scale
+    reference = random_mean if quantile is None else np.quantile(np.asarray(random, np.float64), quantile, axis=1)
+    per_image_bg = (same_mean - reference) / scale
     per_image_obj = (base - np.asarray(removed, np.float64)) / scale
     picks = rng.integers(0, n, size=(n_bootstrap, n))
     alpha = (1 - confidence) / 2

@@ -198,6 +198,7 @@ def _fmt(value: float) -> str:
 def _decide(
     config: VerdictConfig,
     background: tuple[float, float, float] | None,
+    swap: tuple[float, float, float],
     object_reliance: float,
     heat_spurious: bool,
     density: float,
@@ -222,26 +223,34 @@ def _decide(
             f"so the heatmap decided: {heat_text}."
         )
     value, low, high = background
-    threshold = config.reliance_threshold
+    swap_value, swap_low, swap_high = swap
+    threshold, swap_threshold = config.reliance_threshold, config.swap_threshold
     ci = f"background reliance {_fmt(value)} [{_fmt(low)}, {_fmt(high)}]"
+    swap_ci = f"swap reliance {_fmt(swap_value)} [{_fmt(swap_low)}, {_fmt(swap_high)}]"
+    mixed = object_reliance >= threshold
+    tail = (f"; the object matters too (object reliance {_fmt(object_reliance)}), so the feature is mixed"
+            if mixed else f"; object reliance {_fmt(object_reliance)}")
     if low > 0 and value >= threshold:
-        mixed = object_reliance >= threshold
-        tail = (f"; the object matters too (object reliance {_fmt(object_reliance)}), so the feature is mixed"
-                if mixed else f"; object reliance {_fmt(object_reliance)}")
         return True, "background", True, mixed, (
-            f"The feature responds more to its class's own backgrounds than to other classes' ({ci}, "
-            f"at least {threshold:g} and above 0){tail}."
+            f"With the objects removed, the feature responds more to its class's own backgrounds than to "
+            f"other classes' ({ci}, at least {threshold:g} and above 0){tail}."
         )
-    if heat_spurious and high >= threshold:
+    if swap_low > 0 and swap_value >= swap_threshold:
+        return True, "swap", True, mixed, (
+            f"With the object kept, the feature is higher on its class's own backgrounds than on other "
+            f"classes' ({swap_ci}, at least {swap_threshold:g} and above 0), although backgrounds alone barely "
+            f"move it ({ci}): it needs the object and the background together{tail}."
+        )
+    if heat_spurious and (high >= threshold or swap_high >= swap_threshold):
         return True, "heatmap", False, False, (
             f"The {heat_text}, so its evidence lies outside the object, and the background swaps do not "
-            f"rule out a reliance of {threshold:g} ({ci})."
+            f"rule that out ({ci}; {swap_ci})."
         )
-    why = "below the threshold" if value < threshold else "not distinguishable from 0"
     heat = f"; the {heat_text}" if heat_spurious else ""
     return False, "background", False, False, (
-        f"The feature responds about as much to other classes' backgrounds as to its own ({ci}, {why} "
-        f"{threshold:g}); object reliance {_fmt(object_reliance)}{heat}."
+        f"The feature responds about as much to other classes' backgrounds as to its own ({ci}, "
+        f"threshold {threshold:g}; {swap_ci}, threshold {swap_threshold:g}; a reliance counts when it reaches "
+        f"its threshold with its interval above 0); object reliance {_fmt(object_reliance)}{heat}."
     )
 
 
@@ -350,6 +359,7 @@ def label_features(
             swap_rows = rows[swappable[rows]]
             evidence: dict = {}
             background = None
+            swap_evidence = (float("nan"),) * 3
             object_reliance = float("nan")
             if n_swaps > 0 and len(swap_rows) >= 2:
                 scale = np.abs(base[rows, f]).mean(keepdims=True)
@@ -357,8 +367,10 @@ def label_features(
                                                        config.reliance_quantile, config.reliance_confidence)
                 background = (float(value[0]), float(low[0]), float(high[0]))
                 rel = reliance_scores(base[swap_rows][:, [f]], same_acts[swap_rows][..., [f]], rand_acts[swap_rows][..., [f]],
-                                      removed[swap_rows][:, [f]], rng, config.reliance_confidence)
+                                      removed[swap_rows][:, [f]], rng, config.reliance_confidence,
+                                      quantile=config.reliance_quantile)
                 object_reliance = float(rel.object[0])
+                swap_evidence = (float(rel.background[0]), float(rel.background_low[0]), float(rel.background_high[0]))
                 evidence = dict(
                     counterfactual="swap",
                     background_reliance=background[0],
@@ -376,7 +388,7 @@ def label_features(
                     n_backgrounds=[len(same_bg), len(other_bg)],
                 )
             spurious, decided_by, test_spurious, mixed, explanation = _decide(
-                config, background, object_reliance, heat_spurious, density, object_drop, background_drop)
+                config, background, swap_evidence, object_reliance, heat_spurious, density, object_drop, background_drop)
             verdicts.append(
                 FeatureVerdict(
                     class_index=int(c),
