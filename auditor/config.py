@@ -70,19 +70,20 @@ class FeatureConfig:
 class VerdictConfig:
     """Core-or-spurious verdicts from background swaps, object removal and heatmaps.
 
-    With ``counterfactual: swap`` each examined image's object is pasted onto backgrounds
-    of other images of the dataset (Backgrounds Challenge, Xiao et al. 2021): backgrounds
-    of the same class and of other classes, donors' own objects removed. A feature's
-    background reliance is its mean activation with same-class backgrounds minus that
-    with other-class backgrounds, as a fraction of its activation, with a bootstrap
-    interval over the examined images; the two swaps share every paste artefact, so
-    the comparison is calibrated by the class's own images. Object reliance is the drop
-    when the object is replaced by the image's own neighbouring background. A feature
-    is spurious when its background reliance is at least ``reliance_threshold`` and the
-    interval excludes 0 ("mixed" when its object reliance also reaches the threshold),
-    or when the heatmap puts its evidence outside the object and the swaps do not
-    contradict that (interval reaching 0 from below only). Without usable donors (one
-    class, empty masks) the legacy fill ablation decides.
+    With ``counterfactual: swap`` the backgrounds come from the dataset itself (Backgrounds
+    Challenge protocol, Xiao et al. 2021): ``n_donors`` images of the class and ``n_donors``
+    images of the whole dataset, each with its own object filled in by its own background.
+    A feature's background reliance is its mean activation on the class's backgrounds minus
+    the ``reliance_quantile`` of its activations on other classes' backgrounds (objects
+    removed), as a fraction of its activation on the class's top images; its swap reliance is
+    the same comparison with each examined image's object pasted onto ``n_swaps`` backgrounds
+    of each kind. Both comparisons share every artefact of the cut-out and the paste, so no
+    synthetic fill enters them. A feature is spurious when either reliance reaches its
+    threshold with a bootstrap interval above 0 (the swap reliance only while the background
+    reliance is not negative) ("mixed" when removing the object also lowers
+    it by at least ``reliance_threshold``), or when the heatmap puts its evidence outside the
+    object and both reliances point the same way without being conclusive. Without donors (a
+    single class, empty masks) the legacy fill ablation decides.
 
     Attributes:
         n_images: top-activating images of the class examined per (class, feature).
@@ -90,12 +91,17 @@ class VerdictConfig:
         counterfactual: the causal test that decides: "swap" (real backgrounds from the dataset),
             or the legacy fill ablation "neutral" (grey with pixel noise) or "blur", where
             background removal hurting more than object removal means spurious.
-        n_swaps: donor backgrounds per examined image, for each of the same-class and other-class swaps.
-        n_donors: images sampled per class (same-class donors) and over the dataset (other-class donors) to draw backgrounds from.
-        reliance_threshold: smallest background reliance (fraction of the feature's activation that
-            comes and goes with the class's background) that makes a feature spurious; also the
-            object reliance above which a spurious feature is reported "mixed".
-        reliance_confidence: confidence level of the bootstrap intervals over the examined images.
+        n_swaps: backgrounds of each kind (same class, other classes) each examined object is pasted onto.
+        n_donors: images sampled from the class, and from the whole dataset, to take backgrounds from.
+        reliance_threshold: smallest background reliance (fraction of the feature's activation
+            that comes and goes with the class's backgrounds, objects removed) that makes a feature
+            spurious; also the object reliance above which a spurious feature is "mixed".
+        swap_threshold: smallest swap reliance (the same with the object kept) that makes a feature
+            spurious; catches features that need object and background together.
+        reliance_quantile: quantile of the other classes' backgrounds used as the reference; above
+            0.5 a background type that many other classes share, or a feature merely suppressed by
+            other classes' own cues, does not count against the class.
+        reliance_confidence: confidence level of the bootstrap intervals.
         ablation_fill: fill of the legacy ablation evidence (``object_drop``, ``background_drop``):
             "neutral" (grey at the data's brightness with its pixel noise) or "blur".
         density_threshold: a feature whose heat density inside the object is below this

@@ -197,12 +197,22 @@ def pick_donors(
     return np.stack([r[:width] for r in rows]) if rows else np.zeros((0, 0), np.int64)
 
 
+def _signed_scale(mean: np.ndarray) -> np.ndarray:
+    """The unit of reliance: the features' mean activation, its sign kept, never closer to 0 than 1e-8.
+
+    Dividing by the signed mean makes a reliance positive when the background moves the
+    feature in the direction of its mean (up for positive features such as ReLU outputs,
+    down for negative ones such as some transformer features).
+    """
+    return np.where(mean < 0, np.minimum(mean, -1e-8), np.maximum(mean, 1e-8))
+
+
 @dataclass(frozen=True)
 class Reliance:
     """Background and object reliance of D features, estimated on N images.
 
     All values are fractions of the features' mean activation on the original
-    images (1 = the whole activation comes and goes).
+    images, its sign kept (1 = the whole activation comes and goes).
 
     Attributes:
         background: float ``(D,)``: mean over images of (activation with same-class
@@ -241,7 +251,8 @@ def reliance_scores(
     Per image i the background reliance is ``(mean_j same[i, j] - ref_j random[i, j]) / scale``,
     where ``ref`` is the mean over the other-class backgrounds, or their ``quantile`` when
     given (see :func:`background_contrast` for why a high quantile), and the object reliance ``(base[i] - removed[i]) / scale``, where ``scale`` is the
-    feature's mean activation on the original images; the estimates are their means
+    feature's mean activation on the original images (signed, so that a reliance is
+    positive when the feature moves towards its mean); the estimates are their means
     over images with percentile bootstrap intervals (resampling images).
 
     Args:
@@ -267,7 +278,7 @@ def reliance_scores(
     shapes = {"same": np.shape(same), "random": np.shape(random), "removed": np.shape(removed)}
     if shapes["same"][::2] != base.shape or shapes["random"][::2] != base.shape or shapes["removed"] != base.shape:
         raise InvalidInputError(f"activations {shapes} do not match the originals {base.shape}; expected (N, S, D) and (N, D)")
-    scale = np.maximum(np.abs(base).mean(0), 1e-8)
+    scale = _signed_scale(base.mean(0))
     same_mean = np.asarray(same, np.float64).mean(1)
     random_mean = np.asarray(random, np.float64).mean(1)
     reference = random_mean if quantile is None else np.quantile(np.asarray(random, np.float64), quantile, axis=1)
@@ -316,7 +327,8 @@ def background_contrast(
     Args:
         same: float ``(M, D)`` activations on M backgrounds of the class.
         other: float ``(M', D)`` activations on M' backgrounds of other classes.
-        scale: float ``(D,)`` the features' activation on the class's images (the unit of the result).
+        scale: float ``(D,)`` the features' mean activation on the class's images (the unit of the
+            result; its sign is kept, so a negative feature that grows more negative counts as positive).
         rng: random generator for the bootstrap.
         quantile: quantile of the other classes' activations used as the reference.
         confidence: two-sided confidence level.
@@ -338,7 +350,7 @@ def background_contrast(
         raise InvalidInputError(
             f"background contrast needs two non-empty (M, D) activation sets with equal D; got {same.shape} and {other.shape}"
         )
-    scale = np.maximum(np.abs(np.asarray(scale, np.float64)), 1e-8)
+    scale = _signed_scale(np.asarray(scale, np.float64))
     value = (same.mean(0) - np.quantile(other, quantile, axis=0)) / scale
     pick_same = rng.integers(0, len(same), size=(n_bootstrap, len(same)))
     pick_other = rng.integers(0, len(other), size=(n_bootstrap, len(other)))

@@ -1,29 +1,36 @@
 """Core or spurious, automatically: background swaps, object removal and heat inside the object mask.
 
 For each important (class, feature), the class's top-activating images are examined
-with their object masks. Three signals are measured, and each verdict keeps all of them:
+with their object masks. Every verdict keeps all the signals below, says which one
+decided (``decided_by``) and why (``explanation``).
 
-* **background swaps** (the default causal test; Backgrounds Challenge protocol, Xiao
-  et al., ICLR 2021): every image's object is pasted onto backgrounds of other images
-  of the dataset, ``n_swaps`` of the *same* class and ``n_swaps`` of *other* classes,
-  each donor's own object removed first. The feature's **background reliance** is its
-  activation with same-class backgrounds minus its activation with other-class
-  backgrounds, as a fraction of its mean activation, with a bootstrap interval over
-  the images. Both swaps share every paste artefact and use real image content, so
-  no fill texture or fixed cut-off of "no effect" enters: a feature that does not
-  care about the background scores 0 whatever the data look like.
-* **object reliance**: the relative drop when the object is replaced by the image's
-  own neighbouring background (:func:`auditor.counterfactuals.remove_object`).
-* **heat density ratio**: the heatmap's mass per unit area inside the object divided
-  by its mass per unit area outside (normalised for object area).
+* **background reliance** (default causal test, from real content; Backgrounds Challenge,
+  Xiao et al., ICLR 2021): backgrounds of ``n_donors`` images of the class and of
+  ``n_donors`` images of the whole dataset, each donor's own object filled in with its
+  own neighbouring background (:mod:`auditor.counterfactuals`). The reliance is the
+  feature's mean activation on the class's backgrounds minus the ``reliance_quantile``
+  of its activations on other classes' backgrounds, as a fraction of its activation on
+  the examined images, with a bootstrap interval. It is calibrated by construction: a
+  feature that ignores backgrounds scores 0 whatever the data look like, no fill texture
+  enters, and the upper-quantile reference keeps a feature that other classes' own cues
+  merely suppress (a clean control class) near 0.
+* **swap reliance**: the same comparison with each examined image's object pasted onto
+  ``n_swaps`` backgrounds of each kind (mixed-same vs mixed-rand), with an interval over
+  the images; it sees features that need the object and the background together.
+* **object reliance**: the relative drop when the object is replaced by the image's own
+  neighbouring background.
+* **heat density ratio**: the heatmap's mass per unit area inside the object divided by
+  its mass per unit area outside (normalised for object area).
+* **legacy fill ablation** (``object_drop``, ``background_drop``): object or background
+  replaced by a grey+noise or blurred fill.
 
-A feature is spurious when its background reliance reaches ``reliance_threshold``
-and its interval excludes 0 (decided by "swap"; "mixed" when its object reliance
-reaches the threshold too), or when the heat density says its evidence lies outside
-the object and the swaps do not contradict that (decided by "heatmap"). The legacy
-fill ablation (``object_drop``/``background_drop``: object or background replaced by
-a grey+noise or blurred fill) is always recorded; it decides when ``counterfactual``
-is "neutral" or "blur", or when no swap is possible (a single class, empty masks).
+Spurious when the background reliance reaches ``reliance_threshold`` or the swap
+reliance reaches ``swap_threshold`` while backgrounds alone do not point the other way
+(background reliance >= 0), each with its interval above 0 ("mixed" when the
+object reliance reaches ``reliance_threshold`` too); or when the heat density puts the
+evidence outside the object and both reliances point that way without being conclusive.
+The fill ablation decides when ``counterfactual`` is "neutral" or "blur", or when no swap
+is possible (a single class, empty masks).
 """
 
 from __future__ import annotations
@@ -235,16 +242,16 @@ def _decide(
             f"With the objects removed, the feature responds more to its class's own backgrounds than to "
             f"other classes' ({ci}, at least {threshold:g} and above 0){tail}."
         )
-    if swap_low > 0 and swap_value >= swap_threshold:
+    if swap_low > 0 and swap_value >= swap_threshold and value >= 0:
         return True, "swap", True, mixed, (
             f"With the object kept, the feature is higher on its class's own backgrounds than on other "
             f"classes' ({swap_ci}, at least {swap_threshold:g} and above 0), although backgrounds alone barely "
             f"move it ({ci}): it needs the object and the background together{tail}."
         )
-    if heat_spurious and (high >= threshold or swap_high >= swap_threshold):
+    if heat_spurious and value >= 0 and swap_value >= 0 and (high >= threshold or swap_high >= swap_threshold):
         return True, "heatmap", False, False, (
-            f"The {heat_text}, so its evidence lies outside the object, and the background swaps do not "
-            f"rule that out ({ci}; {swap_ci})."
+            f"The {heat_text}, so its evidence lies outside the object, and the background swaps point the "
+            f"same way without being conclusive ({ci}; {swap_ci})."
         )
     heat = f"; the {heat_text}" if heat_spurious else ""
     return False, "background", False, False, (
@@ -362,7 +369,7 @@ def label_features(
             swap_evidence = (float("nan"),) * 3
             object_reliance = float("nan")
             if n_swaps > 0 and len(swap_rows) >= 2:
-                scale = np.abs(base[rows, f]).mean(keepdims=True)
+                scale = base[rows, f].mean(keepdims=True)
                 value, low, high = background_contrast(same_bg[:, [f]], other_bg[:, [f]], scale, rng,
                                                        config.reliance_quantile, config.reliance_confidence)
                 background = (float(value[0]), float(low[0]), float(high[0]))

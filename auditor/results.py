@@ -43,8 +43,8 @@ class FeatureVerdict:
         object_drop: relative drop of the feature's activation when the object is removed.
         background_drop: relative drop when the background is removed.
         heat_says_spurious: the heatmap alone says the evidence lies outside the object.
-        ablation_says_spurious: the deciding counterfactual test alone says so (the background
-            swap when ``counterfactual`` is "swap" and donors were available, else the fill ablation).
+        ablation_says_spurious: the counterfactual test alone says so (the background swaps when
+            ``counterfactual`` is "swap" and donors were available, else the fill ablation).
         confirmed: both signals agree with ``label``.
         image_indices: the top-activating images examined.
         concept_names: CLIP names of the feature (filled by the concept stage).
@@ -55,8 +55,9 @@ class FeatureVerdict:
             fraction of its mean activation on the examined images; NaN without swaps.
         reliance_ci_low: lower end of its bootstrap confidence interval (resampling backgrounds).
         reliance_ci_high: upper end.
-        swap_reliance: with the object kept, activation on same-class backgrounds minus activation
-            on other-class backgrounds (Backgrounds Challenge mixed-same vs mixed-rand), as a fraction.
+        swap_reliance: with the object kept, activation on same-class backgrounds minus the
+            ``reliance_quantile`` of the activations on other-class backgrounds (Backgrounds Challenge
+            mixed-same vs mixed-rand), per image, as a fraction.
         swap_ci_low: lower end of its bootstrap interval over the examined images.
         swap_ci_high: upper end.
         random_background_drop: relative drop from the original with other-class backgrounds.
@@ -65,7 +66,8 @@ class FeatureVerdict:
         object_ci_low: lower end of its bootstrap interval over the examined images.
         object_ci_high: upper end.
         mixed: spurious, yet the object matters as well (object reliance also reaches the threshold).
-        decided_by: the signal that decided: "background" (the swap test), "heatmap" or "ablation".
+        decided_by: the signal that decided: "background" (backgrounds alone), "swap" (the object
+            pasted onto backgrounds), "heatmap" or "ablation" (the legacy fill).
         explanation: one sentence saying why.
         n_swaps: donor backgrounds per image and kind in the swaps with the object kept (0 without swaps).
         n_backgrounds: ``[same-class, other-class]`` backgrounds behind ``background_reliance``.
