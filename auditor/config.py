@@ -82,7 +82,8 @@ class VerdictConfig:
     threshold with a bootstrap interval above 0 (the swap reliance only while the background
     reliance is not negative) ("mixed" when removing the object also lowers
     it by at least ``reliance_threshold``), or when the heatmap puts its evidence outside the
-    object and both reliances point the same way without being conclusive. Without donors (a
+    object and either removing the object raises the feature or both reliances point the
+    same way without being conclusive. Without donors (a
     single class, empty masks) the legacy fill ablation decides.
 
     Attributes:

@@ -28,7 +28,9 @@ Spurious when the background reliance reaches ``reliance_threshold`` or the swap
 reliance reaches ``swap_threshold`` while backgrounds alone do not point the other way
 (background reliance >= 0), each with its interval above 0 ("mixed" when the
 object reliance reaches ``reliance_threshold`` too); or when the heat density puts the
-evidence outside the object and both reliances point that way without being conclusive.
+evidence outside the object and either removing the object raises the feature (object
+reliance interval below 0: a background feature even if other classes share that
+background) or both reliances point that way without being conclusive.
 The fill ablation decides when ``counterfactual`` is "neutral" or "blur", or when no swap
 is possible (a single class, empty masks).
 """
@@ -207,6 +209,7 @@ def _decide(
     background: tuple[float, float, float] | None,
     swap: tuple[float, float, float],
     object_reliance: float,
+    object_high: float,
     heat_spurious: bool,
     density: float,
     object_drop: float,
@@ -247,6 +250,12 @@ def _decide(
             f"With the object kept, the feature is higher on its class's own backgrounds than on other "
             f"classes' ({swap_ci}, at least {swap_threshold:g} and above 0), although backgrounds alone barely "
             f"move it ({ci}): it needs the object and the background together{tail}."
+        )
+    if heat_spurious and object_high < 0:
+        return True, "object", True, False, (
+            f"Replacing the object with the image's own background raises the feature (object reliance "
+            f"{_fmt(object_reliance)}, interval below 0) and the {heat_text}: it measures the background, "
+            f"even though other classes' backgrounds carry it as well ({ci})."
         )
     if heat_spurious and value >= 0 and swap_value >= 0 and (high >= threshold or swap_high >= swap_threshold):
         return True, "heatmap", False, False, (
@@ -367,7 +376,7 @@ def label_features(
             evidence: dict = {}
             background = None
             swap_evidence = (float("nan"),) * 3
-            object_reliance = float("nan")
+            object_reliance = object_high = float("nan")
             if n_swaps > 0 and len(swap_rows) >= 2:
                 scale = base[rows, f].mean(keepdims=True)
                 value, low, high = background_contrast(same_bg[:, [f]], other_bg[:, [f]], scale, rng,
@@ -376,7 +385,7 @@ def label_features(
                 rel = reliance_scores(base[swap_rows][:, [f]], same_acts[swap_rows][..., [f]], rand_acts[swap_rows][..., [f]],
                                       removed[swap_rows][:, [f]], rng, config.reliance_confidence,
                                       quantile=config.reliance_quantile)
-                object_reliance = float(rel.object[0])
+                object_reliance, object_high = float(rel.object[0]), float(rel.object_high[0])
                 swap_evidence = (float(rel.background[0]), float(rel.background_low[0]), float(rel.background_high[0]))
                 evidence = dict(
                     counterfactual="swap",
@@ -395,7 +404,7 @@ def label_features(
                     n_backgrounds=[len(same_bg), len(other_bg)],
                 )
             spurious, decided_by, test_spurious, mixed, explanation = _decide(
-                config, background, swap_evidence, object_reliance, heat_spurious, density, object_drop, background_drop)
+                config, background, swap_evidence, object_reliance, object_high, heat_spurious, density, object_drop, background_drop)
             verdicts.append(
                 FeatureVerdict(
                     class_index=int(c),

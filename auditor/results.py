@@ -67,7 +67,8 @@ class FeatureVerdict:
         object_ci_high: upper end.
         mixed: spurious, yet the object matters as well (object reliance also reaches the threshold).
         decided_by: the signal that decided: "background" (backgrounds alone), "swap" (the object
-            pasted onto backgrounds), "heatmap" or "ablation" (the legacy fill).
+            pasted onto backgrounds), "object" (removing the object raises the feature and the heatmap
+            lies outside it), "heatmap" or "ablation" (the legacy fill).
         explanation: one sentence saying why.
         n_swaps: donor backgrounds per image and kind in the swaps with the object kept (0 without swaps).
         n_backgrounds: ``[same-class, other-class]`` backgrounds behind ``background_reliance``.

@@ -213,3 +213,19 @@ def test_a_feature_that_needs_object_and_background_together_is_found_by_the_swa
     assert abs(joint.background_reliance) < 0.05
     assert joint.label == "spurious" and joint.decided_by == "swap" and joint.mixed
     assert joint.swap_ci_low > 0.15 and "needs the object and the background together" in joint.explanation
+
+
+def test_a_background_feature_shared_by_every_class_is_still_spurious(tmp_path):
+    # Every class has the striped background, so class backgrounds do not differ; but removing the
+    # object (filled with the image's own stripes) raises the stripe feature and its heat lies outside.
+    dataset = PlantedDataset(n=32)
+    dataset.labels = [0] * 16 + [1] * 16
+    source = ImageSource(dataset)
+    adapter = ModelAdapter(TwoChannelNet())
+    cache = extract_features(adapter, source, tmp_path, progress=False)
+    importance = class_feature_importance(cache.activations, cache.labels, adapter.head_weight().numpy())
+    core, stripes = label_features(adapter, source, cache, {0: [0, 1]}, importance, DatasetMaskProvider(source),
+                                   VerdictConfig(n_images=8, n_donors=16), np.random.default_rng(0), progress=False)
+    assert core.label == "core"
+    assert stripes.background_reliance < 0.1 and stripes.object_ci_high < 0  # not class-specific
+    assert stripes.label == "spurious" and stripes.decided_by == "object"
