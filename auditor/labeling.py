@@ -430,9 +430,26 @@ def label_features(
 
 
 def spurious_by_class(verdicts: Sequence[FeatureVerdict]) -> dict[int, list[int]]:
-    """class -> features labelled spurious (classes with none are absent)."""
-    result: dict[int, list[int]] = {}
+    """class -> the spurious features that carry the cue best (classes with none are absent).
+
+    These are the features that rank images by spuriosity. A mixed feature also responds
+    to the object, so ranking by it would partly rank by the object; when a class has
+    spurious features whose background reliance is at least their object reliance, only
+    those are returned. A class whose spurious features are all object-dominated keeps
+    them all, and verdicts without swap evidence (NaN reliances) always count.
+
+    Args:
+        verdicts: the verdicts of :func:`label_features`.
+
+    Returns:
+        class index -> feature indices, in verdict order.
+    """
+    spurious: dict[int, list[FeatureVerdict]] = {}
     for v in verdicts:
         if v.label == "spurious":
-            result.setdefault(v.class_index, []).append(v.feature)
+            spurious.setdefault(v.class_index, []).append(v)
+    result: dict[int, list[int]] = {}
+    for c, found in spurious.items():
+        dominant = [v for v in found if not v.background_reliance < v.object_reliance]
+        result[c] = [v.feature for v in (dominant or found)]
     return result

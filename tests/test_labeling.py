@@ -229,3 +229,17 @@ def test_a_background_feature_shared_by_every_class_is_still_spurious(tmp_path):
     assert core.label == "core"
     assert stripes.background_reliance < 0.1 and stripes.object_ci_high < 0  # not class-specific
     assert stripes.label == "spurious" and stripes.decided_by == "object"
+
+
+def test_spuriosity_uses_the_background_dominated_features_of_a_class():
+    from auditor.results import FeatureVerdict
+
+    def verdict(c, f, label, background, obj):
+        return FeatureVerdict(c, f, label, 1.0, 0.5, 0.2, 1.0, 0.0, 0.0, False, False, False,
+                              background_reliance=background, object_reliance=obj)
+
+    verdicts = [verdict(0, 1, "spurious", 0.2, 0.8), verdict(0, 2, "spurious", 0.5, 0.3), verdict(0, 3, "core", 0.0, 0.9),
+                verdict(1, 4, "spurious", 0.2, 0.7), verdict(2, 5, "spurious", float("nan"), float("nan"))]
+    # class 0: the mixed feature 1 (mostly object) is left out while feature 2 carries the cue;
+    # class 1 has only a mixed feature, which is kept; legacy verdicts without swaps always count.
+    assert spurious_by_class(verdicts) == {0: [2], 1: [4], 2: [5]}
