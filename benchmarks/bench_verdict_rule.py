@@ -1,7 +1,8 @@
-"""Core/spurious verdict rules on the built-in world and on held-out worlds with other kinds of cue.
+"""Core/spurious verdict rules on the built-in world, a held-out world and the proving-ground worlds.
 
-Runs the verdict stage alone (features, importance, top-k features, verdicts) with the
-background-swap rule and with the legacy neutral-fill rule, on:
+Runs the verdict stage alone (features, importance, top-5 features per class, verdicts)
+with the default rule (``counterfactual: swap``: background and swap reliance from real
+backgrounds of the dataset) and with the legacy neutral-fill rule, on:
 
 * ``builtin``: the quick 32 px demo world (stripes, tree, warm cues; plus and ring clean);
 * ``heldout``: a 32 px world the rules were not designed on, six classes, each cue in
@@ -10,14 +11,21 @@ background-swap rule and with the legacy neutral-fill rule, on:
   ``square`` a "water" texture (skimage ``gravel``, blue-tinted) behind the object and
   faintly over it (a mixed cue), ``triangle`` a thin one-pixel magenta border,
   ``diamond`` a small real-photo patch (a co-occurring "object") away from the object,
-  ``plus`` and ``ring`` clean controls.
+  ``plus`` and ``ring`` clean controls;
+* ``proving:<name>``: a world of :mod:`auditor.demo.worlds` (its cached ERM model, ``--arch``).
 
-For every (class, feature) it prints both rules' labels with the evidence, and per
-class whether a spurious feature was found (should be: every cue class, no control).
+For every (class, feature) it prints both rules' labels with the evidence and, from the
+validation split, the truth used by the proving ground: a cue class's feature is truly
+spurious when its activation separates the class's validation images with and without
+the cue with AUROC >= 0.75; control classes' features never are. Per class it prints
+whether a spurious feature was found (should be: every cue class, no control), and per
+rule the pair counts. ``--evidence-json`` writes every verdict's evidence with its truth.
 The held-out CNN trains once (about a minute on one core) and is cached.
 
 Usage:
-    python benchmarks/bench_verdict_rule.py [--world builtin|heldout|both] [--threads 1]
+    python benchmarks/bench_verdict_rule.py --world builtin
+    python benchmarks/bench_verdict_rule.py --world heldout
+    python benchmarks/bench_verdict_rule.py --world proving:photo-texture --evidence-json ev.json
 """
 
 from __future__ import annotations
@@ -203,7 +211,7 @@ def run_rules(model, train, names, cue_of_class: dict[int, str], configs: dict[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", default="both",
-                        help="builtin, heldout, both, or proving:<name> (a world of auditor.demo.worlds, cnn16)")
+                        help="builtin, heldout, both (the two), or proving:<name> (a world of auditor.demo.worlds)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-images", type=int, default=16)
     parser.add_argument("--threshold", type=float, default=VerdictConfig.reliance_threshold)
