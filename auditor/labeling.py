@@ -310,6 +310,7 @@ def label_features(
     swap = config.counterfactual == "swap"
     batch = max(1, source.batch_size)
     pool = np.sort(rng.choice(valid, size=min(config.n_donors, len(valid)), replace=False)) if swap else valid[:0]
+    pool_set = set(pool.tolist())
     pool_features = None
     verdicts = []
     for c, features in tqdm(list(important.items()), desc="core/spurious verdicts", disable=not progress):
@@ -348,9 +349,8 @@ def label_features(
             rand_acts = np.stack([_features(adapter, paste_object(images, mask_tensor, backgrounds.get(rand_donors[:, s])), batch)
                                   for s in range(n_swaps)], 1)
             removed = _features(adapter, remove_object(images, mask_tensor), batch)
-            for index in same_pool:  # class backgrounds are not needed for later classes
-                if int(index) not in set(pool.tolist()):
-                    backgrounds.memo.pop(int(index), None)
+            for index in set(same_pool.tolist()) - pool_set:  # not needed by later classes
+                backgrounds.memo.pop(int(index), None)
         elif swap:
             logger.warning("class %d: no background swap possible (%d same-class and %d other-class donors, %d images with a "
                            "partial object mask); the %s fill ablation decides", c, len(same_pool), len(other_pool),
