@@ -77,7 +77,7 @@ def heat_inside_mask(heatmaps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarra
 
     Example:
         >>> heat = np.array([[[1., 0.], [0., 0.]]]); mask = np.array([[[1., 0.], [0., 0.]]])
-        >>> [float(a[0]) for a in heat_inside_mask(heat, mask)][:2]
+        >>> [round(float(a[0]), 6) for a in heat_inside_mask(heat, mask)][:2]
         [1.0, 0.25]
     """
     eps = 1e-8
