@@ -80,11 +80,11 @@ class VerdictConfig:
     of each kind. Both comparisons share every artefact of the cut-out and the paste, so no
     synthetic fill enters them. A feature is spurious when either reliance reaches its
     threshold with a bootstrap interval above 0 (the swap reliance only while the background
-    reliance is not negative) ("mixed" when removing the object also lowers
-    it by at least ``reliance_threshold``), or when the heatmap puts its evidence outside the
-    object and either removing the object raises the feature or both reliances point the
-    same way without being conclusive. Without donors (a
-    single class, empty masks) the legacy fill ablation decides.
+    reliance is not negative); it is "mixed" when removing the object also lowers it by at
+    least ``reliance_threshold``. It is also spurious when the heatmap puts its evidence
+    outside the object and either removing the object raises the feature or both reliances
+    point that way without being conclusive. Without donors (a single class, empty masks)
+    the legacy fill ablation decides.
 
     Attributes:
         n_images: top-activating images of the class examined per (class, feature).
