@@ -27,7 +27,7 @@ from auditor.errors import ConfigError, InvalidInputError
 from auditor.evaluation import head_predictions
 from auditor.features import FeatureCache, run_features
 from auditor.gaps import run_gaps
-from auditor.labeling import label_features, spurious_by_class
+from auditor.labeling import run_verdicts, spurious_by_class
 from auditor.masks import MASK_PROVIDERS
 from auditor.model import ModelAdapter, resolve_device
 from auditor.ranking import run_ranking
@@ -200,8 +200,8 @@ def audit(
     weight, bias = adapter.head_weight().numpy(), adapter.head_bias().numpy()
 
     logger.info("stage verdicts: %d (class, feature) pairs", sum(len(f) for f in important.values()))
-    verdicts = label_features(adapter, sources["train"], train_cache, important, importance, mask_provider,
-                              config.verdicts, rng, progress=progress)
+    verdicts = list(run_verdicts(adapter, sources["train"], train_cache, important, importance, mask_provider,
+                                 config.verdicts, rng, progress=progress).verdicts)
 
     sections: dict[str, Any] = {}
     concept_scores = None

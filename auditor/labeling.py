@@ -270,7 +270,14 @@ def _decide(
     )
 
 
-def label_features(
+@dataclass(frozen=True)
+class VerdictResult:
+    """Output of :func:`run_verdicts`: one :class:`FeatureVerdict` per important (class, feature)."""
+
+    verdicts: tuple[FeatureVerdict, ...]
+
+
+def run_verdicts(
     adapter: ModelAdapter,
     source: ImageSource,
     cache: FeatureCache,
@@ -280,8 +287,8 @@ def label_features(
     config: VerdictConfig,
     rng: np.random.Generator,
     progress: bool = True,
-) -> list[FeatureVerdict]:
-    """Judge every important (class, feature) core or spurious.
+) -> VerdictResult:
+    """The verdict stage: judge every important (class, feature) core or spurious, with its evidence.
 
     Args:
         adapter: the model adapter.
@@ -296,7 +303,7 @@ def label_features(
         progress: show a progress bar.
 
     Returns:
-        One :class:`FeatureVerdict` per (class, feature), in class then importance order.
+        A :class:`VerdictResult`: one verdict per (class, feature), in class then importance order.
 
     Raises:
         InvalidInputError: masks whose size differs from the images.
@@ -426,7 +433,7 @@ def label_features(
                     **{"counterfactual": legacy_fill, **evidence},
                 )
             )
-    return verdicts
+    return VerdictResult(verdicts=tuple(verdicts))
 
 
 def spurious_by_class(verdicts: Sequence[FeatureVerdict]) -> dict[int, list[int]]:
@@ -439,7 +446,7 @@ def spurious_by_class(verdicts: Sequence[FeatureVerdict]) -> dict[int, list[int]
     them all, and verdicts without swap evidence (NaN reliances) always count.
 
     Args:
-        verdicts: the verdicts of :func:`label_features`.
+        verdicts: the verdicts of :func:`run_verdicts`.
 
     Returns:
         class index -> feature indices, in verdict order.

@@ -31,7 +31,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -46,9 +45,15 @@ from auditor.demo.world.generator import COLOURS, WorldSpec, WorldSplit, render_
 from auditor.demo.world.model import SmallCNN
 from auditor.demo.world.train import TrainSpec, cache_root, load_or_train_model, load_split, train_model
 from auditor.features import class_feature_importance, extract_features, top_features
-from auditor.labeling import label_features
+from auditor.labeling import run_verdicts
+
 from auditor.masks import DatasetMaskProvider
 from auditor.model import ModelAdapter
+
+
+def label_features(*args, **kwargs):
+    """The verdicts of :func:`run_verdicts` as a list."""
+    return list(run_verdicts(*args, **kwargs).verdicts)
 
 HELDOUT_CLASSES = ("circle", "square", "triangle", "diamond", "plus", "ring")
 HELDOUT_CUES = {0: "grass texture", 1: "water texture (mixed)", 2: "thin border", 3: "small photo patch"}

@@ -366,9 +366,7 @@ def test_stage_lines_show_without_a_terminal_unless_quiet(monkeypatch, tmp_path,
         logging.getLogger("auditor.api").info("stage: extracting features")
         return types.SimpleNamespace(text=lambda: "findings")
 
-    fake = types.ModuleType("auditor.demo")
-    fake.run_demo = run_demo
-    monkeypatch.setitem(sys.modules, "auditor.demo", fake)
+    monkeypatch.setattr("auditor.cli._demo_runner", lambda: run_demo)
     assert main(["demo", "--output-dir", str(tmp_path)]) == 0  # stderr is not a terminal here: no bars
     assert "stage: extracting features" in capsys.readouterr().err
     assert main(["-q", "demo", "--output-dir", str(tmp_path)]) == 0
