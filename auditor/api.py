@@ -136,6 +136,7 @@ def audit(
     val_dataset: Dataset | None = None,
     class_names: Sequence[str] | None = None,
     config: AuditConfig | dict | str | Path | None = None,
+    annotations: str | Path | None = None,
 ) -> AuditReport:
     """Audit a classifier for spurious features, rank images by spuriosity, and repair its head.
 
@@ -149,6 +150,10 @@ def audit(
             metrics use it; without it they use the training data).
         class_names: one per head output (default: ``dataset.classes`` or "class_i").
         config: AuditConfig, dict, YAML path or None for defaults.
+        annotations: CSV of human core/spurious labels per (class, feature) (see
+            :mod:`auditor.annotations`); annotated pairs take the human label for the rankings, gaps
+            and tuning (sets ``report.human_annotations`` and ``report.annotations_as_labels``);
+            the automated verdicts and the agreement are in ``sections["human_agreement"]``.
 
     Returns:
         An :class:`AuditReport`.
@@ -167,6 +172,8 @@ def audit(
     """
     started = time.perf_counter()
     config = load_config(config)
+    if annotations is not None:
+        config = config.replace(**{"report.human_annotations": str(annotations), "report.annotations_as_labels": True})
     if config.ranking.source != "features" and not config.concepts.enabled:
         raise ConfigError(
             f"`ranking.source` is {config.ranking.source!r}, which needs the concept stage; "
@@ -216,9 +223,20 @@ def audit(
                     for v in verdicts]
         concept_scores = findings.scores
 
+    spurious = spurious_by_class(verdicts)
+    if config.report.human_annotations:
+        from auditor.annotations import run_annotations
+
+        logger.info("stage annotations%s", ": human labels decide the annotated pairs" if config.report.annotations_as_labels else "")
+        human = run_annotations(config.report.human_annotations, verdicts, names, ties=config.report.annotation_ties,
+                                use_as_labels=config.report.annotations_as_labels,
+                                n_features=int(train_cache.activations.shape[1]))
+        sections["human_agreement"] = human.section  # agreement with the automated verdicts, computed before any swap
+        verdicts, spurious = human.verdicts, human.spurious
+
     logger.info("stage ranking and gaps")
     rankings = run_ranking({s: c.activations for s, c in caches.items()}, {s: c.labels for s, c in caches.items()},
-                           spurious_by_class(verdicts), concept_scores, config.ranking).scores
+                           spurious, concept_scores, config.ranking).scores
     gaps = run_gaps(rankings[evaluation_split], evaluation.labels, evaluation.correct, config.gaps, rng).gaps
 
     tuning, tuned_heads = {}, {}
@@ -256,10 +274,6 @@ def audit(
         logger.info("stage noise")
         sections["noise"] = run_noise(adapter, sources, caches, rankings, evaluation_split, gaps, verdicts, names,
                                       mask_provider, config.noise, config.gaps, config.verdicts.heatmap, rng).section
-    if config.report.human_annotations:
-        from auditor.annotations import run_annotations
-
-        sections["human_agreement"] = run_annotations(config.report.human_annotations, verdicts, names).section
 
     grid = _heatmap_grid(adapter, sources["train"], config.verdicts.heatmap)
     warnings = _warnings(evaluation, evaluation_split, adapter.n_classes, grid, verdicts)
@@ -308,6 +322,7 @@ def audit(
         tuned_heads=tuned_heads,
         rankings=rankings,
         labels={s: np.asarray(c.labels, np.int64) for s, c in caches.items()},
+        predictions={s: np.asarray(c.predictions, np.int64) for s, c in caches.items()},
         skipped_images=_skipped_images(caches),
         warnings=warnings,
         artifacts=artifacts,

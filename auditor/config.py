@@ -346,6 +346,28 @@ class GateConfig:
 
 
 @dataclass(frozen=True)
+class MlflowConfig:
+    """Logging the audit to MLflow (needs ``pip install "auditor[mlflow]"``).
+
+    Attributes:
+        enabled: log every audit of ``auditor audit`` (the API logs with ``report.log_to_mlflow()``).
+        tracking_uri: MLflow tracking URI (``http://host:5000``, ``sqlite:///mlflow.db``, a folder); None:
+            ``$MLFLOW_TRACKING_URI``, else a local SQLite store ``mlflow.db`` in the current folder.
+        experiment: experiment of the run (created when missing).
+        run_name: name of a new run (None: MLflow picks one).
+        log_model: also log the low-spuriosity-tuned model with ``mlflow.pytorch`` (needs tuning and the model).
+        nested: when a run is already active, log into a nested child run (true) or into the active run itself (false).
+    """
+
+    enabled: bool = False
+    tracking_uri: Optional[str] = None
+    experiment: str = "auditor"
+    run_name: Optional[str] = None
+    log_model: bool = True
+    nested: bool = True
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     """Report outputs.
 
@@ -354,12 +376,19 @@ class ReportConfig:
         html: also write report.html.
         n_grid_images: images per top/bottom grid in the HTML report.
         human_annotations: CSV of human core/spurious labels (class, feature, label) to compare with.
+        annotations_as_labels: annotated (class, feature) pairs take the human label for the rankings, gaps and tuning
+            (the automated verdict is still computed and shown beside it); false: agreement only.
+        annotation_ties: label of a pair whose human votes are tied.
+        mlflow: logging to MLflow (params, headline metrics, results.json, report.html, evidence, tuned model).
     """
 
     output_dir: Optional[str] = None
     html: bool = True
     n_grid_images: int = 8
     human_annotations: Optional[str] = None
+    annotations_as_labels: bool = False
+    annotation_ties: str = "spurious"
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
 
 @dataclass(frozen=True)
@@ -426,6 +455,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "neurontune.combine": ("any", "mean"),
     "discovery.embedding": ("auto", "clip", "vae"),
     "noise.crop_mode": ("resize", "in_place"),
+    "report.annotation_ties": ("spurious", "core"),
 }
 LIST_CHOICES: dict[str, tuple[str, ...]] = {
     "tuning.baselines": BASELINE_SELECTIONS,
@@ -568,6 +598,11 @@ def _check_consistency(config: "AuditConfig") -> None:
         raise ConfigError(
             f"`ranking.source` is {config.ranking.source!r}, which needs the concept stage; "
             "set `concepts.enabled: true` (with local CLIP weights) or use `ranking.source: features`"
+        )
+    if config.report.annotations_as_labels and not config.report.human_annotations:
+        raise ConfigError(
+            "`report.annotations_as_labels` is true but `report.human_annotations` names no CSV; "
+            "give the CSV (--annotations human.csv) or drop the flag"
         )
     if config.discovery.enabled and config.discovery.embedding == "clip" and not config.concepts.enabled:
         raise ConfigError(
@@ -713,6 +748,25 @@ def _yaml_scalar(value: Any) -> str:
     return text.removesuffix("...").strip()
 
 
+def _section_lines(section: Any, prefix: str, indent: str) -> list[str]:
+    """YAML lines of one config section, every key commented; nested sections (``report.mlflow``) indented."""
+    lines = []
+    docs = field_docs(type(section))
+    for sub in dataclasses.fields(section):
+        key = f"{prefix}.{sub.name}"
+        doc = docs.get(sub.name, "")
+        value = getattr(section, sub.name)
+        if dataclasses.is_dataclass(value):
+            lines.append(f"{indent}{sub.name}:  # {doc}".rstrip(" #"))
+            lines += _section_lines(value, key, indent + "  ")
+            continue
+        allowed = CHOICES.get(key) or LIST_CHOICES.get(key)
+        if allowed:
+            doc = f"{doc} One of {list(allowed)}."
+        lines.append(f"{indent}{sub.name}: {_yaml_scalar(value)}  # {doc}".rstrip(" #"))
+    return lines
+
+
 def defaults_yaml() -> str:
     """The full audit YAML with default values and a comment on every key.
 
@@ -731,12 +785,5 @@ def defaults_yaml() -> str:
             continue
         section_doc = (type(value).__doc__ or "").strip().splitlines()[0]
         lines += ["", f"# {section_doc}", f"{top.name}:"]
-        docs = field_docs(type(value))
-        for sub in dataclasses.fields(value):
-            key = f"{top.name}.{sub.name}"
-            doc = docs.get(sub.name, "")
-            allowed = CHOICES.get(key) or LIST_CHOICES.get(key)
-            if allowed:
-                doc = f"{doc} One of {list(allowed)}."
-            lines.append(f"  {sub.name}: {_yaml_scalar(getattr(value, sub.name))}  # {doc}".rstrip(" #"))
+        lines += _section_lines(value, top.name, "  ")
     return "\n".join(lines) + "\n"
