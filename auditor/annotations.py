@@ -278,7 +278,7 @@ def apply_human_labels(
 
     Returns:
         ``(verdicts, spurious, pairs)``: the verdicts with the human label on annotated pairs
-        (evidence kept); class -> spurious features for the rankings, human-spurious pairs
+        (evidence kept, ``decided_by`` "human" and an ``explanation`` naming the automated verdict); class -> spurious features for the rankings, human-spurious pairs
         outside the audited features included and human-core ones removed; one record per
         human label ``{"class_index", "feature", "human", "automated" (None when the audit did
         not examine the pair), "n_votes", "n_spurious_votes"}``.
@@ -308,8 +308,19 @@ def apply_human_labels(
                 "the CSV must index the audited model's features"
             )
     automated = {(v.class_index, v.feature): v.label for v in verdicts}
-    used = [dataclasses.replace(v, label=by_pair[(v.class_index, v.feature)].label)
-            if (v.class_index, v.feature) in by_pair else v for v in verdicts]
+
+    def decided_by_human(v):
+        h = by_pair[(v.class_index, v.feature)]
+        changes: dict[str, Any] = {"label": h.label}
+        names = {f.name for f in dataclasses.fields(v)}
+        if "decided_by" in names:
+            changes["decided_by"] = "human"
+        if "explanation" in names:
+            changes["explanation"] = (f"human label: {h.label} ({h.n_spurious} of {h.n_votes} votes spurious); "
+                                      f"the automated verdict was {v.label}")
+        return dataclasses.replace(v, **changes)
+
+    used = [decided_by_human(v) if (v.class_index, v.feature) in by_pair else v for v in verdicts]
     spurious = {c: list(fs) for c, fs in spurious_by_class(used).items()}
     for (c, f), h in sorted(by_pair.items()):
         if (c, f) in automated:

@@ -117,6 +117,7 @@ def test_human_labels_decide_the_pairs_and_keep_the_automated_verdict_beside(tmp
     used, spurious, pairs = apply_human_labels(human, automated, n_classes=2, n_features=8)
     assert [(v.class_index, v.feature, v.label) for v in used] == [(0, 1, "spurious"), (0, 2, "spurious"), (1, 4, "core")]
     assert used[0].heat_inside == automated[0].heat_inside  # the evidence stays
+    assert used[0].decided_by == "human" and "automated verdict was core" in used[0].explanation
     assert spurious == {0: [1, 2], 1: [7]}
     assert [(p["feature"], p["human"], p["automated"]) for p in pairs] == [(1, "spurious", "core"), (2, "spurious", "spurious"),
                                                                           (4, "core", "spurious"), (7, "spurious", None)]
