@@ -228,10 +228,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if gate is not None and gate.get("error"):  # the results are written; the gate could not be evaluated
         raise ConfigError(gate["error"])
     if config.report.mlflow.enabled:
-        run_id = report.log_to_mlflow(output_dir=output_dir, gate=gate)
-        import mlflow
+        import os
 
-        print(f"mlflow run: {run_id} ({config.report.mlflow.tracking_uri or mlflow.get_tracking_uri()})")
+        from auditor.integrations.mlflow import DEFAULT_TRACKING_URI
+
+        run_id = report.log_to_mlflow(output_dir=output_dir, gate=gate)
+        uri = config.report.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+        print(f"mlflow run: {run_id} ({uri})")
     if not args.quiet_summary:  # from the written results.json: everything the report shows (warnings, skipped images)
         print(format_summary(json.loads(Path(written["results"]).read_text())))
         print(f"results: {written['results']}" + (f"\nreport:  {written['html']}" if "html" in written else ""))

@@ -183,7 +183,8 @@ def to_fiftyone(
         split: "train" or "val" (default: the evaluation split).
         dataset: the audited split's dataset (same order); its file paths are used when it has them
             (auditor's ImageFolder/CSV datasets, torchvision's ImageFolder), else its images are
-            written once to ``image_dir``. Needed for heatmaps.
+            written once to ``image_dir``. Needed for heatmaps. Default: read from the config's
+            ``data.<split>`` (audits run by ``auditor audit``).
         image_paths: one file per image of the split, instead of ``dataset``'s.
         image_dir: folder for written images (default: ``<evidence_dir or cwd>/fiftyone_images``).
         heatmaps: add the ``heatmap`` field (needs ``report.model`` and ``dataset``).
@@ -209,9 +210,16 @@ def to_fiftyone(
     n = len(scores)
     keep = [i for i in range(n) if labels[i] >= 0]
 
+    if image_paths is None and dataset is None:
+        dataset = dataset_from_config(report, split)
+        if dataset is None:
+            raise InvalidInputError(
+                f"FiftyOne needs the images: pass `dataset=` (the audited {split} split, same order) or `image_paths=` "
+                f"(one file per image); the config has no `data.{split}` to read them from (an audit run from Python)"
+            )
     if image_paths is not None:
         paths = [str(Path(p).resolve()) for p in image_paths]
-    elif dataset is not None:
+    else:
         if len(dataset) != n:
             raise InvalidInputError(f"the dataset has {len(dataset)} images but the {split!r} ranking has {n}; pass the audited split")
         paths = _paths_of(dataset, n)
@@ -219,11 +227,6 @@ def to_fiftyone(
             folder = Path(image_dir) if image_dir else Path(report.evidence_dir or ".") / "fiftyone_images"
             written = write_images(dataset, keep, folder, split, report.config.data.mean, report.config.data.std)
             paths = [written.get(i, "") for i in range(n)]
-    else:
-        raise InvalidInputError(
-            "FiftyOne needs the images: pass `dataset=` (the audited split, same order) or `image_paths=` "
-            "(one file per image); `auditor export fiftyone` reads them from the config's `data` paths or --data"
-        )
     if len(paths) != n:
         raise InvalidInputError(f"{len(paths)} image paths for {n} images of the {split!r} split")
 
@@ -275,6 +278,29 @@ def _finite(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else -math.inf
 
 
+def dataset_from_config(report: "AuditReport", split: str, spec: Any = None):
+    """The audited split read from the config's ``data.<split>`` (or ``spec``), prepared as the CLI prepared it.
+
+    When the report has a model, the images get the model's eval transform (as ``auditor audit``
+    applied it), so that heatmaps can be computed; otherwise they are read as plain tensors.
+
+    Returns:
+        The dataset, or None when neither ``spec`` nor the config names the split's data.
+    """
+    spec = spec or getattr(report.config.data, split, None)
+    if not spec:
+        return None
+    from auditor.adapters.data import load_dataset
+
+    transform = None
+    if report.model is not None:
+        from auditor.cli import _transform
+
+        transform, _ = _transform(report.model, report.config)
+    dataset, _ = load_dataset(spec, transform=transform)
+    return dataset
+
+
 def export_results(
     results: str | Path,
     name: str,
@@ -310,30 +336,20 @@ def export_results(
     report = AuditReport.load(results)
     folder = Path(results) if Path(results).is_dir() else Path(results).parent
     split = split or report.meta.get("evaluation_split") or ("val" if "val" in report.rankings else "train")
-    spec = data or getattr(report.config.data, split, None)
-    if not spec:
+    if not (data or getattr(report.config.data, split, None)):
         raise InvalidInputError(
             f"results.json's config has no `data.{split}` (an audit run from Python); pass the audited images with --data FOLDER"
         )
-    model = None
     config = report.config
     if config.model.source:
         try:
             from auditor.adapters.models import load_model
 
-            model = load_model(config.model.source, weights=config.model.weights, num_classes=config.model.num_classes,
-                               **config.model.kwargs)
+            report.model = load_model(config.model.source, weights=config.model.weights, num_classes=config.model.num_classes,
+                                      **config.model.kwargs)
         except Exception as error:  # heatmaps are optional: the export goes on without them
             logger.warning("fiftyone: could not load the model %r for heatmaps (%s); exporting without heatmaps",
                            config.model.source, error)
-    transform = None
-    if model is not None:
-        from auditor.cli import _transform
-
-        transform, _ = _transform(model, config)
-        report.model = model
-    from auditor.adapters.data import load_dataset
-
-    dataset, _ = load_dataset(spec, transform=transform)
+    dataset = dataset_from_config(report, split, data)
     return to_fiftyone(report, name, split=split, dataset=dataset, image_dir=image_dir or folder / "fiftyone_images",
-                       heatmaps=model is not None, persistent=persistent)
+                       heatmaps=report.model is not None, persistent=persistent)

@@ -142,7 +142,7 @@ def _tracking_uri(mlflow, uri: str | None) -> Iterator[None]:
         mlflow.set_tracking_uri(previous)
 
 
-def _enter_run(mlflow, stack: ExitStack, run: Any, settings, experiment: str, run_name: str | None, nested: bool):
+def _enter_run(mlflow, stack: ExitStack, run: Any, experiment: str, run_name: str | None, nested: bool):
     """The run to log into, entered on ``stack`` when this call starts or resumes it."""
     active = mlflow.active_run()
     if run is not None:
@@ -228,7 +228,7 @@ def log_report(
             results["gate"] = gate_verdict(results, report.config.gate.fail_on)
 
         stack.enter_context(_tracking_uri(mlflow, uri))
-        active = _enter_run(mlflow, stack, run, settings, experiment, run_name, nested)
+        active = _enter_run(mlflow, stack, run, experiment, run_name, nested)
         run_id = active.info.run_id
         params = flatten_config(results.get("config") or report.config.to_dict(), PARAM_PREFIX)
         items = list(params.items())

@@ -22,6 +22,7 @@ def test_audit_logs_to_mlflow_with_human_labels_then_exports_to_fiftyone(world, 
     from mlflow.tracking import MlflowClient
 
     # A first audit gives the verdicts; the humans then contradict the first class's first verdict (5 votes, 4 against).
+    (tmp_path / "first").mkdir()
     first = _config(world, tmp_path / "first")
     assert main(["audit", "-c", first, "--quiet-summary", "--no-html"]) == 0
     results = json.loads((tmp_path / "first" / "out" / "results.json").read_text())

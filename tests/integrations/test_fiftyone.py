@@ -109,3 +109,13 @@ def test_cli_export_reads_results_json(database, image_folder_audit, capsys):
     dataset = fo.load_dataset("auditor-test-cli")
     check_fields(dataset, report, "val")
     assert "heatmap" not in dataset.get_field_schema() or dataset.count("heatmap") == 0  # no model source in an API audit
+
+
+def test_an_api_audit_needs_the_images(database, audited):
+    from auditor.errors import InvalidInputError
+
+    report, _ = audited
+    with pytest.raises(InvalidInputError, match="needs the images"):
+        report.to_fiftyone("auditor-test-none")
+    with pytest.raises(InvalidInputError, match="has 3 images"):
+        report.to_fiftyone("auditor-test-none", dataset=planted(3, n_other=0))
