@@ -10,6 +10,7 @@ The report with its "Bias across models" section is written to ``--output-dir``.
 Usage:
     python benchmarks/bench_compare.py                 # the demo world (64 px), seeds 0, 1, 2
     python benchmarks/bench_compare.py --quick         # the 32 px quick world
+    python benchmarks/bench_compare.py --quick --with-tuned   # plus the audited CNN with its tuned head
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds; the first model is audited")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output-dir", default=None, help="write results.json and report.html here")
+    parser.add_argument("--with-tuned", action="store_true",
+                        help="also compare the audited model with its low-spuriosity-tuned head (a model that does better on cue-free images)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -49,7 +52,10 @@ def main() -> None:
     config = {"progress": False, **(QUICK_CONFIG if args.quick else {})}
     audited_seed, *others = args.seeds
     report = audit(models[audited_seed], train, val, class_names=world.class_names, config=config)
-    section = report.compare({f"seed {seed}": models[seed] for seed in others}, val)
+    compared = {f"seed {seed}": models[seed] for seed in others}
+    if args.with_tuned:
+        compared[f"seed {audited_seed}, low-spuriosity head"] = report.tuned_model
+    section = report.compare(compared, val)
     seconds = time.perf_counter() - start
     if args.output_dir:
         written = write_outputs(report, args.output_dir)

@@ -43,8 +43,40 @@ logger = logging.getLogger(__name__)
 VIEW_SUFFIX = " by spuriosity"
 
 
+class _TolerantMetadata:
+    """Package metadata whose missing fields read as None (as the standard library's do)."""
+
+    def __init__(self, message: Any):
+        self._message = message
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._message[key]
+        except KeyError:
+            return None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._message, name)
+
+
 def _fiftyone():
-    return require("fiftyone", "fiftyone", "exporting to FiftyOne (`report.to_fiftyone`, `auditor export fiftyone`)")
+    """Import fiftyone, also after a package (mlflow) has imported the ``importlib_metadata`` backport.
+
+    Once imported, the backport serves every ``importlib.metadata`` lookup, and its metadata
+    raises KeyError for a missing field, which breaks FiftyOne's ``eta`` dependency at import
+    (``_META["author"]``). While fiftyone is first imported, missing fields read as None again.
+    """
+    import importlib.metadata as stdlib_metadata
+    import sys
+
+    original = stdlib_metadata.metadata
+    patch = "fiftyone" not in sys.modules and "importlib_metadata" in sys.modules
+    if patch:
+        stdlib_metadata.metadata = lambda name: _TolerantMetadata(original(name))
+    try:
+        return require("fiftyone", "fiftyone", "exporting to FiftyOne (`report.to_fiftyone`, `auditor export fiftyone`)")
+    finally:
+        stdlib_metadata.metadata = original
 
 
 def ends_of_classes(scores: np.ndarray, labels: np.ndarray, top_fraction: float, min_k: int) -> tuple[set[int], set[int]]:

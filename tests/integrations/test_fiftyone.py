@@ -16,7 +16,12 @@ from tests.integrations.conftest import FAST, planted
 # FiftyOne reads its config when imported: a private database folder, no usage tracking.
 os.environ.setdefault("FIFTYONE_DATABASE_DIR", tempfile.mkdtemp(prefix="auditor-fiftyone-db-"))
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
-fo = pytest.importorskip("fiftyone", reason='fiftyone is not installed (pip install "auditor[fiftyone]")')
+try:
+    from auditor.integrations.fiftyone import _fiftyone
+
+    fo = _fiftyone()  # (imports fiftyone also when another package has imported the importlib_metadata backport)
+except ImportError:
+    pytest.skip('fiftyone is not installed (pip install "auditor[fiftyone]")', allow_module_level=True)
 
 pytestmark = pytest.mark.slow  # starting FiftyOne's MongoDB takes tens of seconds
 
