@@ -62,7 +62,7 @@ def main() -> None:
         print(f"report: {written.get('html', written['results'])}")
 
     print(f"world: {'quick (32 px)' if args.quick else 'demo (64 px)'}; audited: seed {audited_seed}; "
-          f"compared: {', '.join(f'seed {s}' for s in others)}; {seconds:.0f} s\n")
+          f"compared: {', '.join(compared)}; {seconds:.0f} s\n")
     print("| model | accuracy | low-spuriosity acc. | high-spuriosity acc. | mean gap | effective robustness |")
     print("|---|---|---|---|---|---|")
     for model in section["models"]:
