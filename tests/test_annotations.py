@@ -166,6 +166,10 @@ def test_audit_uses_human_labels_for_rankings_gaps_and_tuning(tmp_path):
     assert section["confusion"] == [[0, 1], [1, 0]] and section["kappa"] == pytest.approx(-1.0)
     assert used.gaps[0].top_indices != plain.gaps[0].top_indices  # the gap is measured on the new ranking
     assert used.tuning["low_spuriosity"].before["max_gap"] == pytest.approx(used.gaps[0].gap)
+    from auditor.report.html import render_html
+
+    html = render_html(used.to_dict(), tmp_path, tmp_path / "report.html").read_text()
+    assert 'id="human-labels-used"' in html and "2 differ from the automated verdict" in html
 
 
 def torch_mean_channel(data, channel):
