@@ -176,3 +176,15 @@ def torch_mean_channel(data, channel):
     import torch
 
     return torch.stack([data[i][0][channel] for i in range(len(data))]).clamp(min=0).mean((1, 2)).numpy()
+
+
+def test_annotations_as_labels_needs_the_csv_and_ties_are_checked():
+    from auditor.config import load_config
+    from auditor.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="names no CSV"):
+        load_config({"report": {"annotations_as_labels": True}})
+    with pytest.raises(ConfigError, match="annotation_ties"):
+        load_config({"report": {"annotation_ties": "maybe"}})
+    config = load_config({"report": {"human_annotations": "h.csv", "annotations_as_labels": True, "annotation_ties": "core"}})
+    assert config.report.annotations_as_labels and config.report.annotation_ties == "core"
