@@ -42,3 +42,19 @@ def test_report_methods_without_the_packages_raise_with_the_pip_command(monkeypa
         report.log_to_mlflow()
     with pytest.raises(MissingDependencyError, match="auditor\\[fiftyone\\]"):
         report.to_fiftyone("x")
+
+
+def test_cli_flags_map_to_the_config_keys():
+    from auditor.cli import build_parser, resolve_audit_config
+
+    base = ["audit", "--model", "m:f", "--data", "folder"]
+    config = resolve_audit_config(build_parser().parse_args(base))
+    assert not config.report.mlflow.enabled and not config.report.annotations_as_labels
+    config = resolve_audit_config(build_parser().parse_args([*base, "--mlflow"]))
+    assert config.report.mlflow.enabled and config.report.mlflow.tracking_uri is None
+    config = resolve_audit_config(build_parser().parse_args([*base, "--mlflow", "http://127.0.0.1:5000"]))
+    assert config.report.mlflow.tracking_uri == "http://127.0.0.1:5000"
+    config = resolve_audit_config(build_parser().parse_args([*base, "--annotations", "h.csv", "--annotations-as-labels",
+                                                             "--set", "report.annotation_ties=core"]))
+    assert config.report.human_annotations == "h.csv" and config.report.annotations_as_labels
+    assert config.report.annotation_ties == "core"
