@@ -294,10 +294,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export an audit's results to another tool (``auditor export fiftyone results.json --name NAME``)."""
-    from auditor.integrations import require
+    from auditor.integrations.fiftyone import _fiftyone, export_results
 
-    require("fiftyone", "fiftyone", "`auditor export fiftyone`")
-    from auditor.integrations.fiftyone import export_results
+    _fiftyone()  # a missing extra fails before results.json is read
 
     dataset = export_results(args.results, args.name, split=args.split, image_dir=args.image_dir,
                              data=args.data, persistent=not args.no_persistent)
