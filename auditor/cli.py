@@ -106,7 +106,8 @@ def resolve_audit_config(args: argparse.Namespace) -> AuditConfig:
         _set_dotted(raw, "gate.fail_on", list(args.fail_on))
     if args.no_html:
         _set_dotted(raw, "report.html", False)
-    if getattr(args, "annotations_as_labels", False):
+    if args.annotations is not None or getattr(args, "annotations_as_labels", False):
+        # `--annotations CSV` uses the human labels for the pairs they cover (issue 11); agreement is still measured
         _set_dotted(raw, "report.annotations_as_labels", True)
     mlflow_uri = getattr(args, "mlflow", None)
     if mlflow_uri is not None:  # `--mlflow` alone: the configured (or default) store; `--mlflow URI`: that one
@@ -377,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--image-size", type=int, help="data.image_size")
     run.add_argument("--preprocessing", help=f"data.preprocessing: {', '.join(PREPROCESSING)}")
     run.add_argument("--output-dir", "-o", help=f"report.output_dir (default: {DEFAULT_OUTPUT_DIR})")
-    run.add_argument("--annotations", help="report.human_annotations: CSV of human core/spurious labels (compared with the verdicts)")
+    run.add_argument("--annotations", help="report.human_annotations: CSV of human core/spurious labels; they decide the pairs they "
+                     "cover for the rankings, gaps and tuning, and are compared with the automated verdicts")
     run.add_argument("--annotations-as-labels", action="store_true",
                      help="report.annotations_as_labels: the CSV's labels decide the annotated pairs for the rankings, gaps and tuning")
     run.add_argument("--mlflow", nargs="?", const="", metavar="TRACKING_URI",

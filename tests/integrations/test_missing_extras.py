@@ -54,6 +54,8 @@ def test_cli_flags_map_to_the_config_keys():
     assert config.report.mlflow.enabled and config.report.mlflow.tracking_uri is None
     config = resolve_audit_config(build_parser().parse_args([*base, "--mlflow", "http://127.0.0.1:5000"]))
     assert config.report.mlflow.tracking_uri == "http://127.0.0.1:5000"
+    config = resolve_audit_config(build_parser().parse_args([*base, "--annotations", "h.csv"]))
+    assert config.report.human_annotations == "h.csv" and config.report.annotations_as_labels  # the CSV's labels are used
     config = resolve_audit_config(build_parser().parse_args([*base, "--annotations", "h.csv", "--annotations-as-labels",
                                                              "--set", "report.annotation_ties=core"]))
     assert config.report.human_annotations == "h.csv" and config.report.annotations_as_labels
