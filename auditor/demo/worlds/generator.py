@@ -190,12 +190,13 @@ class ProvingSplit:
 @functools.lru_cache(maxsize=None)
 def _photo(name: str) -> np.ndarray:
     """float32 ``(H, W, 3)`` in [0, 1] of a bundled photograph (greyscale ones repeated to RGB)."""
-    if name in ("china", "flower"):
-        from sklearn.datasets import load_sample_images
+    if name in ("china", "flower"):  # sklearn's sample photographs, read directly (load_sample_images is slow)
+        from importlib.resources import files
 
-        images = load_sample_images()
-        index = [n.rsplit("/", 1)[-1].split(".")[0] for n in images.filenames].index(name)
-        image = images.images[index]
+        from PIL import Image
+
+        with Image.open(files("sklearn.datasets") / "images" / f"{name}.jpg") as pil:
+            image = np.asarray(pil.convert("RGB"))
     else:
         import skimage.data
 
