@@ -27,8 +27,8 @@ WORLDS: dict[str, ProvingWorld] = {
         ),
         ProvingWorld(
             "co-object",
-            (C("five", "digit:5", "cat"), C("six", "digit:6", "tree"), C("eight", "digit:8"), C("nine", "digit:9")),
-            object_area=(0.10, 0.18),
+            (C("three", "digit:3", "cat"), C("five", "digit:5", "tree"), C("eight", "digit:8"), C("nine", "digit:9")),
+            object_area=(0.06, 0.10),
             description="a co-occurring real photo object (a cat's face) and the built-in tree beside real digits",
         ),
         ProvingWorld(

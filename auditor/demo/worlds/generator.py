@@ -190,12 +190,10 @@ class ProvingSplit:
 @functools.lru_cache(maxsize=None)
 def _photo(name: str) -> np.ndarray:
     """float32 ``(H, W, 3)`` in [0, 1] of a bundled photograph (greyscale ones repeated to RGB)."""
-    if name in ("china", "flower"):  # sklearn's sample photographs, read directly (load_sample_images is slow)
-        from importlib.resources import files
-
+    if name in ("china", "flower"):  # sklearn's sample photographs, read directly (importing sklearn is slow)
         from PIL import Image
 
-        with Image.open(files("sklearn.datasets") / "images" / f"{name}.jpg") as pil:
+        with Image.open(_sklearn_dir() / "datasets" / "images" / f"{name}.jpg") as pil:
             image = np.asarray(pil.convert("RGB"))
     else:
         import skimage.data
@@ -232,12 +230,23 @@ def _texture_stats(name: str) -> tuple[float, float]:
     return float(image.mean()), float(image.std())
 
 
+def _sklearn_dir():
+    """The installed scikit-learn package folder (found without importing it)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("scikit-learn is not installed; the proving worlds use its bundled digits and photographs "
+                          "(pip install scikit-learn)")
+    return Path(spec.submodule_search_locations[0])
+
+
 @functools.lru_cache(maxsize=None)
 def _digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    return np.asarray(data.images, np.float32) / 16.0, np.asarray(data.target, np.int64)
+    """The 1,797 handwritten 8 x 8 digits of ``sklearn.datasets.load_digits``: float32 (N, 8, 8) in [0, 1], labels."""
+    data = np.loadtxt(_sklearn_dir() / "datasets" / "data" / "digits.csv.gz", delimiter=",", dtype=np.float32)
+    return data[:, :-1].reshape(-1, 8, 8) / 16.0, data[:, -1].astype(np.int64)
 
 
 def _digit_pool(digit: int, split: str) -> np.ndarray:
@@ -396,7 +405,7 @@ def render(world: ProvingWorld, obj: str, cues: dict[str, float], p: dict) -> tu
         image[trunk] = (1 - a) * image[trunk] + a * np.array((0.45, 0.28, 0.1), np.float32)
         cue_mask |= crown | trunk
     if "cat" in cues:
-        side = max(int(round(p["co_scale"] * 1.9 * size)), 6)
+        side = max(int(round(p["co_scale"] * 2.3 * size)), 6)
         half = side / 2 / size
         tx, ty = _co_place(p, cx, cy, extent + half * 1.3 + 0.03, half + 1.0 / size)
         x0 = int(np.clip(round(tx * size - side / 2), 0, size - side))
