@@ -35,16 +35,16 @@ def test_no_cue_world_has_no_cue():
 
 
 def test_cue_rates_train_and_eval():
-    world = get_world("corner-tag", n_train=400, n_val=400, n_test=2)
+    world = get_world("corner-tag", n_train=250, n_val=200, n_test=2)
     train, val = generate_split(world, "train"), generate_split(world, "val")
     circle = 0  # carries "tag" at 95% in training
     assert world.classes[circle].cue == "tag"
     tag_train = train.cue_flag("tag")
-    assert abs(tag_train[train.labels == circle].mean() - 0.95) < 0.04
+    assert abs(tag_train[train.labels == circle].mean() - 0.95) < 0.045
     assert tag_train[train.labels != circle].mean() < 0.09  # 5% elsewhere
     tag_val = val.cue_flag("tag")
     for c in range(len(world.classes)):  # 50% in every class, independent of it
-        assert abs(tag_val[val.labels == c].mean() - 0.5) < 0.09
+        assert abs(tag_val[val.labels == c].mean() - 0.5) < 0.11
     assert np.array_equal(val.own_cue[val.labels == circle], tag_val[val.labels == circle])
 
 
