@@ -253,7 +253,7 @@ RULES = {
     "density_ratio < t": (field_rule("density_ratio", "<"), [{"t": t} for t in (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)], {"t": 1.0}),
     "background_drop - object_drop > t": (
         lambda r, p: float(r.get("background_drop", math.nan)) - float(r.get("object_drop", math.nan)) > p["t"],
-        [{"t": t} for t in (-0.2, -0.1, 0.0, 0.05, 0.1, 0.2, 0.4)], {"t": 0.0}),
+        [{"t": t} for t in (-0.5, -0.4, -0.3, -0.2, -0.1, 0.0, 0.05, 0.1, 0.2, 0.4)], {"t": 0.0}),
 }
 
 
