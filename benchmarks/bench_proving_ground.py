@@ -278,6 +278,15 @@ def print_calibration(records: list[dict]) -> dict:
             params = ", ".join(f"{k}={v:g}" for k, v in r["params"].items())
             print(f"| {world} | {params} | {_f(held['precision'])} | {_f(held['recall'])} | {held['flagged']} / {held['positives']} "
                   f"| {_f(dflt.get('precision', math.nan))} | {_f(dflt.get('recall', math.nan))} |")
+        pooled = {}
+        for which in ("held_out", "default"):
+            parts = [r[which] for r in result.values() if which in r]
+            flagged = sum(p["flagged"] for p in parts)
+            tp = flagged - sum(p["false_positives"] for p in parts)
+            positives = sum(p["positives"] for p in parts)
+            pooled[which] = (tp / flagged if flagged else math.nan, tp / positives if positives else math.nan, flagged, positives)
+        held, dflt = pooled["held_out"], pooled["default"]
+        print(f"| **all worlds (pooled)** | - | {_f(held[0])} | {_f(held[1])} | {held[2]} / {held[3]} | {_f(dflt[0])} | {_f(dflt[1])} |")
     return out
 
 
