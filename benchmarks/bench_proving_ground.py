@@ -300,17 +300,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--evidence-json", default=None, help="write per-(class, feature) evidence and truth here")
     parser.add_argument("--rows-json", default=None, help="write the table's rows here")
-    parser.add_argument("--calibrate-only", default=None, help="skip auditing; calibrate on this evidence JSON")
+    parser.add_argument("--calibrate-only", nargs="+", default=None, help="skip auditing; calibrate on these evidence JSONs (merged)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
 
     if args.calibrate_only:
-        print_calibration(json.loads(Path(args.calibrate_only).read_text())["records"])
+        print_calibration([r for path in args.calibrate_only for r in json.loads(Path(path).read_text())["records"]])
         return
-    names = list(WORLDS) if args.worlds in (None, ["all"]) and not args.quick else (args.worlds or list(QUICK_WORLDS))
-    if args.worlds == ["all"]:
-        names = list(WORLDS)
+    if args.worlds in (None, ["all"]):
+        names = list(QUICK_WORLDS) if args.quick and args.worlds is None else list(WORLDS)
+    else:
+        names = args.worlds
     rows, records = [], []
     with tempfile.TemporaryDirectory(prefix="proving-") as tmp:
         for name in names:
