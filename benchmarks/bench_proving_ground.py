@@ -63,7 +63,13 @@ from sklearn.metrics import roc_auc_score
 from auditor.api import audit
 from auditor.data import ImageSource
 from auditor.demo.world.dataset import WorldDataset
-from auditor.demo.worlds.calibration import CURRENT_DEFAULT, CURRENT_GRID, calibrate_lowo, current_rule, field_rule
+from auditor.demo.worlds.calibration import (
+    CURRENT_DEFAULT,
+    CURRENT_GRID,
+    calibrate_lowo,
+    current_rule,
+    field_rule,
+)
 from auditor.demo.worlds.catalog import WORLDS, get_world
 from auditor.demo.worlds.generator import ProvingSplit, ProvingWorld
 from auditor.demo.worlds.train import MODELS, load_or_train, load_split, model_spec

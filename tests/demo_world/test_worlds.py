@@ -5,8 +5,21 @@ import math
 import numpy as np
 import pytest
 
-from auditor.demo.worlds import WORLDS, ProvingClass, ProvingWorld, generate_split, get_world
-from auditor.demo.worlds.calibration import CURRENT_DEFAULT, CURRENT_GRID, calibrate_lowo, current_rule, field_rule, scores
+from auditor.demo.worlds import (
+    WORLDS,
+    ProvingClass,
+    ProvingWorld,
+    generate_split,
+    get_world,
+)
+from auditor.demo.worlds.calibration import (
+    CURRENT_DEFAULT,
+    CURRENT_GRID,
+    calibrate_lowo,
+    current_rule,
+    field_rule,
+    scores,
+)
 from auditor.demo.worlds.generator import LOCAL_CUES, render, sample_params
 
 

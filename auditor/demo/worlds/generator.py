@@ -67,11 +67,8 @@ class ProvingClass:
 
     def __post_init__(self):
         kind, _, value = self.obj.partition(":")
-        if kind == "shape" and value in SHAPES:
-            pass
-        elif kind == "digit" and value.isdigit() and 0 <= int(value) <= 9:
-            pass
-        else:
+        valid = (kind == "shape" and value in SHAPES) or (kind == "digit" and value in tuple("0123456789"))
+        if not valid:
             raise ValueError(f"obj must be 'shape:<{'|'.join(SHAPES)}>' or 'digit:<0-9>'; got {self.obj!r}")
         if self.cue is not None and self.cue not in CUE_KINDS:
             raise ValueError(f"unknown cue {self.cue!r}; choose one of {CUE_KINDS}")
@@ -187,7 +184,7 @@ class ProvingSplit:
 # ---------------------------------------------------------------- real images
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _photo(name: str) -> np.ndarray:
     """float32 ``(H, W, 3)`` in [0, 1] of a bundled photograph (greyscale ones repeated to RGB)."""
     if name in ("china", "flower"):  # sklearn's sample photographs, read directly (importing sklearn is slow)
@@ -205,7 +202,7 @@ def _photo(name: str) -> np.ndarray:
     return image[..., :3]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _photo_scaled(name: str, factor: int) -> np.ndarray:
     """The photograph shrunk by an integer ``factor`` (box filter), float32 ``(H', W', 3)``."""
     from PIL import Image
@@ -224,7 +221,7 @@ def _crop(name: str, factor: int, size: int, u: float, v: float) -> np.ndarray:
     return image[y : y + size, x : x + size]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _texture_stats(name: str) -> tuple[float, float]:
     image = _photo(name)
     return float(image.mean()), float(image.std())
@@ -242,7 +239,7 @@ def _sklearn_dir():
     return Path(spec.submodule_search_locations[0])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _digits() -> tuple[np.ndarray, np.ndarray]:
     """The 1,797 handwritten 8 x 8 digits of ``sklearn.datasets.load_digits``: float32 (N, 8, 8) in [0, 1], labels."""
     data = np.loadtxt(_sklearn_dir() / "datasets" / "data" / "digits.csv.gz", delimiter=",", dtype=np.float32)
@@ -256,7 +253,7 @@ def _digit_pool(digit: int, split: str) -> np.ndarray:
     return idx[np.arange(len(idx)) % 3 != 0] if split == "train" else idx[np.arange(len(idx)) % 3 == 0]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cat_patch(size: int) -> np.ndarray:
     """float32 ``(size, size, 3)``: the cat's face from ``skimage.data.chelsea``."""
     from PIL import Image
@@ -266,7 +263,7 @@ def _cat_patch(size: int) -> np.ndarray:
     return np.asarray(pil, np.float32) / 255.0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tag_glyph(text: str = "R") -> np.ndarray:
     """bool ``(h, w)`` glyph of ``text`` in PIL's default font, cropped to its ink."""
     from PIL import Image, ImageDraw, ImageFont
@@ -278,7 +275,7 @@ def _tag_glyph(text: str = "R") -> np.ndarray:
     return ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _shape_area_coefficient(shape: str) -> float:
     """Area of ``shape`` at radius r, divided by r**2 (unit image side)."""
     r = 0.2
