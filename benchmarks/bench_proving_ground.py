@@ -26,7 +26,7 @@ Columns of the table (one row per world x model x mask source, averaged over see
   ``neurontune``) and the ``oracle`` (head retrained group-balanced with the true cue
   labels, checkpoint by validation worst-group accuracy): average / worst-group accuracy on
   the test split, groups = class x own cue present (controls: class x any cue present);
-* ``s``: audit seconds (training excluded; ``train s`` separately).
+* ``s``: audit seconds (training excluded; ``train s``: seconds the cached model took to train, on shared CPUs).
 
 Every verdict's evidence (every numeric field of ``report.verdicts[*]``) with its truth is
 written to ``--evidence-json``; a second table calibrates the verdict thresholds
@@ -217,7 +217,7 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
 
     row = {
         "world": world.name, "model": arch, "masks": masks, "seed": seed,
-        "val_accuracy": info["val_accuracy"], "train_seconds": info.get("train_seconds", 0.0),
+        "val_accuracy": info["val_accuracy"], "train_seconds": info.get("trained_seconds", info.get("train_seconds", 0.0)),
         "tp": tp, "flagged": flagged, "positives": positives,
         "precision": tp / flagged if flagged else math.nan,
         "recall": tp / positives if positives else math.nan,
@@ -307,10 +307,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--evidence-json", default=None, help="write per-(class, feature) evidence and truth here")
     parser.add_argument("--rows-json", default=None, help="write the table's rows here")
     parser.add_argument("--calibrate-only", nargs="+", default=None, help="skip auditing; calibrate on these evidence JSONs (merged)")
+    parser.add_argument("--table-only", nargs="+", default=None, help="skip auditing; print the table of these --rows-json files")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
 
+    if args.table_only:
+        print_table([r for path in args.table_only for r in json.loads(Path(path).read_text())])
+        return
     if args.calibrate_only:
         print_calibration([r for path in args.calibrate_only for r in json.loads(Path(path).read_text())["records"]])
         return
