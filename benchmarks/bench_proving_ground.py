@@ -63,6 +63,7 @@ from sklearn.metrics import roc_auc_score
 from auditor.api import audit
 from auditor.data import ImageSource
 from auditor.demo.world.dataset import WorldDataset
+from auditor.demo.world.train import cache_root
 from auditor.demo.worlds.calibration import (
     CURRENT_DEFAULT,
     CURRENT_GRID,
@@ -149,7 +150,9 @@ def sam_settings() -> dict:
     sam_path = load_or_train_tiny_sam()
     return {
         "masks": {"provider": "sam", "sam_model_type": "tiny", "sam_checkpoint": str(sam_path), "points_per_side": 8},
-        "concepts": {"enabled": True, "backend": "open_clip", "model_name": clip_name, "pretrained": str(clip_path)},
+        # the tiny CLIP is trained at 64 px; the proving worlds are 32 px
+        "concepts": {"enabled": True, "backend": "open_clip", "model_name": clip_name, "pretrained": str(clip_path),
+                     "resize_images": True},
     }
 
 
@@ -168,6 +171,8 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
         config["verdicts"] = {"heatmap": "gradient"}
     if masks == "sam":
         config.update(sam_settings())
+        # SAM masks are slow on CPU: keep them (keyed by image content) across runs
+        config["masks"]["cache_dir"] = str(cache_root() / "proving" / "sam_masks" / f"{world.name}-{world.fingerprint()}")
     else:
         config["masks"] = {"provider": "dataset"}
     start = time.perf_counter()
