@@ -204,7 +204,7 @@ def _fmt(value: float) -> str:
     return f"{value:+.2f}"
 
 
-def _decide(
+def decide_verdict(
     config: VerdictConfig,
     background: tuple[float, float, float] | None,
     swap: tuple[float, float, float],
@@ -215,7 +215,21 @@ def _decide(
     object_drop: float,
     background_drop: float,
 ) -> tuple[bool, str, bool, bool, str]:
-    """``(spurious, decided_by, counterfactual says spurious, mixed, explanation)``."""
+    """The verdict rule on one (class, feature)'s measured evidence; replayable on recorded evidence.
+
+    Args:
+        config: the thresholds (``reliance_threshold``, ``swap_threshold``, ``density_threshold``,
+            ``min_activation_drop``) and the counterfactual in use.
+        background: ``(background reliance, CI low, CI high)``, or None when no swap was possible.
+        swap: ``(swap reliance, CI low, CI high)``.
+        object_reliance: drop when the object is replaced by its own background; object_high its CI's upper end.
+        heat_spurious: the heat density is below ``density_threshold``.
+        density: the heat density ratio.
+        object_drop, background_drop: the legacy fill ablation's drops (used when ``background`` is None).
+
+    Returns:
+        ``(spurious, decided_by, counterfactual says spurious, mixed, explanation)``.
+    """
     heat_text = f"heat density inside/outside the object is {density:.2f} (threshold {config.density_threshold:g})"
     if background is None:
         conclusive = max(object_drop, background_drop) >= config.min_activation_drop
@@ -237,7 +251,7 @@ def _decide(
     threshold, swap_threshold = config.reliance_threshold, config.swap_threshold
     ci = f"background reliance {_fmt(value)} [{_fmt(low)}, {_fmt(high)}]"
     swap_ci = f"swap reliance {_fmt(swap_value)} [{_fmt(swap_low)}, {_fmt(swap_high)}]"
-    mixed = object_reliance >= threshold
+    mixed = object_reliance >= config.mixed_threshold
     tail = (f"; the object matters too (object reliance {_fmt(object_reliance)}), so the feature is mixed"
             if mixed else f"; object reliance {_fmt(object_reliance)}")
     if low > 0 and value >= threshold:
@@ -410,7 +424,7 @@ def run_verdicts(
                     n_swaps=n_swaps,
                     n_backgrounds=[len(same_bg), len(other_bg)],
                 )
-            spurious, decided_by, test_spurious, mixed, explanation = _decide(
+            spurious, decided_by, test_spurious, mixed, explanation = decide_verdict(
                 config, background, swap_evidence, object_reliance, object_high, heat_spurious, density, object_drop, background_drop)
             verdicts.append(
                 FeatureVerdict(

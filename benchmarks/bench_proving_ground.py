@@ -74,7 +74,7 @@ from auditor.demo.worlds.calibration import (
 from auditor.demo.worlds.catalog import WORLDS, get_world
 from auditor.demo.worlds.generator import ProvingSplit, ProvingWorld
 from auditor.demo.worlds.train import MODELS, load_or_train, load_split, model_spec
-from auditor.features import extract_features
+from auditor.features import FeatureCache, extract_features
 from auditor.model import ModelAdapter
 from auditor.tuning import fit_head
 
@@ -124,10 +124,10 @@ def oracle_head(ctx, train_groups, val_groups, epochs: int, lr: float, weight_de
     return best["w"], best["b"]
 
 
-def truth_of(report, val: ProvingSplit, world: ProvingWorld) -> dict[tuple[int, int], float]:
+def truth_of(report, val_cache: FeatureCache, val: ProvingSplit, world: ProvingWorld) -> dict[tuple[int, int], float]:
     """(class, feature) -> AUROC of the feature's validation activation, own cue present vs absent (NaN for controls)."""
-    acts = np.asarray(report._context.val_cache.activations, np.float64)
-    labels = report._context.val_cache.labels
+    acts = np.asarray(val_cache.activations, np.float64)
+    labels = np.asarray(val_cache.labels)
     cue_of = world.cue_of_class
     out = {}
     for v in report.verdicts:
@@ -156,6 +156,25 @@ def sam_settings() -> dict:
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class _Inputs:
+    """What the oracle and the test scoring read from an audit: its model adapter, cached features and config."""
+
+    adapter: ModelAdapter
+    train_cache: FeatureCache
+    val_cache: FeatureCache
+    config: object
+
+
+def _audit_inputs(report, train, val, work: Path) -> _Inputs:
+    """Rebuild the audit's inputs from the report (public data) and the feature cache it left in ``work``."""
+    adapter = ModelAdapter(report.model, head=report.meta["head"])
+    caches = {name: extract_features(adapter, ImageSource(WorldDataset(split, with_masks=False), name=name),
+                                     work / "features" / name, progress=False)
+              for name, split in (("train", train), ("val", val))}
+    return _Inputs(adapter, caches["train"], caches["val"], report.config)
+
+
 def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, quick: bool) -> tuple[dict, list[dict]]:
     """Train/load, audit and score one (world, model, mask source, seed); (table row, evidence records)."""
     model, info = load_or_train(world, model_spec(arch, seed))
@@ -179,9 +198,9 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
     report = audit(model, WorldDataset(train, with_masks=masks == "dataset"), WorldDataset(val, with_masks=False),
                    class_names=world.class_names, config=config)
     seconds = time.perf_counter() - start
-    ctx = report._context
+    ctx = _audit_inputs(report, train, val, work)
 
-    truth_auroc = truth_of(report, val, world)
+    truth_auroc = truth_of(report, ctx.val_cache, val, world)
     records, tp, flagged, positives = [], 0, 0, 0
     for v in report.verdicts:
         auroc = truth_auroc[(v.class_index, v.feature)]
@@ -268,6 +287,28 @@ RULES = {
 }
 
 
+def swap_rule(record: dict, params: dict) -> bool:
+    """The shipped verdict rule (``auditor.labeling.decide_verdict``) replayed on recorded evidence with other thresholds."""
+    from auditor.config import VerdictConfig
+    from auditor.labeling import decide_verdict
+
+    if not math.isfinite(float(record.get("background_reliance", math.nan) or math.nan)):
+        return bool(record.get("label") == "spurious")  # no swap was possible: the legacy rule decided
+    config = VerdictConfig(reliance_threshold=params["reliance"], swap_threshold=params["swap"])
+    value = lambda key: float(record.get(key) if record.get(key) is not None else math.nan)  # noqa: E731
+    density = value("density_ratio")
+    spurious, *_ = decide_verdict(
+        config, (value("background_reliance"), value("reliance_ci_low"), value("reliance_ci_high")),
+        (value("swap_reliance"), value("swap_ci_low"), value("swap_ci_high")),
+        value("object_reliance"), value("object_ci_high"), bool(density < config.density_threshold), density,
+        value("object_drop"), value("background_drop"))
+    return bool(spurious)
+
+
+SWAP_GRID = [{"reliance": r, "swap": w} for r in (0.05, 0.1, 0.15, 0.2, 0.3) for w in (0.1, 0.125, 0.15, 0.2, 0.3)]
+SWAP_DEFAULT = {"reliance": 0.1, "swap": 0.15}
+
+
 def print_calibration(records: list[dict]) -> dict:
     """Per rule, leave-one-world-out thresholds and each world's held-out precision/recall; returns the results."""
     out = {}
@@ -276,6 +317,8 @@ def print_calibration(records: list[dict]) -> dict:
         return out
     extra = sorted({k for r in records for k, v in r.items() if k in ("background_reliance",) and isinstance(v, float)})
     rules = dict(RULES)
+    if extra:
+        rules["shipped (reliance_threshold, swap_threshold)"] = (swap_rule, SWAP_GRID, SWAP_DEFAULT)
     for field in extra:
         rules[f"{field} > t"] = (field_rule(field, ">"), [{"t": t} for t in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)], None)
     for name, (rule, grid, default) in rules.items():
