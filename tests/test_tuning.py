@@ -7,7 +7,7 @@ from auditor.features import FeatureCache
 from auditor.gaps import class_gaps
 from auditor.ranking import spuriosity_scores
 from auditor.evaluation import decile_accuracy
-from auditor.tuning import fit_head, run_tuning, select_tuning_images, tune_head
+from auditor.tuning import fit_head, run_tuning, select_tuning_images, split_validation, tune_head
 
 
 def planted_split(n_per_class, cue_rate, rng):
@@ -83,8 +83,9 @@ def test_low_spuriosity_tuning_closes_the_gap_and_random_tuning_does_not():
     stage = run_tuning((weight, bias), train, train_scores, val, val_scores, config, GapConfig(), seed=0)
     ours, rand = stage.results["low_spuriosity"], stage.results["random"]
     w_ours, b_ours = stage.heads["low_spuriosity"]
+    fit_rows, held_rows = split_validation(val_y, config.validation_fit_fraction, np.random.default_rng([0, 1]))
     alone, w_alone, _ = tune_head("low_spuriosity", weight, bias, train, train_scores, val, val_scores, config, GapConfig(),
-                                  np.random.default_rng(0))
+                                  np.random.default_rng(0), val_fit_rows=fit_rows, val_held_out_rows=held_rows)
     assert alone.after == ours.after and np.array_equal(w_alone, w_ours)  # a baseline never changes our result
     assert ours.before["max_gap"] > 0.3
     assert ours.after["max_gap"] < ours.before["max_gap"] - 0.3
