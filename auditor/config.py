@@ -221,6 +221,11 @@ class TuningConfig:
             metric. 0: fit on training images only and select/report on all of validation.
         val_fit_per_class_fraction: share of each class's images in that fitting part that the selection rule
             picks (the least spurious ones for low-spuriosity tuning), added to the ``n_per_class`` training images.
+        size_scales: candidate sizes of the tuning set, as factors of ``n_per_class`` and
+            ``val_fit_per_class_fraction``; each is fitted and the best on the held-out images is kept. E.g.
+            ``[1.0, 0.5, 0.25]``: a smaller, cleaner low-spuriosity set can win when validation is as skewed as
+            training (it did on a planted feature set); on the quick world the extra candidates overfit the
+            held-out half, so the default is one size.
         start_from: "best" (both starts below, keeping the better head on the held-out images), "scratch" (retrain
             the last layer from zero, as DFR does) or "model" (fine-tune the model's head).
         selection: checkpoint rule on the held-out images, no group labels: "worst_decile" (highest accuracy of the
@@ -237,6 +242,7 @@ class TuningConfig:
     baselines: list[str] = field(default_factory=lambda: ["random", "error"])
     validation_fit_fraction: float = 0.5
     val_fit_per_class_fraction: float = 0.4
+    size_scales: list[float] = field(default_factory=lambda: [1.0])
     start_from: str = "best"
     selection: str = "worst_decile"
 
@@ -489,6 +495,8 @@ def _check_value(key: str, value: Any) -> None:
         raise ConfigError(f"`{key}` must be zero or more; got {value!r}")
     if key in UNIT_INTERVAL and not 0 <= value <= 1:
         raise ConfigError(f"`{key}` must be between 0 and 1; got {value!r}")
+    if key == "tuning.size_scales" and (not value or any(not 0 < v <= 1 for v in value)):
+        raise ConfigError(f"`tuning.size_scales` must be a non-empty list of factors in (0, 1]; got {value!r}")
     if key in BELOW_ONE and not 0 <= value < 1:
         raise ConfigError(f"`{key}` must be at least 0 and below 1 (some validation images must stay held out); got {value!r}")
     if key == "model.device" and not _DEVICE.match(value):
