@@ -13,6 +13,12 @@ The Salient ImageNet MTurk file (``discover_spurious_features.csv``: ``Input.cla
 ``Input.feature_index``, ``Answer.main`` with five worker votes per pair) reads as is;
 its feature indices refer to the robust ResNet-50 it was made for, so agreement is only
 meaningful when auditing that model.
+
+Human labels can also be used as input (``report.annotations_as_labels``, or
+``audit(..., annotations=path)``): a labelled (class, feature) then takes the human label for
+the rankings, gaps and tuning, while the automated verdict is still computed and kept beside
+it in the ``human_agreement`` section with the agreement. Ties of the vote go to
+``report.annotation_ties`` ("spurious" by default, or "core").
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from auditor.errors import InvalidInputError
+from auditor.labeling import spurious_by_class
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +42,8 @@ LABEL_COLUMNS = ("label", "annotation", "Answer.main")
 CORE_WORDS = {"core", "main", "main_object", "object", "causal"}
 SPURIOUS_WORDS = {"spurious", "background", "separate_object", "context", "non-causal"}
 LABELS = ("core", "spurious")
+TIES = LABELS
+"""Values of ``report.annotation_ties``: the label a tied vote takes."""
 EVIDENCE_FIELDS = (
     "importance", "heat_inside", "object_area", "density_ratio", "object_drop", "background_drop",
     "heat_says_spurious", "ablation_says_spurious", "confirmed", "concept_names",
@@ -48,7 +57,8 @@ class HumanLabel:
     Attributes:
         class_index: the class.
         feature: the feature index.
-        label: "core" or "spurious" (majority of the votes; a tie counts as "spurious").
+        label: "core" or "spurious" (majority of the votes; a tie takes the ``ties`` label of
+            :func:`read_annotations`, "spurious" by default).
         n_votes: rows (annotators) behind the label.
         n_spurious: votes for "spurious".
     """
@@ -67,12 +77,13 @@ def _pick(columns: Sequence[str], options: Sequence[str], what: str, path: Path)
     raise InvalidInputError(f"annotations CSV {str(path)!r} has no {what} column; expected one of {list(options)}, found {list(columns)}")
 
 
-def read_annotations(path: str | Path, class_names: Sequence[str] | None = None) -> list[HumanLabel]:
+def read_annotations(path: str | Path, class_names: Sequence[str] | None = None, ties: str = "spurious") -> list[HumanLabel]:
     """Read human core/spurious labels from a CSV.
 
     Args:
         path: the CSV file.
         class_names: the audit's class names, to resolve class names in the CSV to indices.
+        ties: the label of a pair whose votes are tied ("spurious" or "core").
 
     Returns:
         One :class:`HumanLabel` per (class, feature), sorted by class then feature.
@@ -85,6 +96,8 @@ def read_annotations(path: str | Path, class_names: Sequence[str] | None = None)
         >>> read_annotations("human.csv", ["cat", "dog"])  # doctest: +SKIP
         [HumanLabel(class_index=0, feature=12, label='spurious', n_votes=1, n_spurious=1)]
     """
+    if ties not in TIES:
+        raise InvalidInputError(f"ties must be one of {list(TIES)}; got {ties!r}")
     path = Path(path)
     if not path.is_file():
         raise InvalidInputError(f"annotations CSV {str(path)!r} does not exist")
@@ -126,7 +139,8 @@ def read_annotations(path: str | Path, class_names: Sequence[str] | None = None)
     for (class_index, feature), counter in sorted(votes.items()):
         n = sum(counter.values())
         spurious = counter["spurious"]
-        labels.append(HumanLabel(class_index, feature, "spurious" if 2 * spurious >= n else "core", n, spurious))
+        label = ties if 2 * spurious == n else ("spurious" if 2 * spurious > n else "core")
+        labels.append(HumanLabel(class_index, feature, label, n, spurious))
     logger.info("read %d human labels (%d rows) from %s", len(labels), len(rows), path)
     return labels
 
@@ -233,25 +247,129 @@ def agreement(
 
 @dataclass(frozen=True)
 class AnnotationResult:
-    """Output of :func:`run_annotations`: the JSON-ready ``human_agreement`` section."""
+    """Output of :func:`run_annotations`.
+
+    Attributes:
+        section: the JSON-ready ``human_agreement`` section.
+        verdicts: the verdicts the rest of the audit uses: human labels on annotated pairs when
+            ``use_as_labels``, else the automated verdicts unchanged.
+        spurious: class -> spurious features for the rankings (``spurious_by_class(verdicts)``,
+            plus human-spurious pairs outside the audited features when ``use_as_labels``).
+    """
 
     section: dict[str, Any]
+    verdicts: list[Any]
+    spurious: dict[int, list[int]]
 
 
-def run_annotations(path: str | Path, verdicts: Sequence[Any], class_names: Sequence[str]) -> AnnotationResult:
-    """The human-agreement stage: compare the labels in a CSV with the audit's verdicts.
+def apply_human_labels(
+    human: Sequence[HumanLabel],
+    verdicts: Sequence[Any],
+    n_classes: int,
+    n_features: int | None = None,
+) -> tuple[list[Any], dict[int, list[int]], list[dict[str, Any]]]:
+    """Let human labels decide the annotated (class, feature) pairs.
+
+    Args:
+        human: labels from :func:`read_annotations`.
+        verdicts: the automated :class:`~auditor.results.FeatureVerdict` list.
+        n_classes: classes of the audited head (labels of other classes are errors).
+        n_features: columns of the activations (feature indices beyond are errors); None: unchecked.
+
+    Returns:
+        ``(verdicts, spurious, pairs)``: the verdicts with the human label on annotated pairs
+        (evidence kept, ``decided_by`` "human" and an ``explanation`` naming the automated verdict); class -> spurious features for the rankings, human-spurious pairs
+        outside the audited features included and human-core ones removed; one record per
+        human label ``{"class_index", "feature", "human", "automated" (None when the audit did
+        not examine the pair), "n_votes", "n_spurious_votes"}``.
+
+    Raises:
+        InvalidInputError: a label names a class or feature the model does not have.
+
+    Example:
+        >>> from auditor.results import FeatureVerdict
+        >>> auto = [FeatureVerdict(0, 3, "core", 1., .1, .1, 1., 0., .5, True, True, True)]
+        >>> used, spurious, pairs = apply_human_labels([HumanLabel(0, 3, "spurious", 5, 4)], auto, 2)
+        >>> used[0].label, spurious, pairs[0]["automated"]
+        ('spurious', {0: [3]}, 'core')
+    """
+    import dataclasses
+
+    by_pair = {(h.class_index, h.feature): h for h in human}
+    for (c, f) in by_pair:
+        if not 0 <= c < n_classes:
+            raise InvalidInputError(
+                f"a human label names class {c}, but the model has {n_classes} classes (0..{n_classes - 1}); "
+                "check the CSV's class column"
+            )
+        if n_features is not None and not 0 <= f < n_features:
+            raise InvalidInputError(
+                f"a human label names feature {f} of class {c}, but the model's features are 0..{n_features - 1}; "
+                "the CSV must index the audited model's features"
+            )
+    automated = {(v.class_index, v.feature): v.label for v in verdicts}
+
+    def decided_by_human(v):
+        h = by_pair[(v.class_index, v.feature)]
+        changes: dict[str, Any] = {"label": h.label}
+        names = {f.name for f in dataclasses.fields(v)}
+        if "decided_by" in names:
+            changes["decided_by"] = "human"
+        if "explanation" in names:
+            changes["explanation"] = (f"human label: {h.label} ({h.n_spurious} of {h.n_votes} votes spurious); "
+                                      f"the automated verdict was {v.label}")
+        return dataclasses.replace(v, **changes)
+
+    used = [decided_by_human(v) if (v.class_index, v.feature) in by_pair else v for v in verdicts]
+    spurious = {c: list(fs) for c, fs in spurious_by_class(used).items()}
+    for (c, f), h in sorted(by_pair.items()):
+        if (c, f) in automated:
+            continue
+        if h.label == "spurious":
+            spurious.setdefault(c, []).append(f)
+    pairs = [{"class_index": c, "feature": f, "human": h.label, "automated": automated.get((c, f)),
+              "n_votes": h.n_votes, "n_spurious_votes": h.n_spurious} for (c, f), h in sorted(by_pair.items())]
+    return used, spurious, pairs
+
+
+def run_annotations(
+    path: str | Path,
+    verdicts: Sequence[Any],
+    class_names: Sequence[str],
+    *,
+    ties: str = "spurious",
+    use_as_labels: bool = False,
+    n_features: int | None = None,
+) -> AnnotationResult:
+    """The human-annotation stage: agreement with the automated verdicts, and optionally human labels as input.
+
+    The agreement is always measured against the automated verdicts (computed as usual).
 
     Args:
         path: CSV of human core/spurious labels (see :func:`read_annotations`).
-        verdicts: the audit's :class:`~auditor.results.FeatureVerdict` list.
+        verdicts: the audit's automated :class:`~auditor.results.FeatureVerdict` list.
         class_names: the audit's class names.
+        ties: label of a tied vote ("spurious" or "core").
+        use_as_labels: annotated pairs take the human label for the rankings, gaps and tuning.
+        n_features: columns of the activations, to check the CSV's feature indices.
 
     Returns:
-        An :class:`AnnotationResult` whose section is the :func:`agreement` dict plus
-        ``enabled: True`` and ``source`` (the CSV path).
+        An :class:`AnnotationResult`; its section is the :func:`agreement` dict plus
+        ``enabled: True``, ``source`` (the CSV path), ``ties``, ``used_for_rankings`` and, when
+        used, ``pairs`` (every human label beside the automated one, see :func:`apply_human_labels`).
 
     Raises:
-        InvalidInputError: see :func:`read_annotations`.
+        InvalidInputError: see :func:`read_annotations` and :func:`apply_human_labels`.
     """
-    result = agreement(read_annotations(path, class_names), verdicts, class_names)
-    return AnnotationResult(section={"enabled": True, "source": str(path), **result})
+    human = read_annotations(path, class_names, ties=ties)
+    result = agreement(human, verdicts, class_names)
+    section = {"enabled": True, "source": str(path), "ties": ties, "used_for_rankings": bool(use_as_labels), **result}
+    if not use_as_labels:
+        return AnnotationResult(section=section, verdicts=list(verdicts), spurious=spurious_by_class(verdicts))
+    used, spurious, pairs = apply_human_labels(human, verdicts, len(class_names), n_features)
+    changed = sum(1 for p in pairs if p["automated"] is not None and p["automated"] != p["human"])
+    added = sum(1 for p in pairs if p["automated"] is None and p["human"] == "spurious")
+    logger.info("human labels decide %d pairs (%d differ from the automated verdict, %d spurious pairs outside the "
+                "audited features)", len(pairs), changed, added)
+    section.update(pairs=pairs, n_changed=changed, n_human_only_spurious=added)
+    return AnnotationResult(section=section, verdicts=used, spurious=spurious)

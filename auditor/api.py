@@ -25,9 +25,9 @@ from auditor.config import AuditConfig, load_config
 from auditor.data import ImageSource
 from auditor.errors import ConfigError, InvalidInputError
 from auditor.evaluation import head_predictions
-from auditor.features import FeatureCache, class_feature_importance, extract_features, top_features
+from auditor.features import FeatureCache, run_features
 from auditor.gaps import run_gaps
-from auditor.labeling import label_features, spurious_by_class
+from auditor.labeling import run_verdicts, spurious_by_class
 from auditor.masks import MASK_PROVIDERS
 from auditor.model import ModelAdapter, resolve_device
 from auditor.ranking import run_ranking
@@ -56,20 +56,6 @@ def _work_dir(config: AuditConfig) -> Path:
     path = Path(tempfile.mkdtemp(prefix="auditor-"))
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
-
-
-def _usable_classes(labels: np.ndarray, n_classes: int, min_images: int, class_names: list[str]) -> tuple[list[int], dict[str, str]]:
-    counts = np.bincount(labels[labels >= 0], minlength=n_classes)
-    usable, skipped = [], {}
-    for c in range(n_classes):
-        if counts[c] < min_images:
-            reason = (f"{counts[c]} training images; at least {min_images} are needed (2 x gaps.min_k); "
-                      "add images to the class or lower `gaps.min_k`")
-            logger.warning("skipping class %r: %s", class_names[c], reason)
-            skipped[class_names[c]] = reason
-        else:
-            usable.append(c)
-    return usable, skipped
 
 
 def _mask_provider(config: AuditConfig, train: ImageSource, class_names: list[str], work_dir: Path, encoder: Any, device) -> Any:
@@ -150,6 +136,7 @@ def audit(
     val_dataset: Dataset | None = None,
     class_names: Sequence[str] | None = None,
     config: AuditConfig | dict | str | Path | None = None,
+    annotations: str | Path | None = None,
 ) -> AuditReport:
     """Audit a classifier for spurious features, rank images by spuriosity, and repair its head.
 
@@ -163,6 +150,10 @@ def audit(
             metrics use it; without it they use the training data).
         class_names: one per head output (default: ``dataset.classes`` or "class_i").
         config: AuditConfig, dict, YAML path or None for defaults.
+        annotations: CSV of human core/spurious labels per (class, feature) (see
+            :mod:`auditor.annotations`); annotated pairs take the human label for the rankings, gaps
+            and tuning (sets ``report.human_annotations`` and ``report.annotations_as_labels``);
+            the automated verdicts and the agreement are in ``sections["human_agreement"]``.
 
     Returns:
         An :class:`AuditReport`.
@@ -181,6 +172,8 @@ def audit(
     """
     started = time.perf_counter()
     config = load_config(config)
+    if annotations is not None:
+        config = config.replace(**{"report.human_annotations": str(annotations), "report.annotations_as_labels": True})
     if config.ranking.source != "features" and not config.concepts.enabled:
         raise ConfigError(
             f"`ranking.source` is {config.ranking.source!r}, which needs the concept stage; "
@@ -207,21 +200,15 @@ def audit(
     mask_provider = _mask_provider(config, sources["train"], names, work_dir, encoder, device)
 
     logger.info("stage features: one pass over %s", ", ".join(f"{len(s)} {n} images" for n, s in sources.items()))
-    caches = {
-        split: extract_features(adapter, source, work_dir / "features" / split, progress=progress,
-                                max_skipped_fraction=config.data.max_skipped_fraction)
-        for split, source in sources.items()
-    }
+    features = run_features(adapter, sources, names, config.features, work_dir, min_images=2 * config.gaps.min_k,
+                            max_skipped_fraction=config.data.max_skipped_fraction, progress=progress)
+    caches, important, importance = features.caches, features.important_features, features.importance
     train_cache, evaluation = caches["train"], caches[evaluation_split]
     weight, bias = adapter.head_weight().numpy(), adapter.head_bias().numpy()
-    importance = class_feature_importance(train_cache.activations, train_cache.labels, weight)
-    usable, skipped_classes = _usable_classes(np.asarray(train_cache.labels), adapter.n_classes, 2 * config.gaps.min_k, names)
-    ranked = top_features(importance, config.features.top_k)
-    important = {c: ranked[c] for c in usable}
 
     logger.info("stage verdicts: %d (class, feature) pairs", sum(len(f) for f in important.values()))
-    verdicts = label_features(adapter, sources["train"], train_cache, important, importance, mask_provider,
-                              config.verdicts, rng, progress=progress)
+    verdicts = list(run_verdicts(adapter, sources["train"], train_cache, important, importance, mask_provider,
+                                 config.verdicts, rng, progress=progress).verdicts)
 
     sections: dict[str, Any] = {}
     concept_scores = None
@@ -236,9 +223,20 @@ def audit(
                     for v in verdicts]
         concept_scores = findings.scores
 
+    spurious = spurious_by_class(verdicts)
+    if config.report.human_annotations:
+        from auditor.annotations import run_annotations
+
+        logger.info("stage annotations%s", ": human labels decide the annotated pairs" if config.report.annotations_as_labels else "")
+        human = run_annotations(config.report.human_annotations, verdicts, names, ties=config.report.annotation_ties,
+                                use_as_labels=config.report.annotations_as_labels,
+                                n_features=int(train_cache.activations.shape[1]))
+        sections["human_agreement"] = human.section  # agreement with the automated verdicts, computed before any swap
+        verdicts, spurious = human.verdicts, human.spurious
+
     logger.info("stage ranking and gaps")
     rankings = run_ranking({s: c.activations for s, c in caches.items()}, {s: c.labels for s, c in caches.items()},
-                           spurious_by_class(verdicts), concept_scores, config.ranking).scores
+                           spurious, concept_scores, config.ranking).scores
     gaps = run_gaps(rankings[evaluation_split], evaluation.labels, evaluation.correct, config.gaps, rng).gaps
 
     tuning, tuned_heads = {}, {}
@@ -276,10 +274,6 @@ def audit(
         logger.info("stage noise")
         sections["noise"] = run_noise(adapter, sources, caches, rankings, evaluation_split, gaps, verdicts, names,
                                       mask_provider, config.noise, config.gaps, config.verdicts.heatmap, rng).section
-    if config.report.human_annotations:
-        from auditor.annotations import run_annotations
-
-        sections["human_agreement"] = run_annotations(config.report.human_annotations, verdicts, names).section
 
     grid = _heatmap_grid(adapter, sources["train"], config.verdicts.heatmap)
     warnings = _warnings(evaluation, evaluation_split, adapter.n_classes, grid, verdicts)
@@ -321,13 +315,14 @@ def audit(
             "spatial_layer": adapter.spatial_layer if grid is not None else None,
             "heatmap_grid": list(grid) if grid is not None else None,
             "mask_provider": type(mask_provider).__name__,
-            "skipped_classes": skipped_classes,
+            "skipped_classes": features.skipped_classes,
             "seconds": round(time.perf_counter() - started, 2),
             "versions": environment_meta(),
         },
         tuned_heads=tuned_heads,
         rankings=rankings,
         labels={s: np.asarray(c.labels, np.int64) for s, c in caches.items()},
+        predictions={s: np.asarray(c.predictions, np.int64) for s, c in caches.items()},
         skipped_images=_skipped_images(caches),
         warnings=warnings,
         artifacts=artifacts,

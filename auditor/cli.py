@@ -1,4 +1,4 @@
-"""Command-line interface: ``auditor demo | audit | report | config``.
+"""Command-line interface: ``auditor demo | audit | report | config | export``.
 
 Exit codes (also in ``auditor --help``):
 
@@ -106,6 +106,14 @@ def resolve_audit_config(args: argparse.Namespace) -> AuditConfig:
         _set_dotted(raw, "gate.fail_on", list(args.fail_on))
     if args.no_html:
         _set_dotted(raw, "report.html", False)
+    if args.annotations is not None or getattr(args, "annotations_as_labels", False):
+        # `--annotations CSV` uses the human labels for the pairs they cover (issue 11); agreement is still measured
+        _set_dotted(raw, "report.annotations_as_labels", True)
+    mlflow_uri = getattr(args, "mlflow", None)
+    if mlflow_uri is not None:  # `--mlflow` alone: the configured (or default) store; `--mlflow URI`: that one
+        _set_dotted(raw, "report.mlflow.enabled", True)
+        if mlflow_uri:
+            _set_dotted(raw, "report.mlflow.tracking_uri", mlflow_uri)
     for flag, key in (("neurontune", "neurontune.enabled"), ("discovery", "discovery.enabled"), ("noise", "noise.enabled"), ("concepts", "concepts.enabled")):
         if getattr(args, flag, False):
             _set_dotted(raw, key, True)
@@ -190,6 +198,10 @@ def _show_stage_lines(args: argparse.Namespace) -> None:
 def cmd_audit(args: argparse.Namespace) -> int:
     """Run a full audit from a YAML file and flags; write results.json and report.html; apply the gate."""
     config = resolve_audit_config(args)  # everything is checked before the model or an image is read
+    if config.report.mlflow.enabled:  # a missing extra fails before the audit, not after it
+        from auditor.integrations import require
+
+        require("mlflow", "mlflow", "`auditor audit --mlflow` (or `report.mlflow.enabled`)")
 
     from auditor.adapters.data import load_dataset
     from auditor.adapters.models import load_model
@@ -216,6 +228,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
     written = write_outputs(report, output_dir, gate)
     if gate is not None and gate.get("error"):  # the results are written; the gate could not be evaluated
         raise ConfigError(gate["error"])
+    if config.report.mlflow.enabled:
+        import os
+
+        from auditor.integrations.mlflow import DEFAULT_TRACKING_URI
+
+        run_id = report.log_to_mlflow(output_dir=output_dir, gate=gate)
+        uri = config.report.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+        print(f"mlflow run: {run_id} ({uri})")
     if not args.quiet_summary:  # from the written results.json: everything the report shows (warnings, skipped images)
         print(format_summary(json.loads(Path(written["results"]).read_text())))
         print(f"results: {written['results']}" + (f"\nreport:  {written['html']}" if "html" in written else ""))
@@ -273,11 +293,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     return _gate_exit(gate)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export an audit's results to another tool (``auditor export fiftyone results.json --name NAME``)."""
+    from auditor.integrations.fiftyone import _fiftyone, export_results
+
+    _fiftyone()  # a missing extra fails before results.json is read
+
+    dataset = export_results(args.results, args.name, split=args.split, image_dir=args.image_dir,
+                             data=args.data, persistent=not args.no_persistent)
+    print(f"fiftyone dataset: {dataset.name} ({len(dataset)} samples; views: {', '.join(dataset.list_saved_views())})")
+    print(f'open it with: python -c "import fiftyone as fo; fo.launch_app(fo.load_dataset(\'{dataset.name}\')).wait()"')
+    return EXIT_OK
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     """Print the default YAML, or validate a YAML file."""
     if args.validate:
         namespace = argparse.Namespace(config=args.validate, **{k: None for k in _AUDIT_FLAG_DESTS}, fail_on=None, no_html=False, set=None, progress=None,
-                                       neurontune=False, discovery=False, noise=False, concepts=False, pool_dir=None)
+                                       neurontune=False, discovery=False, noise=False, concepts=False, pool_dir=None,
+                                       annotations_as_labels=False, mlflow=None)
         resolve_audit_config(namespace)
         print(f"{args.validate}: valid")
         return EXIT_OK
@@ -285,10 +319,19 @@ def cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _demo_runner():
+    """``run_demo`` of the demo package, found through its entry point (the library never imports the demo)."""
+    from importlib.metadata import entry_points
+
+    points = entry_points(group="auditor.demo", name="run")
+    if not points:
+        raise ConfigError("the demo is not installed (no `auditor.demo` entry point); reinstall auditor with `pip install .`")
+    return next(iter(points)).load()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the bundled demo on the generated world."""
-    from auditor.demo import run_demo
-
+    run_demo = _demo_runner()
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     if not progress:
         _show_stage_lines(args)
@@ -335,7 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--image-size", type=int, help="data.image_size")
     run.add_argument("--preprocessing", help=f"data.preprocessing: {', '.join(PREPROCESSING)}")
     run.add_argument("--output-dir", "-o", help=f"report.output_dir (default: {DEFAULT_OUTPUT_DIR})")
-    run.add_argument("--annotations", help="report.human_annotations: CSV of human core/spurious labels")
+    run.add_argument("--annotations", help="report.human_annotations: CSV of human core/spurious labels; they decide the pairs they "
+                     "cover for the rankings, gaps and tuning, and are compared with the automated verdicts")
+    run.add_argument("--annotations-as-labels", action="store_true",
+                     help="report.annotations_as_labels: the CSV's labels decide the annotated pairs for the rankings, gaps and tuning")
+    run.add_argument("--mlflow", nargs="?", const="", metavar="TRACKING_URI",
+                     help="report.mlflow: log the audit to MLflow (default store: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db); "
+                          'needs pip install "auditor[mlflow]"')
     run.add_argument("--seed", type=int, help="seed")
     run.add_argument("--fail-on", action="append", metavar="COND", help="gate condition such as 'max_gap>0.10' (repeatable; replaces gate.fail_on)")
     run.add_argument("--no-html", action="store_true", help="write results.json only")
@@ -355,6 +404,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--annotations", help="CSV of human labels to compare with the verdicts")
     report.add_argument("--fail-on", action="append", metavar="COND", help="gate condition, as for `audit`")
     report.set_defaults(func=cmd_report)
+
+    export = commands.add_parser("export", help="export an audit to another tool (FiftyOne)", epilog=epilog)
+    targets = export.add_subparsers(dest="target", metavar="TARGET")
+    targets.required = True
+    fiftyone = targets.add_parser("fiftyone", help='a FiftyOne dataset of the audited images (needs pip install "auditor[fiftyone]")',
+                                  epilog=epilog)
+    fiftyone.add_argument("results", help="results.json written by `auditor audit`")
+    fiftyone.add_argument("--name", required=True, help="name of the FiftyOne dataset (replaced when it exists)")
+    fiftyone.add_argument("--split", choices=["train", "val"], help="audited split to export (default: the evaluation split)")
+    fiftyone.add_argument("--data", help="the split's image folder when results.json's `data` paths moved")
+    fiftyone.add_argument("--image-dir", help="where images that are not files (e.g. HF datasets) are written once (default: beside results.json)")
+    fiftyone.add_argument("--no-persistent", action="store_true", help="do not keep the dataset after the process ends")
+    fiftyone.set_defaults(func=cmd_export)
 
     config = commands.add_parser("config", help="show the default YAML or validate a YAML file", epilog=epilog)
     group = config.add_mutually_exclusive_group(required=True)

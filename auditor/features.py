@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
+from auditor.config import FeatureConfig
 from auditor.data import ImageSource, SkippedImage
 from auditor.errors import InvalidInputError, NumericalError
 from auditor.model import ModelAdapter
@@ -238,3 +238,68 @@ def top_features(importance: np.ndarray, top_k: int) -> dict[int, list[int]]:
         order = np.argsort(-row, kind="stable")[:top_k]
         result[c] = [int(i) for i in order if row[i] > 0]
     return result
+
+
+@dataclass(frozen=True)
+class FeatureResult:
+    """Output of :func:`run_features`.
+
+    Attributes:
+        caches: split -> :class:`FeatureCache` ("train", and "val" when given).
+        importance: float32 ``(K, D)`` mean activation x head weight on the training split.
+        important_features: class -> important features, most important first (usable classes only).
+        skipped_classes: class name -> why it was skipped (too few readable training images).
+    """
+
+    caches: dict[str, FeatureCache]
+    importance: np.ndarray
+    important_features: dict[int, list[int]]
+    skipped_classes: dict[str, str]
+
+
+def run_features(
+    adapter: ModelAdapter,
+    sources: dict[str, ImageSource],
+    class_names: list[str],
+    config: FeatureConfig,
+    work_dir: str | Path,
+    *,
+    min_images: int,
+    max_skipped_fraction: float = 0.01,
+    progress: bool = True,
+) -> FeatureResult:
+    """The feature stage: one cached pass over every split, then each class's important features.
+
+    Args:
+        adapter: the audited model's adapter.
+        sources: split -> ImageSource.
+        class_names: one per head output (for the skipped-class record).
+        config: ``top_k`` features per class.
+        work_dir: the caches go to ``work_dir/"features"/<split>`` (reused when complete and matching).
+        min_images: classes with fewer readable training images are skipped (logged and recorded).
+        max_skipped_fraction: share of unreadable images tolerated per split.
+        progress: show progress bars.
+
+    Returns:
+        A :class:`FeatureResult`.
+
+    Raises:
+        InvalidInputError, NumericalError: see :func:`extract_features`.
+    """
+    caches = {
+        split: extract_features(adapter, source, Path(work_dir) / "features" / split, progress=progress,
+                                max_skipped_fraction=max_skipped_fraction)
+        for split, source in sources.items()
+    }
+    train = caches["train"]
+    importance = class_feature_importance(train.activations, train.labels, adapter.head_weight().numpy())
+    labels = np.asarray(train.labels)
+    counts = np.bincount(labels[labels >= 0], minlength=adapter.n_classes)
+    skipped: dict[str, str] = {}
+    for c in np.flatnonzero(counts < min_images):
+        skipped[class_names[c]] = (f"{counts[c]} training images; at least {min_images} are needed (2 x gaps.min_k); "
+                                   "add images to the class or lower `gaps.min_k`")
+        logger.warning("skipping class %r: %s", class_names[c], skipped[class_names[c]])
+    ranked = top_features(importance, config.top_k)
+    important = {c: ranked[c] for c in range(adapter.n_classes) if class_names[c] not in skipped}
+    return FeatureResult(caches=caches, importance=importance, important_features=important, skipped_classes=skipped)

@@ -37,7 +37,7 @@ def main() -> None:
     report = result.report
 
     print(f"world: {'quick (32 px)' if args.quick else 'demo (64 px)'}; audit + training/loading: {seconds:.0f} s\n")
-    print(f"| class | planted cue | spurious features found | val AUROC vs cue | val gap [95% CI] |")
+    print("| class | planted cue | spurious features found | val AUROC vs cue | val gap [95% CI] |")
     print("|---|---|---|---|---|")
     for c, name in enumerate(result.world.class_names):
         truth = result.truth[name]

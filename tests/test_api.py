@@ -179,3 +179,23 @@ def test_a_coarse_heatmap_grid_gets_a_warning():
     report = auditor.audit(CoarseNet(), PlantedDataset(n=40), config={**FAST, "tuning": {"enabled": False}})
     assert report.meta["heatmap_grid"] == [2, 2]
     assert any("grid is 2x2" in w and "model.feature_layer" in w for w in report.warnings)
+
+
+class CountingNet(TwoChannelNet):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return super().forward(x)
+
+
+def test_missing_sam_weights_fail_before_any_forward_pass_naming_the_split():
+    model = CountingNet()
+    with pytest.raises(FileNotFoundError, match=r"train dataset yields no object masks.*sam_checkpoint"):
+        auditor.audit(model, PlantedDataset(n=40, with_masks=False), config=FAST)
+    assert model.calls == 0
+    with pytest.raises(InvalidInputError, match="train dataset yields no masks"):
+        auditor.audit(model, PlantedDataset(n=40, with_masks=False), config={**FAST, "masks": {"provider": "dataset"}})
+    assert model.calls == 0

@@ -151,3 +151,93 @@ def test_audit_runs_the_optional_stages_and_compares_models_on_a_small_world(tmp
     assert [m["name"] for m in section["models"]] == ["audited model", "neurontune"]
     with pytest.raises(InvalidInputError, match="has no model"):
         loaded.compare({"neurontune": tuned}, val)
+
+
+def fake_evaluation(name, high, low):
+    from auditor.compare import ModelEvaluation
+
+    return ModelEvaluation(name, "val", 10, 0.5, {}, None, low, high)
+
+
+def test_effective_robustness_is_the_residual_of_a_line_across_models():
+    from auditor.compare import effective_robustness
+
+    # Three models on the line low = 0.5 * high + 0.4, and one 0.1 above it.
+    points = {"a": (0.4, 0.6), "b": (0.6, 0.7), "c": (0.8, 0.8), "d": (0.6, 0.8)}
+    result = effective_robustness([fake_evaluation(n, h, lo) for n, (h, lo) in points.items()])
+    slope, intercept = np.polyfit([h for h, _ in points.values()], [lo for _, lo in points.values()], 1)
+    assert result["slope"] == pytest.approx(slope) and result["intercept"] == pytest.approx(intercept)
+    for name, (h, lo) in points.items():
+        assert result["models"][name] == pytest.approx(lo - (slope * h + intercept))
+    assert result["models"]["d"] > 0 > result["models"]["a"]
+    assert sum(result["models"].values()) == pytest.approx(0.0, abs=1e-12)
+    two = effective_robustness([fake_evaluation("a", 0.4, 0.6), fake_evaluation("b", 0.6, 0.7)])
+    assert two["slope"] is None and two["models"] == {"a": None, "b": None} and "at least 3" in two["note"]
+    flat = effective_robustness([fake_evaluation(n, 0.5, lo) for n, lo in zip("xyz", (0.1, 0.2, 0.3))])
+    assert flat["slope"] is None and "same high-spuriosity" in flat["note"]
+
+
+def test_variance_ratio_separates_class_and_model_spread():
+    from auditor.compare import variance_ratio
+
+    class_effect = np.array([0.0, 0.2, 0.4, 0.6])
+    model_effect = np.array([0.0, 0.02, -0.02])
+    matrix = model_effect[:, None] + class_effect[None, :]
+    result = variance_ratio(matrix)
+    assert result["class_variance"] == pytest.approx(np.var(class_effect, ddof=1))
+    assert result["model_variance"] == pytest.approx(np.var(model_effect, ddof=1))
+    assert result["ratio"] == pytest.approx(np.var(class_effect, ddof=1) / np.var(model_effect, ddof=1))
+    assert (result["n_models"], result["n_classes"]) == (3, 4)
+    assert variance_ratio(matrix[:1])["ratio"] is None
+    assert variance_ratio(np.tile(class_effect, (3, 1)))["ratio"] is None  # no model spread
+
+
+def test_averaged_gaps_flag_classes_where_most_models_fail_the_spurious_end():
+    scores, labels = two_class_ranking()
+    models = []
+    for seed in range(3):
+        predictions = labels.copy()
+        rng = np.random.default_rng(seed)
+        # class 0: every model misreads most of its 10 most spurious images (a negative gap)
+        top = np.flatnonzero((labels == 0) & (scores >= 30))
+        predictions[rng.choice(top, 8, replace=False)] = 1
+        # class 1: one model fails a few images at random (no consistent gap)
+        if seed == 0:
+            predictions[np.flatnonzero(labels == 1)[[3, 17, 25]]] = 0
+        models.append(evaluation_from_predictions(scores, labels, predictions, name=f"m{seed}", gap_config=GAPS))
+    comparison = compare_models(models, GAPS, np.random.default_rng(0))
+    averaged = comparison["averaged_gaps"]
+    assert averaged["0"]["gap"] == pytest.approx(np.mean([m.gaps[0].gap for m in models]))
+    assert averaged["0"]["gap"] < -0.5 and averaged["0"]["significant"] and averaged["0"]["ci_high"] < 0
+    assert not averaged["1"]["significant"]
+    assert comparison["negative_gap_classes"] == [0]
+    assert comparison["effective_robustness"]["n_models"] == 3
+    assert comparison["variance_ratio"]["n_models"] == 3
+    assert all("effective_robustness" in m for m in comparison["models"])
+    from auditor.compare import averaged_gaps
+    from auditor.noise import negative_gap_classes
+
+    assert negative_gap_classes(averaged_gaps(models, GAPS)) == [0]  # the noise stage reads averaged gaps as they are
+
+
+def test_report_compare_stores_and_renders_the_cross_model_analyses(tmp_path):
+    import auditor
+    from auditor.api import write_outputs
+    from tests.conftest import PlantedDataset, TwoChannelNet
+
+    fast = {"progress": False, "gaps": {"min_k": 5, "n_bootstrap": 100}, "verdicts": {"n_images": 8},
+            "tuning": {"enabled": False}, "report": {"n_grid_images": 4}}
+    train = PlantedDataset(n=40)
+    for i in range(12):
+        train.labels[i] = 1
+    report = auditor.audit(TwoChannelNet(), train, class_names=["object", "other"], config=fast)
+    # Heads leaning more or less on the background cue (feature 1): three models with different gaps.
+    others = {f"cue weight {w}": TwoChannelNet(torch.tensor([[1.0, w], [-1.0, -w]])) for w in (0.2, 3.0)}
+    section = report.compare(others, train, split="train")
+    assert [m["name"] for m in section["models"]] == ["audited model", "cue weight 0.2", "cue weight 3.0"]
+    er = section["effective_robustness"]
+    assert er["n_models"] == 3 and sum(v for v in er["models"].values() if v is not None) == pytest.approx(0.0, abs=1e-9)
+    assert section["variance_ratio"]["n_models"] == 3
+    assert set(section["averaged_gaps"]) == {str(c) for c in section["classes"]}
+    html = (write_outputs(report, tmp_path / "out")["html"]).read_text()
+    assert "Variance of gaps across classes / across models" in html and "effective robustness" in html

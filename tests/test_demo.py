@@ -27,7 +27,7 @@ def test_spuriosity_separates_images_with_and_without_the_cue(quick_demo):
     assert min(quick_demo.auroc.values()) >= 0.9, quick_demo.auroc
     report = quick_demo.report
     for c in (3, 4):  # controls: no spurious feature, so no ranking
-        assert np.isnan(report.spuriosity("val")[report._context.val_cache.labels == c]).all()
+        assert np.isnan(report.spuriosity("val")[report.ranking("val").labels == c]).all()
 
 
 @pytest.mark.slow
@@ -48,7 +48,7 @@ def test_low_spuriosity_tuning_helps_the_worst_group_and_random_tuning_helps_les
 
 @pytest.mark.slow
 def test_demo_leaves_the_model_untouched_and_writes_reports(quick_demo):
-    model = quick_demo.report._context.adapter.model
+    model = quick_demo.report.model
     assert quick_demo.report.tuned_model is not model
     results = json.loads(quick_demo.written["results"].read_text())
     assert results["sections"]["demo_ground_truth"]["truth"]["circle"]["flagged"] is True
@@ -61,7 +61,7 @@ def test_audit_does_not_modify_the_users_model(quick_demo):
     from auditor.demo.world.dataset import WorldDataset
     from auditor.demo.world.train import load_split
 
-    model = quick_demo.report._context.adapter.model.train()
+    model = quick_demo.report.model.train()
     snapshot = state_snapshot(model)
     split = load_split(quick_demo.world, "val")
     auditor.audit(model, WorldDataset(split), class_names=quick_demo.world.class_names,

@@ -15,7 +15,6 @@ from auditor.discovery import (
     run_discovery,
 )
 from auditor.errors import ConfigError, InvalidInputError
-from auditor.features import FeatureCache
 from auditor.model import ModelAdapter
 from auditor.results import FeatureVerdict
 from auditor.vae import train_vae
@@ -118,9 +117,6 @@ def test_run_discovery_finds_one_pure_cluster_per_cue_kind():
     snapshot = state_snapshot(model)
     adapter = ModelAdapter(model)
     source = ImageSource(dataset, batch_size=16)
-    images, labels, _ = source.load(range(len(dataset)))
-    out = adapter.forward(images)
-    cache = FeatureCache.from_arrays(out.features.numpy(), out.logits.numpy(), labels.numpy())
     config = AuditConfig(seed=0, progress=False).replace(**{"discovery.enabled": True, "discovery.max_clusters": 3})
     evidence = dict(importance=1.0, heat_inside=0.0, object_area=0.1, density_ratio=0.1, object_drop=0.0,
                     background_drop=0.9, heat_says_spurious=True, ablation_says_spurious=True, confirmed=True)
@@ -143,7 +139,6 @@ def test_run_discovery_clip_without_backend_is_a_config_error():
     dataset = CueDataset(8)
     adapter = ModelAdapter(TwoChannelNet(head_weight=torch.tensor([[4.0, -4.0], [-4.0, 4.0]])))
     source = ImageSource(dataset)
-    cache = FeatureCache.from_arrays(np.zeros((8, 2)), np.zeros((8, 2)), np.zeros(8, int))
     config = AuditConfig(progress=False).replace(**{"discovery.embedding": "clip"})
     with pytest.raises(ConfigError, match="no CLIP backend"):
         run_discovery(adapter, source, "train", None, None, [], ["a", "b"], config.concepts, config.discovery, config.seed)
@@ -165,9 +160,6 @@ def test_run_discovery_with_a_clip_backend_names_the_cue():
     dataset = CueDataset()
     adapter = ModelAdapter(TwoChannelNet(head_weight=torch.tensor([[4.0, -4.0], [-4.0, 4.0]])))
     source = ImageSource(dataset, batch_size=16)
-    images, labels, _ = source.load(range(len(dataset)))
-    out = adapter.forward(images)
-    cache = FeatureCache.from_arrays(out.features.numpy(), out.logits.numpy(), labels.numpy())
     config = AuditConfig(seed=0, progress=False).replace(**{"concepts.n_names": 1})
     section = run_discovery(adapter, source, "train", None, FakeClip(), [], ["object", "cue"], config.concepts,
                             config.discovery, config.seed).section

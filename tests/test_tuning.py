@@ -4,7 +4,6 @@ import pytest
 from auditor.config import GapConfig, TuningConfig
 from auditor.errors import ConfigError
 from auditor.features import FeatureCache
-from auditor.gaps import class_gaps
 from auditor.ranking import spuriosity_scores
 from auditor.evaluation import decile_accuracy
 from auditor.tuning import fit_head, run_tuning, select_tuning_images, split_validation, tune_head

@@ -48,18 +48,17 @@ class Concept:
 
 
 def default_prompt_dir() -> Path:
-    """Folder of the bundled prompt files (package data ``auditor/prompts``, else the repository's ``prompts/``).
+    """Folder of the bundled prompt files (package data ``auditor/prompts``, shipped in the wheel).
 
     Raises:
-        ConfigError: neither folder exists (a broken installation).
+        ConfigError: the folder is missing (a broken installation).
     """
-    here = Path(__file__).resolve()
-    for folder in (here.parents[1] / "prompts", here.parents[2] / "prompts"):
-        if folder.is_dir() and any(folder.glob("*.yaml")):
-            return folder
+    folder = Path(__file__).resolve().parents[1] / "prompts"
+    if folder.is_dir() and any(folder.glob("*.yaml")):
+        return folder
     raise ConfigError(
-        "the bundled prompt files were not found (looked in auditor/prompts and prompts/); "
-        "set `concepts.prompt_files` to your own YAML files"
+        f"the bundled prompt files were not found in {str(folder)!r} (a broken installation: reinstall auditor); "
+        "or set `concepts.prompt_files` to your own YAML files"
     )
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from auditor.api import audit, write_outputs
 from auditor.config import load_config

@@ -46,6 +46,7 @@ class AuditReport:
             head, baselines and NeuronTune included.
         rankings: split -> float64 ``(N,)`` spuriosity (NaN where the class has no spurious feature).
         labels: split -> int64 ``(N,)`` labels the rankings were computed with (-1: unreadable image).
+        predictions: split -> int64 ``(N,)`` the audited model's predictions (-1: unreadable image).
         skipped_images: images that could not be read: ``{"split", "index", "path", "reason"}`` records.
         warnings: caveats shown at the top of the report (e.g. validation accuracy near chance).
         artifacts: paths (relative to ``evidence_dir``) and plot data of the report's images.
@@ -64,6 +65,7 @@ class AuditReport:
     tuned_heads: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
     rankings: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     labels: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    predictions: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     skipped_images: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     artifacts: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -183,7 +185,9 @@ class AuditReport:
         """Measure several models on this audit's rankings and store the comparison in the report.
 
         The audited model is included as "audited model". The comparison (per-model gaps with
-        CIs, class-wise gap Pearson r, accuracy on low vs high spuriosity images) is stored as
+        CIs, class-wise gap Pearson r, accuracy on low vs high spuriosity images, effective
+        robustness, the variance ratio of gaps across classes vs models, and gaps averaged over
+        the models with the significantly negative ones flagged) is stored as
         ``sections["model_comparison"]`` and rendered with a plot in the HTML report.
 
         Args:
@@ -208,8 +212,62 @@ class AuditReport:
         for name, model in candidates.items():
             evaluation = self.evaluate(model, dataset, split=split)
             evaluations.append(dataclasses.replace(evaluation, name=name))
-        self.sections["model_comparison"] = compare_models(evaluations)
+        self.sections["model_comparison"] = compare_models(evaluations, self.config.gaps, np.random.default_rng(self.config.seed))
         return self.sections["model_comparison"]
+
+    # ------------------------------------------------------------------ integrations
+
+    def log_to_mlflow(self, run: Any = None, **options: Any) -> str:
+        """Log this audit to MLflow (``pip install "auditor[mlflow]"``).
+
+        Logs the resolved config as params, the headline figures as metrics (per-class gap with
+        CI bounds, max and mean gap, number of spurious features, accuracy before/after tuning,
+        gate pass/fail), results.json, report.html and the evidence images as artifacts, and the
+        tuned model with ``mlflow.pytorch``. See :func:`auditor.integrations.mlflow.log_report`.
+
+        Args:
+            run: an MLflow run id or Run to log into; None: a new run, or a nested child of the
+                active run (``report.mlflow.nested``).
+            **options: ``tracking_uri``, ``experiment``, ``run_name``, ``log_model``, ``nested``,
+                ``output_dir``, ``gate``, ``input_example`` (defaults from ``config.report.mlflow``).
+
+        Returns:
+            The run id.
+
+        Raises:
+            MissingDependencyError: mlflow is not installed.
+
+        Example:
+            >>> run_id = report.log_to_mlflow()                     # doctest: +SKIP
+        """
+        from auditor.integrations.mlflow import log_report
+
+        return log_report(self, run, **options)
+
+    def to_fiftyone(self, dataset_name: str, **options: Any):
+        """The audited images as a FiftyOne dataset (``pip install "auditor[fiftyone]"``).
+
+        One sample per audited image with its label, prediction, spuriosity, top-k / bottom-k
+        membership, its class's spurious features and the heatmap of its class's most spurious
+        feature; a saved view per class sorted by spuriosity. See
+        :func:`auditor.integrations.fiftyone.to_fiftyone`.
+
+        Args:
+            dataset_name: name of the FiftyOne dataset (replaced when it exists).
+            **options: ``split``, ``image_paths``, ``dataset``, ``image_dir``, ``overwrite``, ``persistent``.
+
+        Returns:
+            The ``fiftyone.Dataset``.
+
+        Raises:
+            MissingDependencyError: fiftyone is not installed.
+
+        Example:
+            >>> dataset = report.to_fiftyone("my-audit")            # doctest: +SKIP
+        """
+        from auditor.integrations.fiftyone import to_fiftyone
+
+        return to_fiftyone(self, dataset_name, **options)
 
     # ------------------------------------------------------------------ serialisation
 
@@ -242,7 +300,8 @@ class AuditReport:
         return results
 
     def save(self, path: str | Path) -> Path:
-        """Write results.json, and beside it the rankings (``spuriosity_<split>.npy``) and tuned heads (``tuned_heads.npz``).
+        """Write results.json, and beside it the rankings (``spuriosity_<split>.npy``), labels (``labels_<split>.npy``),
+        predictions (``predictions_<split>.npy``) and tuned heads (``tuned_heads.npz``).
 
         Args:
             path: a folder (receiving results.json) or a ``.json`` file path.
@@ -258,6 +317,8 @@ class AuditReport:
             np.save(path.parent / f"spuriosity_{split}.npy", np.asarray(scores, np.float64))
         for split, labels in self.labels.items():
             np.save(path.parent / f"labels_{split}.npy", np.asarray(labels, np.int64))
+        for split, predictions in self.predictions.items():
+            np.save(path.parent / f"predictions_{split}.npy", np.asarray(predictions, np.int64))
         if self.tuned_heads:
             arrays = {}
             for method, (weight, bias) in self.tuned_heads.items():
@@ -296,6 +357,7 @@ class AuditReport:
         folder = path.parent
         rankings = {s: np.load(folder / f"spuriosity_{s}.npy") for s in SPLITS if (folder / f"spuriosity_{s}.npy").exists()}
         labels = {s: np.load(folder / f"labels_{s}.npy") for s in SPLITS if (folder / f"labels_{s}.npy").exists()}
+        predictions = {s: np.load(folder / f"predictions_{s}.npy") for s in SPLITS if (folder / f"predictions_{s}.npy").exists()}
         heads: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if (folder / "tuned_heads.npz").exists():
             with np.load(folder / "tuned_heads.npz") as stored:
@@ -317,6 +379,7 @@ class AuditReport:
             tuned_heads=heads,
             rankings=rankings,
             labels=labels,
+            predictions=predictions,
             skipped_images=list(data.get("skipped_images") or []),
             warnings=list(data.get("warnings") or []),
             artifacts=artifacts,

@@ -4,7 +4,7 @@ import torch
 
 from auditor.demo.world.dataset import WorldDataset
 from auditor.demo.world.evaluate import cue_aurocs, group_accuracies, group_ids
-from auditor.demo.world.generator import CUES, ClassSpec, WorldSpec, generate_split, shape_mask
+from auditor.demo.world.generator import ClassSpec, WorldSpec, generate_split, shape_mask
 
 SMALL = WorldSpec(image_size=32, n_train=100, n_val=40, n_test=40)
 

@@ -1,6 +1,5 @@
 """The tiny SAM: segment_anything's modules, trained on the world's masks, used by SamPredictor / the generator."""
 
-import numpy as np
 import pytest
 import torch
 

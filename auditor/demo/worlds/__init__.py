@@ -1,0 +1,12 @@
+"""Proving-ground worlds: a family of generated datasets with known cues, masks and cue flags."""
+
+from auditor.demo.worlds.catalog import WORLDS, get_world
+from auditor.demo.worlds.generator import (
+    CUE_KINDS,
+    ProvingClass,
+    ProvingSplit,
+    ProvingWorld,
+    generate_split,
+)
+
+__all__ = ["CUE_KINDS", "WORLDS", "ProvingClass", "ProvingSplit", "ProvingWorld", "generate_split", "get_world"]

@@ -1,0 +1,89 @@
+"""The named proving worlds: each tests one kind of cue, object size or cue strength.
+
+Every world has at least one clean control class (no cue); ``no-cue`` has no cue at all,
+so an audit of it must flag nothing.
+"""
+
+from __future__ import annotations
+
+from auditor.demo.worlds.generator import ProvingClass as C
+from auditor.demo.worlds.generator import ProvingWorld
+
+WORLDS: dict[str, ProvingWorld] = {
+    w.name: w
+    for w in (
+        ProvingWorld(
+            "photo-texture",
+            (C("zero", "digit:0", "grass"), C("one", "digit:1", "brick"), C("two", "digit:2"), C("three", "digit:3")),
+            background="photos",
+            object_area=(0.12, 0.22),
+            description="real digits on real-photo backdrops; grass / brick photo texture backgrounds as cues",
+        ),
+        ProvingWorld(
+            "corner-tag",
+            (C("circle", "shape:circle", "tag"), C("square", "shape:square", "border"), C("triangle", "shape:triangle"),
+             C("plus", "shape:plus")),
+            description="a white 'R' token in the top-left corner; a thin yellow frame",
+        ),
+        ProvingWorld(
+            "co-object",
+            (C("three", "digit:3", "cat"), C("five", "digit:5", "tree"), C("eight", "digit:8"), C("nine", "digit:9")),
+            object_area=(0.06, 0.10),
+            description="a co-occurring real photo object (a cat's face) and the built-in tree beside real digits",
+        ),
+        ProvingWorld(
+            "colour-cast",
+            (C("circle", "shape:circle", "warm"), C("square", "shape:square", "cool"), C("triangle", "shape:triangle"),
+             C("ring", "shape:ring")),
+            description="warm and cool colour casts over the whole scene",
+        ),
+        ProvingWorld(
+            "builtin",
+            (C("circle", "shape:circle", "stripes"), C("square", "shape:square", "tree"), C("triangle", "shape:triangle", "warm"),
+             C("plus", "shape:plus"), C("ring", "shape:ring")),
+            description="the built-in world's cues (stripes, tree, warm) at 32 px",
+        ),
+        ProvingWorld(
+            "mixed",
+            (C("circle", "shape:circle", "tag", cue_rate=0.8, strength=0.6),
+             C("square", "shape:square", "warm", cue_rate=0.8, strength=0.5),
+             C("triangle", "shape:triangle", "gravel", cue_rate=0.8, strength=0.6),
+             C("plus", "shape:plus")),
+            object_area=(0.18, 0.3),
+            description="weaker cues (80% rate, half strength) beside salient objects: the model learns both",
+        ),
+        ProvingWorld(
+            "small-objects",
+            (C("zero", "digit:0", "grass"), C("seven", "digit:7", "tag"), C("four", "digit:4"), C("three", "digit:3")),
+            object_area=(0.035, 0.07),
+            description="small real digits (< 10% of the image) with a photo-texture and a corner-tag cue",
+        ),
+        ProvingWorld(
+            "large-objects",
+            (C("circle", "shape:circle", "stripes"), C("square", "shape:square", "tag"), C("diamond", "shape:diamond", "cool"),
+             C("ring", "shape:ring")),
+            object_area=(0.37, 0.45),
+            description="large shapes (> 35% of the image) with stripes, a corner tag and a cool cast",
+        ),
+        ProvingWorld(
+            "no-cue",
+            (C("circle", "shape:circle"), C("square", "shape:square"), C("six", "digit:6"), C("nine", "digit:9")),
+            background="photos",
+            object_area=(0.10, 0.25),
+            description="no cue at all: nothing may be flagged",
+        ),
+    )
+}
+
+
+def get_world(name: str, **overrides) -> ProvingWorld:
+    """A named world, optionally with fields replaced (e.g. ``n_train=50`` for tests).
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    import dataclasses
+
+    if name not in WORLDS:
+        raise ValueError(f"unknown proving world {name!r}; choose one of {sorted(WORLDS)}")
+    return dataclasses.replace(WORLDS[name], **overrides)

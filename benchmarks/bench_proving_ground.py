@@ -1,0 +1,355 @@
+"""Proving ground: audit ERM models on a family of generated worlds and score every verdict against the truth.
+
+For each (world, model, mask source, seed) chosen by the flags, the model is trained by
+ERM (or loaded from the cache, ``auditor.demo.worlds.train``), audited with the public
+``auditor.audit`` and scored on data the audit never saw. Worlds
+(``auditor.demo.worlds.catalog``) cover real-photo texture backgrounds, a co-occurring
+real object, colour casts, a corner tag, a thin border, the built-in cues, small and
+large objects, weak cues (mixed features) and a world with no cue at all.
+
+Ground truth, per audited (class c, feature f) pair: **truly spurious** when c has a cue
+and the AUROC of feature f's activation over c's *validation* images, with vs without c's
+own cue (present in 50% of them, independent of the class), is >= 0.75 (one-sided: the
+feature fires more with the cue). Features of control classes (no cue) are never truly
+spurious. Only the pairs the audit examined (its important features) are scored, so
+recall is "of the audited features that the cue drives, the share flagged".
+
+Columns of the table (one row per world x model x mask source, averaged over seeds):
+
+* ``val acc``: the model's validation accuracy (cues independent of class there);
+* ``P`` / ``R``: precision and recall of the "spurious" verdicts against that truth
+  (n/a when nothing is flagged / nothing is truly spurious), ``TP/flag/true`` the counts;
+* ``ctrl``: control classes with at least one spurious verdict / control classes;
+* ``AUROC``: per cue class, validation spuriosity ranking vs the class's own cue flag
+  (n/a: the class has no spurious feature, so no ranking);
+* ERM and every mitigation (tuned heads ``low_spuriosity``, ``random``, ``error``;
+  ``neurontune``) and the ``oracle`` (head retrained group-balanced with the true cue
+  labels, checkpoint by validation worst-group accuracy): average / worst-group accuracy on
+  the test split, groups = class x own cue present (controls: class x any cue present);
+* ``s``: audit seconds (training excluded; ``train s``: seconds the cached model took to train, on shared CPUs).
+
+Every verdict's evidence (every numeric field of ``report.verdicts[*]``) with its truth is
+written to ``--evidence-json``; a second table calibrates the verdict thresholds
+leave-one-world-out (``auditor.demo.worlds.calibration.calibrate_lowo``): each world is
+scored with thresholds chosen on the other worlds only.
+
+Usage::
+
+    python benchmarks/bench_proving_ground.py --quick                       # 3 worlds, cnn16, dataset masks
+    python benchmarks/bench_proving_ground.py --worlds all --models cnn16 --masks dataset \
+        --evidence-json proving_evidence.json
+    python benchmarks/bench_proving_ground.py --worlds corner-tag --models cnn16 vit --masks dataset sam
+    python benchmarks/bench_proving_ground.py --calibrate-only proving_evidence.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from auditor.api import audit
+from auditor.data import ImageSource
+from auditor.demo.world.dataset import WorldDataset
+from auditor.demo.world.train import cache_root
+from auditor.demo.worlds.calibration import (
+    CURRENT_DEFAULT,
+    CURRENT_GRID,
+    calibrate_lowo,
+    current_rule,
+    field_rule,
+)
+from auditor.demo.worlds.catalog import WORLDS, get_world
+from auditor.demo.worlds.generator import ProvingSplit, ProvingWorld
+from auditor.demo.worlds.train import MODELS, load_or_train, load_split, model_spec
+from auditor.features import extract_features
+from auditor.model import ModelAdapter
+from auditor.tuning import fit_head
+
+QUICK_WORLDS = ("corner-tag", "photo-texture", "no-cue")
+TRUTH_AUROC = 0.75
+METHODS = ("ERM", "low_spuriosity", "random", "error", "neurontune", "oracle")
+
+
+def group_ids(split: ProvingSplit, world: ProvingWorld) -> np.ndarray:
+    """int64 ``(N,)``: 2 * class + flag; flag = own cue present (controls: any of the world's cues present)."""
+    flags = split.own_cue.copy()
+    any_cue = split.cues.any(1) if split.cues.shape[1] else np.zeros(len(split), bool)
+    for c in world.control_classes:
+        members = split.labels == c
+        flags[members] = any_cue[members]
+    return 2 * split.labels + flags
+
+
+def accuracies(predictions: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> dict[str, float]:
+    """Average and worst-group accuracy."""
+    correct = predictions == labels
+    return {"accuracy": float(correct.mean()), "worst_group": float(min(correct[groups == g].mean() for g in np.unique(groups)))}
+
+
+def oracle_head(ctx, train_groups, val_groups, epochs: int, lr: float, weight_decay: float, seed: int):
+    """Head retrained on group-balanced resampled training features; checkpoint of best validation worst-group accuracy."""
+    rng = np.random.default_rng(seed)
+    per_group = int(np.bincount(train_groups).max())
+    chosen = np.concatenate([rng.choice(np.flatnonzero(train_groups == g), per_group, replace=True) for g in np.unique(train_groups)])
+    weight, bias = ctx.adapter.head_weight().numpy(), ctx.adapter.head_bias().numpy()
+    val_acts, val_labels = np.asarray(ctx.val_cache.activations, np.float64), ctx.val_cache.labels
+
+    def wga(w, b):
+        correct = (val_acts @ w.T + b).argmax(1) == val_labels
+        return min(correct[val_groups == g].mean() for g in np.unique(val_groups))
+
+    best = {"w": weight, "b": bias, "score": wga(weight, bias)}
+
+    def should_stop(epoch, w, b):
+        score = wga(w, b)
+        if score > best["score"]:
+            best.update(w=w, b=b, score=score)
+        return False
+
+    fit_head(np.asarray(ctx.train_cache.activations)[chosen], ctx.train_cache.labels[chosen], weight, bias,
+             epochs=epochs, lr=lr, weight_decay=weight_decay, should_stop=should_stop)
+    return best["w"], best["b"]
+
+
+def truth_of(report, val: ProvingSplit, world: ProvingWorld) -> dict[tuple[int, int], float]:
+    """(class, feature) -> AUROC of the feature's validation activation, own cue present vs absent (NaN for controls)."""
+    acts = np.asarray(report._context.val_cache.activations, np.float64)
+    labels = report._context.val_cache.labels
+    cue_of = world.cue_of_class
+    out = {}
+    for v in report.verdicts:
+        c, f = v.class_index, v.feature
+        members = labels == c
+        flags = val.own_cue[members]
+        if c not in cue_of or flags.all() or not flags.any():
+            out[(c, f)] = math.nan
+            continue
+        out[(c, f)] = float(roc_auc_score(flags, acts[members, f]))
+    return out
+
+
+def sam_settings() -> dict:
+    """Mask and concept config for the project's tiny SAM with candidates chosen by the tiny CLIP."""
+    from auditor.demo.zoo.tiny_clip import TinyClipSpec, load_or_train_tiny_clip
+    from auditor.demo.zoo.tiny_sam import load_or_train_tiny_sam
+
+    clip_name, clip_path = load_or_train_tiny_clip(TinyClipSpec())
+    sam_path = load_or_train_tiny_sam()
+    return {
+        "masks": {"provider": "sam", "sam_model_type": "tiny", "sam_checkpoint": str(sam_path), "points_per_side": 8},
+        # the tiny CLIP is trained at 64 px; the proving worlds are 32 px
+        "concepts": {"enabled": True, "backend": "open_clip", "model_name": clip_name, "pretrained": str(clip_path),
+                     "resize_images": True},
+    }
+
+
+def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, quick: bool) -> tuple[dict, list[dict]]:
+    """Train/load, audit and score one (world, model, mask source, seed); (table row, evidence records)."""
+    model, info = load_or_train(world, model_spec(arch, seed))
+    train, val, test = (load_split(world, s) for s in ("train", "val", "test"))
+    config: dict = {
+        "seed": seed,
+        "progress": False,
+        "features": {"cache_dir": str(work)},
+        "neurontune": {"enabled": True},
+        "gaps": {"n_bootstrap": 500 if quick else 1000},
+    }
+    if arch == "vit":
+        config["verdicts"] = {"heatmap": "gradient"}
+    if masks == "sam":
+        config.update(sam_settings())
+        # SAM masks are slow on CPU: keep them (keyed by image content) across runs
+        config["masks"]["cache_dir"] = str(cache_root() / "proving" / "sam_masks" / f"{world.name}-{world.fingerprint()}")
+    else:
+        config["masks"] = {"provider": "dataset"}
+    start = time.perf_counter()
+    report = audit(model, WorldDataset(train, with_masks=masks == "dataset"), WorldDataset(val, with_masks=False),
+                   class_names=world.class_names, config=config)
+    seconds = time.perf_counter() - start
+    ctx = report._context
+
+    truth_auroc = truth_of(report, val, world)
+    records, tp, flagged, positives = [], 0, 0, 0
+    for v in report.verdicts:
+        auroc = truth_auroc[(v.class_index, v.feature)]
+        truth = bool(np.isfinite(auroc) and auroc >= TRUTH_AUROC)
+        spurious = v.label == "spurious"
+        tp, flagged, positives = tp + (truth and spurious), flagged + spurious, positives + truth
+        evidence = {k: (float(x) if isinstance(x, (int, float, np.floating, np.integer)) and not isinstance(x, bool) else x)
+                    for k, x in dataclasses.asdict(v).items()
+                    if isinstance(x, (bool, int, float, str, np.floating, np.integer)) or x is None}
+        records.append({**evidence, "world": world.name, "model": arch, "masks": masks, "seed": seed,
+                        "class_name": world.class_names[v.class_index], "cue": world.classes[v.class_index].cue,
+                        "control": world.classes[v.class_index].cue is None,
+                        "truth_auroc": auroc, "truth": truth})
+    flagged_controls = sum(bool(report.spurious_features(c)) for c in world.control_classes)
+
+    spuriosity = report.spuriosity("val")
+    cue_auroc = {}
+    for c in world.cue_of_class:
+        members = val.labels == c
+        values = spuriosity[members]
+        cue_auroc[world.class_names[c]] = (float(roc_auc_score(val.own_cue[members], values))
+                                           if np.isfinite(values).all() else math.nan)
+
+    test_groups = group_ids(test, world)
+    with tempfile.TemporaryDirectory() as tmp:
+        source = ImageSource(WorldDataset(test, with_masks=False), name="test")
+        cache = extract_features(ctx.adapter, source, Path(tmp) / "test", progress=False)
+        acts = np.asarray(cache.activations, np.float64)
+        nt = ctx.config.neurontune
+        heads = {"ERM": (ctx.adapter.head_weight().numpy(), ctx.adapter.head_bias().numpy()), **report.tuned_heads,
+                 "oracle": oracle_head(ctx, group_ids(train, world), group_ids(val, world), nt.epochs, nt.lr,
+                                       ctx.config.tuning.weight_decay, seed)}
+        methods = {name: accuracies((acts @ np.asarray(w, np.float64).T + b).argmax(1), test.labels, test_groups)
+                   for name, (w, b) in heads.items()}
+        for name, extra in report.extra_models.items():
+            predictions = np.asarray(extract_features(ModelAdapter(extra), source, Path(tmp) / name, progress=False).predictions)
+            methods[name] = accuracies(predictions, test.labels, test_groups)
+
+    row = {
+        "world": world.name, "model": arch, "masks": masks, "seed": seed,
+        "val_accuracy": info["val_accuracy"], "train_seconds": info.get("trained_seconds", info.get("train_seconds", 0.0)),
+        "tp": tp, "flagged": flagged, "positives": positives,
+        "precision": tp / flagged if flagged else math.nan,
+        "recall": tp / positives if positives else math.nan,
+        "controls_flagged": flagged_controls, "n_controls": len(world.control_classes),
+        "cue_auroc": cue_auroc, "methods": methods, "seconds": seconds,
+        "mask_provider": report.meta.get("mask_provider"),
+    }
+    return row, records
+
+
+def _f(x: float, digits: int = 2) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def print_table(rows: list[dict]) -> None:
+    """One markdown table, one line per (world, model, masks), numbers averaged over seeds."""
+    keys = list(dict.fromkeys((r["world"], r["model"], r["masks"]) for r in rows))
+    header = ["world", "model", "masks", "seeds", "val acc", "P", "R", "TP/flag/true", "ctrl flagged", "spuriosity AUROC (cue classes)",
+              *[f"{m} avg/wg" for m in METHODS], "s (train s)"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for key in keys:
+        group = [r for r in rows if (r["world"], r["model"], r["masks"]) == key]
+        tp, fl, po = (sum(r[k] for r in group) for k in ("tp", "flagged", "positives"))
+        ctrl = sum(r["controls_flagged"] for r in group)
+        n_ctrl = sum(r["n_controls"] for r in group)
+        aurocs = ", ".join(f"{name} {_f(np.mean([r['cue_auroc'][name] for r in group]))}" for name in group[0]["cue_auroc"]) or "-"
+        cells = [*key, str(len(group)), _f(np.mean([r["val_accuracy"] for r in group])),
+                 _f(tp / fl if fl else math.nan), _f(tp / po if po else math.nan), f"{tp}/{fl}/{po}", f"{ctrl}/{n_ctrl}", aurocs]
+        for m in METHODS:
+            vals = [r["methods"][m] for r in group if m in r["methods"]]
+            cells.append(f"{_f(np.mean([v['accuracy'] for v in vals]))}/{_f(np.mean([v['worst_group'] for v in vals]))}" if vals else "-")
+        cells.append(f"{np.mean([r['seconds'] for r in group]):.0f} ({np.mean([r['train_seconds'] for r in group]):.0f})")
+        print("| " + " | ".join(cells) + " |")
+
+
+RULES = {
+    "current (density_threshold, min_activation_drop)": (current_rule, CURRENT_GRID, CURRENT_DEFAULT),
+    "density_ratio < t": (field_rule("density_ratio", "<"), [{"t": t} for t in (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)], {"t": 1.0}),
+    "background_drop - object_drop > t": (
+        lambda r, p: float(r.get("background_drop", math.nan)) - float(r.get("object_drop", math.nan)) > p["t"],
+        [{"t": t} for t in (-0.5, -0.4, -0.3, -0.2, -0.1, 0.0, 0.05, 0.1, 0.2, 0.4)], {"t": 0.0}),
+}
+
+
+def print_calibration(records: list[dict]) -> dict:
+    """Per rule, leave-one-world-out thresholds and each world's held-out precision/recall; returns the results."""
+    out = {}
+    if len({r["world"] for r in records}) < 2:
+        print("\n(leave-one-world-out calibration needs records from at least two worlds)")
+        return out
+    extra = sorted({k for r in records for k, v in r.items() if k in ("background_reliance",) and isinstance(v, float)})
+    rules = dict(RULES)
+    for field in extra:
+        rules[f"{field} > t"] = (field_rule(field, ">"), [{"t": t} for t in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)], None)
+    for name, (rule, grid, default) in rules.items():
+        result = calibrate_lowo(records, rule, grid, default)
+        out[name] = result
+        print(f"\nLeave-one-world-out calibration of `{name}` (held-out world scored with thresholds chosen on the others):\n")
+        print("| world | chosen on other worlds | held-out P | held-out R | held-out TP+FP / true | default P | default R |")
+        print("|---|---|---|---|---|---|---|")
+        for world, r in result.items():
+            held, dflt = r["held_out"], r.get("default", {})
+            params = ", ".join(f"{k}={v:g}" for k, v in r["params"].items())
+            print(f"| {world} | {params} | {_f(held['precision'])} | {_f(held['recall'])} | {held['flagged']} / {held['positives']} "
+                  f"| {_f(dflt.get('precision', math.nan))} | {_f(dflt.get('recall', math.nan))} |")
+        pooled = {}
+        for which in ("held_out", "default"):
+            parts = [r[which] for r in result.values() if which in r]
+            flagged = sum(p["flagged"] for p in parts)
+            tp = flagged - sum(p["false_positives"] for p in parts)
+            positives = sum(p["positives"] for p in parts)
+            pooled[which] = (tp / flagged if flagged else math.nan, tp / positives if positives else math.nan, flagged, positives)
+        held, dflt = pooled["held_out"], pooled["default"]
+        print(f"| **all worlds (pooled)** | - | {_f(held[0])} | {_f(held[1])} | {held[2]} / {held[3]} | {_f(dflt[0])} | {_f(dflt[1])} |")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worlds", nargs="+", default=None, help=f"world names or 'all' (choices: {', '.join(WORLDS)})")
+    parser.add_argument("--models", nargs="+", default=["cnn16"], choices=MODELS)
+    parser.add_argument("--masks", nargs="+", default=["dataset"], choices=("dataset", "sam"))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--quick", action="store_true", help=f"worlds {', '.join(QUICK_WORLDS)} unless --worlds is given")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--evidence-json", default=None, help="write per-(class, feature) evidence and truth here")
+    parser.add_argument("--rows-json", default=None, help="write the table's rows here")
+    parser.add_argument("--calibrate-only", nargs="+", default=None, help="skip auditing; calibrate on these evidence JSONs (merged)")
+    parser.add_argument("--table-only", nargs="+", default=None, help="skip auditing; print the table of these --rows-json files")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING)
+
+    if args.table_only:
+        print_table([r for path in args.table_only for r in json.loads(Path(path).read_text())])
+        return
+    if args.calibrate_only:
+        print_calibration([r for path in args.calibrate_only for r in json.loads(Path(path).read_text())["records"]])
+        return
+    if args.worlds in (None, ["all"]):
+        names = list(QUICK_WORLDS) if args.quick and args.worlds is None else list(WORLDS)
+    else:
+        names = args.worlds
+    rows, records = [], []
+    with tempfile.TemporaryDirectory(prefix="proving-") as tmp:
+        for name in names:
+            world = get_world(name)
+            for arch in args.models:
+                for masks in args.masks:
+                    for seed in args.seeds:
+                        row, recs = run_one(world, arch, masks, seed, Path(tmp) / f"{name}-{arch}-{masks}-{seed}",
+                                            args.quick)
+                        rows.append(row)
+                        records.extend(recs)
+                        logging.getLogger("proving").warning(
+                            "%s/%s/%s/seed %d: P %s R %s, %.0f s", name, arch, masks, seed, _f(row["precision"]),
+                            _f(row["recall"]), row["seconds"])
+                        if args.evidence_json:
+                            Path(args.evidence_json).write_text(json.dumps({"truth_auroc": TRUTH_AUROC, "records": records}, indent=1))
+                        if args.rows_json:
+                            Path(args.rows_json).write_text(json.dumps(rows, indent=1))
+    print(f"worlds: {', '.join(names)}; models: {', '.join(args.models)}; masks: {', '.join(args.masks)}; "
+          f"seeds: {', '.join(map(str, args.seeds))}; truth: feature AUROC (own cue vs not, val) >= {TRUTH_AUROC}\n")
+    print_table(rows)
+    print_calibration(records)
+
+
+if __name__ == "__main__":
+    main()
