@@ -257,8 +257,22 @@ class TuningConfig:
         lr: learning rate (Adam).
         weight_decay: L2 penalty on the head.
         target_gap: stop once every class's validation gap is below this.
-        max_accuracy_drop: never return a head whose validation accuracy is more than this below the original's.
+        max_accuracy_drop: never return a head whose held-out accuracy is more than this below the original's.
         baselines: other selections tuned the same way, each at most once ("random", "error").
+        validation_fit_fraction: with validation data, this share of each class's validation images (a seeded
+            split) may be fitted on; the rest is held out for checkpoint selection and every reported tuning
+            metric. 0: fit on training images only and select/report on all of validation.
+        val_fit_per_class_fraction: share of each class's images in that fitting part that the selection rule
+            picks (the least spurious ones for low-spuriosity tuning), added to the ``n_per_class`` training images.
+        size_scales: candidate sizes of the tuning set, as factors of ``n_per_class`` and
+            ``val_fit_per_class_fraction``; each is fitted and the best on the held-out images is kept. E.g.
+            ``[1.0, 0.5, 0.25]``: a smaller, cleaner low-spuriosity set can win when validation is as skewed as
+            training (it did on a planted feature set); on the quick world the extra candidates overfit the
+            held-out half, so the default is one size.
+        start_from: "best" (both starts below, keeping the better head on the held-out images), "scratch" (retrain
+            the last layer from zero, as DFR does) or "model" (fine-tune the model's head).
+        selection: checkpoint rule on the held-out images, no group labels: "worst_decile" (highest accuracy of the
+            worst spuriosity decile) or "gap" (smallest largest |spurious gap|; stops once it is below ``target_gap``).
     """
 
     enabled: bool = True
@@ -269,6 +283,11 @@ class TuningConfig:
     target_gap: float = 0.05
     max_accuracy_drop: float = 0.02
     baselines: list[str] = field(default_factory=lambda: ["random", "error"])
+    validation_fit_fraction: float = 0.5
+    val_fit_per_class_fraction: float = 0.4
+    size_scales: list[float] = field(default_factory=lambda: [1.0])
+    start_from: str = "best"
+    selection: str = "worst_decile"
 
 
 @dataclass(frozen=True)
@@ -284,6 +303,10 @@ class NeuronTuneConfig:
         lr: learning rate.
         max_suppressed_fraction: at most this fraction of dimensions is suppressed (the most biased
             first); with lambda = 0 every dimension can pass the threshold and the head would collapse.
+        select_on_holdout: hold out part of the identification split and keep, among the original head and
+            heads suppressing the 1, 2, 4, ... most biased flagged dimensions, the one with the best held-out
+            worst-class accuracy (class labels only), so the result is never worse than ERM there.
+        holdout_fraction: share of each class's identification images held out for that choice.
     """
 
     enabled: bool = False
@@ -293,6 +316,8 @@ class NeuronTuneConfig:
     epochs: int = 200
     lr: float = 1e-2
     max_suppressed_fraction: float = 0.5
+    select_on_holdout: bool = True
+    holdout_fraction: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -456,6 +481,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "masks.sam_model_type": ("vit_b", "vit_l", "vit_h", "tiny"),
     "concepts.backend": ("open_clip", "hf_clip"),
     "ranking.source": ("features", "concepts", "both"),
+    "tuning.start_from": ("best", "model", "scratch"),
+    "tuning.selection": ("worst_decile", "gap"),
     "neurontune.identification_split": ("val", "train"),
     "neurontune.combine": ("any", "mean"),
     "discovery.embedding": ("auto", "clip", "vae"),
@@ -475,11 +502,14 @@ POSITIVE = {
 NON_NEGATIVE = {"data.num_workers"}
 UNIT_INTERVAL = {
     "gaps.top_fraction", "gaps.confidence", "tuning.target_gap", "tuning.max_accuracy_drop",
+    "tuning.val_fit_per_class_fraction",
     "discovery.min_confidence", "masks.pred_iou_thresh", "masks.stability_score_thresh",
     "verdicts.min_activation_drop", "verdicts.reliance_threshold", "verdicts.swap_threshold", "verdicts.mixed_threshold", "verdicts.reliance_quantile",
     "verdicts.reliance_confidence", "concepts.min_enrichment", "concepts.max_redundancy",
     "neurontune.max_suppressed_fraction", "data.max_skipped_fraction",
 }
+BELOW_ONE = {"tuning.validation_fit_fraction", "neurontune.holdout_fraction"}
+"""Shares in ``[0, 1)``: some validation images must stay held out."""
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -541,6 +571,10 @@ def _check_value(key: str, value: Any) -> None:
         raise ConfigError(f"`{key}` must be zero or more; got {value!r}")
     if key in UNIT_INTERVAL and not 0 <= value <= 1:
         raise ConfigError(f"`{key}` must be between 0 and 1; got {value!r}")
+    if key == "tuning.size_scales" and (not value or any(not 0 < v <= 1 for v in value)):
+        raise ConfigError(f"`tuning.size_scales` must be a non-empty list of factors in (0, 1]; got {value!r}")
+    if key in BELOW_ONE and not 0 <= value < 1:
+        raise ConfigError(f"`{key}` must be at least 0 and below 1 (some validation images must stay held out); got {value!r}")
     if key == "model.device" and not _DEVICE.match(value):
         raise ConfigError(f"`model.device` must be 'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps'; got {value!r}")
     if key in ("data.train", "data.val") and isinstance(value, str) and not value.strip():

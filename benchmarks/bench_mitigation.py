@@ -1,25 +1,29 @@
-"""One table of mitigation methods on the generated world, averaged over training seeds.
+"""One table of mitigation methods on the generated world, mean ± std over training seeds.
 
-For each seed a SmallCNN is trained by ERM on the default 64 px world (cached), audited
-once, and its head is repaired by every method on the same cached features:
+For each seed a SmallCNN is trained by ERM (cached), audited once with head tuning (and
+its baselines) and NeuronTune on, and every head is scored on the untouched test split:
 
 * ``erm``: the model as trained;
-* ``random`` / ``error`` / ``low_spuriosity``: head tuning on 100 training images per
-  class chosen at random, misclassified first, or least spurious first (``auditor.tuning``);
-* ``neurontune``: biased dimensions suppressed, head retrained class-balanced (``auditor.neurontune``);
-* ``group_balanced``: the head retrained on training features resampled so every
-  group (class x own cue present; controls: class x any cue) counts equally, with the
-  checkpoint of best validation worst-group accuracy: an upper reference that needs
-  the true cue labels, which real users do not have.
+* ``random`` / ``error`` / ``low_spuriosity``: the audit's head tuning (``auditor.tuning``)
+  with images chosen at random, misclassified first, or least spurious first; with
+  validation data, ``low_spuriosity`` also fits on half of validation (label-free) and
+  selects on the other half;
+* ``neurontune``: the audit's NeuronTune head (``auditor.neurontune``);
+* ``oracle_dfr``: Deep Feature Reweighting with the *true* group labels on validation
+  (Kirichenko et al., 2023; ``_common.oracle_dfr``): the bar, which real users cannot run.
 
-Metrics are on the test split: average accuracy, worst-group accuracy, mean spurious
-gap (the audit's rankings recomputed on test features), and tuning time. The same run
-also scores cue discovery (purity of the purest cluster per cue class against the
-ground-truth cue flags) on the validation images with their objects removed.
+Groups: class x own cue present (control classes: class x any cue present). Metrics:
+average accuracy, worst-group accuracy, mean spurious gap (the audit's spurious features
+scored on test features), seconds of the audit's tuning stage per method.
+
+``--skewed-val`` draws validation at the *training* cue rates (as real validation data
+usually is) instead of the balanced evaluation rates.
 
 Usage::
 
-    python benchmarks/bench_mitigation.py --seeds 0 1 2 [--json out.json]
+    python benchmarks/bench_mitigation.py --seeds 0 1 2                 # quick 32 px world
+    python benchmarks/bench_mitigation.py --seeds 0 1 2 --skewed-val
+    python benchmarks/bench_mitigation.py --world demo --seeds 0 1 2    # the 64 px demo world (slow)
     python benchmarks/bench_mitigation.py --noise-preset noisy_square   # cropping check only
 """
 
@@ -31,6 +35,7 @@ import itertools
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,68 +45,29 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 
-from auditor.api import _gap_values, audit
-from auditor.data import ImageSource
-from auditor.features import extract_features
-from auditor.gaps import class_gaps
-from auditor.labeling import spurious_by_class
-from auditor.neurontune import neurontune_head
-from auditor.ranking import spuriosity_scores
-from auditor.tuning import fit_head, tune_head
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import group_accuracy, head_of, oracle_dfr, report_adapter, skewed_val_spec, split_cache
+from auditor.api import audit
+from auditor.config import load_config
+from auditor.demo.run import DEMO_TRAINING, DEMO_WORLD, QUICK_CONFIG, QUICK_TRAINING, QUICK_WORLD
 from auditor.demo.world.dataset import WorldDataset
+from auditor.demo.world.evaluate import group_ids
 from auditor.demo.world.generator import WorldSpec
-from auditor.demo.world.train import TrainSpec, load_or_train_model, load_split
+from auditor.demo.world.train import load_or_train_model, load_split
+from auditor.evaluation import gap_values, head_predictions
+from auditor.labeling import spurious_by_class
+from auditor.ranking import spuriosity_scores
 
-METHODS = ("erm", "random", "error", "low_spuriosity", "neurontune", "group_balanced")
-
-
-def groups(split, spec: WorldSpec) -> np.ndarray:
-    """Group id per image: 2 * class + (own cue present; for controls: any cue present)."""
-    out = np.zeros(len(split.labels), np.int64)
-    for c, cls in enumerate(spec.classes):
-        members = split.labels == c
-        flag = split.cue_flag(cls.cue) if cls.cue else split.cues.any(1)
-        out[members] = 2 * c + flag[members]
-    return out
+METHODS = ("erm", "random", "error", "low_spuriosity", "neurontune", "oracle_dfr")
 
 
-def evaluate_head(weight, bias, cache, group_ids, scores, gap_config) -> dict:
-    """Accuracy, worst-group accuracy and mean spurious gap of a head on cached features."""
-    predictions = (np.asarray(cache.activations, np.float64) @ np.asarray(weight, np.float64).T + bias).argmax(1)
-    correct = predictions == cache.labels
-    group_acc = [correct[group_ids == g].mean() for g in np.unique(group_ids)]
-    gaps = class_gaps(scores, cache.labels, correct, gap_config, np.random.default_rng(0))
-    finite = [g.gap for g in gaps.values() if np.isfinite(g.gap)]
-    return {
-        "accuracy": float(correct.mean()),
-        "worst_group_accuracy": float(min(group_acc)),
-        "mean_gap": float(np.mean(finite)) if finite else float("nan"),
-    }
-
-
-def group_balanced_head(ctx, train_groups, val_groups, epochs, lr, weight_decay, seed):
-    """Upper reference: group-balanced resampling of training features, checkpoint by validation WGA."""
-    rng = np.random.default_rng(seed)
-    per_group = int(np.bincount(train_groups).max())
-    chosen = np.concatenate([rng.choice(np.flatnonzero(train_groups == g), per_group, replace=True) for g in np.unique(train_groups)])
-    weight, bias = ctx.adapter.head_weight().numpy(), ctx.adapter.head_bias().numpy()
-    val_acts, val_labels = np.asarray(ctx.val_cache.activations, np.float64), ctx.val_cache.labels
-
-    def wga(w, b):
-        correct = (val_acts @ w.T + b).argmax(1) == val_labels
-        return min(correct[val_groups == g].mean() for g in np.unique(val_groups))
-
-    best = {"w": weight, "b": bias, "score": wga(weight, bias)}
-
-    def should_stop(epoch, w, b):
-        score = wga(w, b)
-        if score > best["score"]:
-            best.update(w=w, b=b, score=score)
-        return False
-
-    fit_head(ctx.train_cache.activations[chosen], ctx.train_cache.labels[chosen], weight, bias,
-             epochs=epochs, lr=lr, weight_decay=weight_decay, should_stop=should_stop)
-    return best["w"], best["b"]
+def evaluate_head(weight, bias, activations, labels, groups, scores, gap_config) -> dict:
+    """Average accuracy, worst-group accuracy and mean spurious gap of a head on cached features."""
+    predictions = head_predictions(activations, weight, bias)
+    accuracy, worst = group_accuracy(predictions, labels, groups)
+    gaps = [g for g in gap_values(scores, labels, predictions == labels, gap_config).values() if np.isfinite(g)]
+    return {"accuracy": accuracy, "worst_group_accuracy": worst, "mean_gap": float(np.mean(gaps)) if gaps else float("nan")}
 
 
 def discovery_purity(report, spec: WorldSpec, val) -> dict[str, float]:
@@ -117,44 +83,46 @@ def discovery_purity(report, spec: WorldSpec, val) -> dict[str, float]:
     return out
 
 
-def run_seed(seed: int, spec: WorldSpec, work: Path) -> tuple[dict, dict]:
-    """Train (or load) one model, audit it, run every method; (method -> metrics, discovery purity)."""
-    model = load_or_train_model(spec, TrainSpec(seed=seed), progress=False)
-    train, val, test = (load_split(spec, s) for s in ("train", "val", "test"))
-    config = {
-        "seed": seed,
-        "progress": False,
-        "features": {"cache_dir": str(work / f"seed{seed}")},
-        "tuning": {"enabled": False},
-        "discovery": {"enabled": True},
-    }
-    report = audit(model, WorldDataset(train), WorldDataset(val), class_names=spec.class_names, config=config)
-    ctx = report._context
-    test_cache = extract_features(ctx.adapter, ImageSource(WorldDataset(test), name="test"), work / f"seed{seed}" / "test", progress=False)
-    spurious = spurious_by_class(ctx.verdicts)
-    test_scores = spuriosity_scores(test_cache.activations, test_cache.labels, spurious)
-    test_groups = groups(test, spec)
-    weight, bias = ctx.adapter.head_weight().numpy(), ctx.adapter.head_bias().numpy()
-    tuning = ctx.config.tuning
-    gap_fn = _gap_values(ctx, "val", ctx.spuriosity["val"])
-    rows = {"erm": {**evaluate_head(weight, bias, test_cache, test_groups, test_scores, ctx.config.gaps), "seconds": 0.0}}
+def run_seed(seed: int, world: WorldSpec, training, base_config: dict, work: Path, skewed_val: bool,
+             discovery: bool, overrides: dict) -> tuple[dict, dict, dict]:
+    """Train (or load) one model, audit it, score every head; (method -> metrics, discovery purity, tuning info)."""
+    model = load_or_train_model(world, dataclasses.replace(training, seed=seed), progress=False)
+    train, test = load_split(world, "train"), load_split(world, "test")
+    val = load_split(skewed_val_spec(world), "train") if skewed_val else load_split(world, "val")
+    config = load_config(base_config).to_dict()
+    config.update(seed=seed, progress=False)
+    config["features"] = {**config["features"], "cache_dir": str(work)}
+    config["tuning"] = {**config["tuning"], "enabled": True, "baselines": ["random", "error"]}
+    config["neurontune"] = {**config["neurontune"], "enabled": True}
+    config["discovery"] = {**config["discovery"], "enabled": discovery}
+    for section, values in overrides.items():
+        config[section] = {**config[section], **values}
+    report = audit(model, WorldDataset(train), WorldDataset(val), class_names=world.class_names, config=config)
+    adapter = report_adapter(report)
+    _, val_cache = split_cache(adapter, WorldDataset(val), "val", work)
+    _, test_cache = split_cache(adapter, WorldDataset(test, with_masks=False), "test", work)
+    test_acts, test_labels = np.asarray(test_cache.activations), np.asarray(test_cache.labels)
+    test_groups = group_ids(test, world)
+    test_scores = spuriosity_scores(test_acts, test_labels, spurious_by_class(report.verdicts))
+    gap_config = report.config.gaps
+
+    def score(weight, bias):
+        return evaluate_head(weight, bias, test_acts, test_labels, test_groups, test_scores, gap_config)
+
+    rows = {"erm": {**score(*head_of(adapter)), "seconds": 0.0}}
     for method in ("random", "error", "low_spuriosity"):
-        start = time.perf_counter()
-        _, w, b = tune_head(method, weight, bias, ctx.train_cache, ctx.spuriosity["train"], ctx.val_cache,
-                            ctx.spuriosity["val"], gap_fn, tuning, np.random.default_rng(seed))
-        rows[method] = {**evaluate_head(w, b, test_cache, test_groups, test_scores, ctx.config.gaps), "seconds": time.perf_counter() - start}
-    nt = ctx.config.neurontune
+        rows[method] = {**score(*report.tuned_heads[method]), "seconds": report.tuning[method].seconds}
+    neurontune = report.sections["neurontune"]
+    rows["neurontune"] = {**score(*report.tuned_heads["neurontune"]), "seconds": neurontune["seconds"],
+                          "n_suppressed": neurontune["n_suppressed"]}
     start = time.perf_counter()
-    result = neurontune_head(ctx.train_cache.activations, ctx.train_cache.labels, ctx.val_cache.activations,
-                             ctx.val_cache.labels, ctx.val_cache.predictions, weight, bias,
-                             threshold=nt.threshold, combine=nt.combine, epochs=nt.epochs, lr=nt.lr,
-                             weight_decay=tuning.weight_decay)
-    rows["neurontune"] = {**evaluate_head(result["weight"], result["bias"], test_cache, test_groups, test_scores, ctx.config.gaps),
-                          "seconds": time.perf_counter() - start, "n_suppressed": len(result["suppressed"])}
-    start = time.perf_counter()
-    w, b = group_balanced_head(ctx, groups(train, spec), groups(val, spec), nt.epochs, nt.lr, tuning.weight_decay, seed)
-    rows["group_balanced"] = {**evaluate_head(w, b, test_cache, test_groups, test_scores, ctx.config.gaps), "seconds": time.perf_counter() - start}
-    return rows, discovery_purity(report, spec, val)
+    weight, bias = oracle_dfr(np.asarray(val_cache.activations), np.asarray(val_cache.labels), group_ids(val, world), seed=seed)
+    rows["oracle_dfr"] = {**score(weight, bias), "seconds": time.perf_counter() - start}
+    info = {"low_spuriosity": {k: v for k, v in report.tuning["low_spuriosity"].after.items() if k in ("fitted_on", "evaluated_on")},
+            "neurontune": {k: neurontune.get(k) for k in ("n_suppressed", "n_over_threshold", "fallback") if k in neurontune},
+            "spurious_features": {report.class_names[c]: report.spurious_features(c) for c in range(len(report.class_names))}}
+    purity = discovery_purity(report, world, val) if discovery else {}
+    return rows, purity, info
 
 
 def noise_check(preset: str, n_flagged: int) -> None:
@@ -170,20 +138,23 @@ def noise_check(preset: str, n_flagged: int) -> None:
     spec = world_preset(preset)
     model = load_or_train_preset_model(preset)
     train, val = load_preset_split(preset, "train"), load_preset_split(preset, "val")
+    work = tempfile.mkdtemp(prefix="bench-noise-")
     report = audit(model, WorldDataset(train), WorldDataset(val), class_names=spec.class_names,
-                   config={"progress": False, "tuning": {"enabled": False}})
-    ctx = report._context
+                   config={"progress": False, "tuning": {"enabled": False}, "features": {"cache_dir": work}})
+    adapter = report_adapter(report)
+    val_source, val_cache = split_cache(adapter, WorldDataset(val), "val", work)
     c = len(spec.classes) - 1
     estimate = report.gaps.get(c)
     print(f"noise check on preset {preset!r}, class {spec.class_names[c]!r}: val gap "
           f"{estimate.gap:+.3f} [{estimate.ci_low:+.3f}, {estimate.ci_high:+.3f}]" if estimate else "no gap")
-    wrong = np.flatnonzero((ctx.val_cache.labels == c) & ~ctx.val_cache.correct)
+    wrong = np.flatnonzero((val_cache.labels == c) & ~val_cache.correct)
     for (name, indices), mode in itertools.product(
-        (("top-spuriosity", flag_images(ctx.spuriosity["val"], ctx.val_cache.labels, c, n_flagged)), ("all misclassified", wrong)),
+        (("top-spuriosity", flag_images(report.rankings["val"], val_cache.labels, c, n_flagged)), ("all misclassified", wrong)),
         ("resize", "in_place"),
     ):
         name = f"{name}, {mode}"
-        records = crop_and_predict(ctx, "val", indices, c, 0.2, thumbnails=False, mode=mode)
+        records = crop_and_predict(adapter, val_source, indices, c, report.core_features(c), None,
+                                   expand=0.2, thumbnails=False, mode=mode)
         missed = [r for r in records if r["prediction"] != r["label"]]
         fixed = sum(r["fixed"] for r in missed)
         tree = val.cue_flag("tree")[[r["index"] for r in missed]] if missed else np.zeros(0, bool)
@@ -195,8 +166,13 @@ def noise_check(preset: str, n_flagged: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--n-train", type=int, default=WorldSpec().n_train, help="training images per class (default: the demo world's)")
+    parser.add_argument("--world", choices=("quick", "demo"), default="quick",
+                        help="quick: the 32 px test world (default); demo: the 64 px demo world")
+    parser.add_argument("--skewed-val", action="store_true", help="validation drawn at the training cue rates")
+    parser.add_argument("--discovery", action="store_true", help="also score cue discovery (slower)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=JSON",
+                        help="audit config overrides, e.g. tuning.validation_fraction=0.5")
+    parser.add_argument("--work-dir", default=None, help="keep the feature caches here (reruns reuse them)")
     parser.add_argument("--json", type=str, default=None, help="also write the per-seed numbers here")
     parser.add_argument("--noise-preset", type=str, default=None, help="only run the cropping check on this world preset")
     parser.add_argument("--n-flagged", type=int, default=20)
@@ -206,29 +182,43 @@ def main() -> None:
     if args.noise_preset:
         noise_check(args.noise_preset, args.n_flagged)
         return
-    spec = dataclasses.replace(WorldSpec(), image_size=args.image_size, n_train=args.n_train)
-    per_seed, purity = {}, {}
+    world, training, base = (QUICK_WORLD, QUICK_TRAINING, QUICK_CONFIG) if args.world == "quick" else (DEMO_WORLD, DEMO_TRAINING, None)
+    # the quick demo config halves tuning.n_per_class for speed in tests; the benchmark measures the library's defaults
+    base = {section: values for section, values in (base or {}).items() if section != "tuning"}
+    overrides: dict = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        section, name = key.split(".", 1)
+        overrides.setdefault(section, {})[name] = json.loads(value)
+    per_seed, purity, info = {}, {}, {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-mitigation-") as tmp:
+        root = Path(args.work_dir) if args.work_dir else Path(tmp)
         for seed in args.seeds:
-            per_seed[seed], purity[seed] = run_seed(seed, spec, Path(tmp))
+            work = root / f"{args.world}-{'skewed' if args.skewed_val else 'balanced'}-seed{seed}"
+            per_seed[seed], purity[seed], info[seed] = run_seed(seed, world, training, base, work, args.skewed_val,
+                                                                args.discovery, overrides)
     metrics = ("accuracy", "worst_group_accuracy", "mean_gap", "seconds")
-    print(f"world: image_size={spec.image_size} n_train={spec.n_train}/class; seeds {args.seeds}; test split; mean ± std over seeds")
-    print(f"{'method':<16}{'avg acc':>16}{'worst-group acc':>18}{'mean gap':>16}{'tuning s':>12}")
+    print(f"world: {args.world} (image_size={world.image_size}, n_train={world.n_train}/class, cue rate {world.cue_rate_train}); "
+          f"validation: {'skewed (training cue rates)' if args.skewed_val else 'balanced'}; seeds {args.seeds}; "
+          f"overrides {overrides or 'none'}; test split; mean ± std over seeds")
+    print(f"| method | avg acc | worst-group acc | mean gap | seconds |\n|---|---|---|---|---|")
     for method in METHODS:
         cells = []
         for metric in metrics:
             values = np.array([per_seed[s][method][metric] for s in args.seeds], np.float64)
             cells.append(f"{values.mean():.3f} ± {values.std():.3f}" if metric != "seconds" else f"{values.mean():.2f}")
-        print(f"{method:<16}{cells[0]:>16}{cells[1]:>18}{cells[2]:>16}{cells[3]:>12}")
-    print("neurontune dimensions suppressed:", [per_seed[s]["neurontune"]["n_suppressed"] for s in args.seeds])
-    print("discovery, purest cluster per cue class (share with the class's cue):")
-    for name in next(iter(purity.values())):
-        values = [purity[s][name] for s in args.seeds]
-        print(f"  {name:<10} " + "  ".join(f"{v:.2f}" for v in values) + f"   mean {np.nanmean(values):.2f}")
+        print(f"| {method} | " + " | ".join(cells) + " |")
+    for seed in args.seeds:
+        print(f"seed {seed}: {info[seed]}")
+    if args.discovery:
+        print("discovery, purest cluster per cue class (share with the class's cue):")
+        for name in next(iter(purity.values())):
+            values = [purity[s][name] for s in args.seeds]
+            print(f"  {name:<10} " + "  ".join(f"{v:.2f}" for v in values) + f"   mean {np.nanmean(values):.2f}")
     print(f"total {time.perf_counter() - started:.0f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"per_seed": per_seed, "purity": purity}, indent=2))
+        Path(args.json).write_text(json.dumps({"per_seed": per_seed, "purity": purity, "info": info}, indent=2, default=str))
 
 
 if __name__ == "__main__":

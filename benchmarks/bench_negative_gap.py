@@ -27,13 +27,19 @@ import argparse
 import dataclasses
 import logging
 import os
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import report_adapter, split_cache
 from auditor.api import audit
 from auditor.noise import crop_and_predict
 from auditor.demo.world.dataset import WorldDataset
@@ -97,16 +103,20 @@ def run_design(design: Design, overrides: dict) -> dict:
     """Audit one design and measure its extra class (see the module docstring)."""
     started = time.perf_counter()
     spec, model, train, val = load_design(design, overrides)
-    report = audit(model, WorldDataset(train), WorldDataset(val), class_names=spec.class_names,
-                   config={"progress": False, "tuning": {"enabled": False},
-                           "noise": {"enabled": True, "crop_mode": "in_place", "thumbnails": False}})
-    ctx = report._context
-    c = spec.class_names.index(design.target)
-    members = val.labels == c
-    correct = np.asarray(ctx.val_cache.correct, bool)
-    marked = val.collision if design.marker == "collision" else val.cue_flag(design.marker)
-    wrong_marked = np.flatnonzero(members & marked & ~correct)
-    records = crop_and_predict(ctx, "val", wrong_marked, c, 0.2, thumbnails=False, mode="in_place") if len(wrong_marked) else []
+    with tempfile.TemporaryDirectory(prefix="bench-negative-gap-") as work:
+        report = audit(model, WorldDataset(train), WorldDataset(val), class_names=spec.class_names,
+                       config={"progress": False, "tuning": {"enabled": False}, "features": {"cache_dir": work},
+                               "noise": {"enabled": True, "crop_mode": "in_place", "thumbnails": False}})
+        adapter = report_adapter(report)
+        val_source, val_cache = split_cache(adapter, WorldDataset(val), "val", work)
+        c = spec.class_names.index(design.target)
+        members = val.labels == c
+        correct = np.asarray(val_cache.correct, bool)
+        marked = val.collision if design.marker == "collision" else val.cue_flag(design.marker)
+        wrong_marked = np.flatnonzero(members & marked & ~correct)
+        records = (crop_and_predict(adapter, val_source, wrong_marked, c, report.core_features(c), None,
+                                    expand=0.2, thumbnails=False, mode="in_place")
+                   if len(wrong_marked) else [])
     gap = report.gaps.get(c)
     examined = [split for index, split in report.sections["noise"]["classes_examined"] if index == c]
     return {

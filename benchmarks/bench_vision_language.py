@@ -23,7 +23,10 @@ import argparse
 import json
 import logging
 import os
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -31,6 +34,9 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import report_adapter, split_cache
 from auditor.api import audit
 from auditor.demo.world.dataset import WorldDataset
 from auditor.demo.world.generator import WorldSpec
@@ -45,10 +51,9 @@ CUE_CONCEPTS = {
 }
 
 
-def truly_spurious(report, val, spec: WorldSpec, threshold: float = 0.75) -> dict[tuple[int, int], bool]:
+def truly_spurious(report, val, spec: WorldSpec, val_cache, threshold: float = 0.75) -> dict[tuple[int, int], bool]:
     """Ground truth per important (class, feature): does the feature track the class's own cue?"""
-    ctx = report._context
-    acts = np.asarray(ctx.cache("val").activations)
+    acts = np.asarray(val_cache.activations)
     truth = {}
     for c, features in report.important_features.items():
         cue = spec.cue_of_class.get(c)
@@ -75,11 +80,29 @@ def verdict_scores(report, truth) -> dict[str, float]:
     }
 
 
-def mask_iou(report, train) -> float:
-    ctx = report._context
+def mask_provider_of(report, train_source, work: str):
+    """The audit's mask backend, rebuilt from its config (``masks.provider: auto`` resolved as the audit does)."""
+    from auditor.masks import MASK_PROVIDERS
+
+    config = report.config
+    name = config.masks.provider
+    if name == "auto":
+        name = "dataset" if train_source.has_masks else "sam"
+    encoder = None
+    if config.concepts.enabled:
+        from auditor.concepts.stage import create_encoder
+
+        encoder = create_encoder(config.concepts, "cpu")
+    return MASK_PROVIDERS.build(name, source=train_source, config=config.masks, class_names=report.class_names,
+                                cache_dir=Path(config.masks.cache_dir) if config.masks.cache_dir else Path(work) / "masks",
+                                concept_encoder=encoder, device="cpu")
+
+
+def mask_iou(report, train, train_source, provider) -> float:
+    """Mean IoU, against the true object masks, of the masks the audit's backend gives the verdict images."""
     indices = sorted({i for v in report.verdicts for i in v.image_indices})
-    images, labels, _ = ctx.train.load(indices)
-    masks = ctx.mask_provider.masks(ctx.train.unit_images(images), labels.numpy(), np.asarray(indices))
+    images, labels, _ = train_source.load(indices)
+    masks = provider.masks(train_source.unit_images(images), labels.numpy(), np.asarray(indices))
     truth = train.masks[indices]
     inter = (masks & truth).sum((1, 2))
     union = (masks | truth).sum((1, 2))
@@ -148,13 +171,19 @@ def main(argv: list[str] | None = None) -> None:
                               "points_per_side": args.points_per_side}),
     ]:
         start = time.perf_counter()
-        report = audit(model, WorldDataset(train, with_masks=with_masks), WorldDataset(val, with_masks=False),
-                       class_names=spec.class_names, config={**base, "masks": masks_cfg})
-        seconds = time.perf_counter() - start
-        truth = truly_spurious(report, val, spec)
+        with tempfile.TemporaryDirectory(prefix="bench-vl-") as work:
+            config = {**base, "masks": masks_cfg, "features": {"cache_dir": work}}
+            report = audit(model, WorldDataset(train, with_masks=with_masks), WorldDataset(val, with_masks=False),
+                           class_names=spec.class_names, config=config)
+            seconds = time.perf_counter() - start
+            adapter = report_adapter(report)
+            train_source, _ = split_cache(adapter, WorldDataset(train, with_masks=with_masks), "train", work)
+            _, val_cache = split_cache(adapter, WorldDataset(val, with_masks=False), "val", work)
+            truth = truly_spurious(report, val, spec, val_cache)
+            iou = mask_iou(report, train, train_source, mask_provider_of(report, train_source, work))
         runs[label] = {
             **verdict_scores(report, truth),
-            "mask_iou": mask_iou(report, train),
+            "mask_iou": iou,
             **concept_scores(report, spec),
             "spurious_features": {spec.class_names[c]: report.spurious_features(c) for c in range(len(spec.classes))},
             "feature_names": feature_names(report, truth),

@@ -113,3 +113,54 @@ def test_run_neurontune_suppresses_the_spurious_dimensions():
     assert section["after"]["worst_class_accuracy"] > section["before"]["worst_class_accuracy"]
     assert section["after"]["mean_gap"] < section["before"]["mean_gap"]
     assert np.all(result.weight[:, [1, 2]] == 0) and result.weight.shape == (2, 4) and result.bias.shape == (2,)
+
+
+def planted_many(n_per_class, cue_rate, rng, n_core=4, n_noise=24):
+    """Two classes, several weak core dimensions, one cue per class, many noise dimensions."""
+    labels = np.repeat([0, 1], n_per_class)
+    sign = np.where(labels == 1, 1.0, -1.0)[:, None]
+    core = 0.5 * sign + rng.normal(0, 1.0, (len(labels), n_core))
+    own = rng.random(len(labels)) < cue_rate
+    cue0 = np.where(labels == 0, own, ~own)
+    cue1 = np.where(labels == 1, own, ~own)
+    cues = np.stack([2.0 * cue0, 2.0 * cue1], 1) + rng.normal(0, 0.3, (len(labels), 2))
+    acts = np.concatenate([core, cues, rng.normal(0, 1, (len(labels), n_noise))], 1)
+    return acts.astype(np.float32), labels, own
+
+
+def test_default_neurontune_never_keeps_a_head_worse_than_erm_on_held_out_data():
+    """lambda = 0 with 'any' flags nearly every dimension here; the held-out choice must not hurt."""
+    rng = np.random.default_rng(0)
+    train, train_y, _ = planted_many(400, 0.95, rng)
+    val, val_y, _ = planted_many(300, 0.5, rng)
+    test, test_y, test_own = planted_many(500, 0.5, rng)
+    d = train.shape[1]
+    w0, b0, _ = fit_head(train, train_y, np.zeros((2, d)), np.zeros(2), epochs=300, lr=0.05, weight_decay=0.0)
+    config = AuditConfig().replace(**{"neurontune.enabled": True, "gaps.min_k": 5})
+    assert config.neurontune.threshold == 0.0 and config.neurontune.combine == "any" and config.neurontune.select_on_holdout
+    train_cache = FeatureCache.from_arrays(train, train @ w0.T + b0, train_y)
+    val_cache = FeatureCache.from_arrays(val, val @ w0.T + b0, val_y)
+    result = run_neurontune((w0, b0), train_cache, val_cache, "val", val_cache, "val", None, [],
+                            config.neurontune, config.gaps, config.tuning.weight_decay)
+    section = result.section
+    assert section["n_over_threshold"] > d // 2  # the paper's default rule flags most dimensions
+    erm_held_out = section["candidates"][0]
+    kept = max(section["candidates"], key=lambda c: (c["worst_class_accuracy"], c["accuracy"]))
+    assert kept["worst_class_accuracy"] >= erm_held_out["worst_class_accuracy"]
+    assert section["n_held_out_images"] == 300 and section["n_identification_images"] == 300
+    erm_wg = worst_group(w0, b0, test, test_y, test_own)
+    assert worst_group(result.weight, result.bias, test, test_y, test_own) >= erm_wg - 0.03
+
+
+def test_uncapped_paper_defaults_can_fall_below_erm_which_is_why_we_select():
+    rng = np.random.default_rng(0)
+    train, train_y, _ = planted_many(400, 0.95, rng)
+    val, val_y, _ = planted_many(300, 0.5, rng)
+    d = train.shape[1]
+    w0, b0, _ = fit_head(train, train_y, np.zeros((2, d)), np.zeros(2), epochs=300, lr=0.05, weight_decay=0.0)
+    pred = (val @ w0.T + b0).argmax(1)
+    result = neurontune_head(train, train_y, val, val_y, pred, w0, b0, epochs=100, lr=0.05, weight_decay=0.0,
+                             max_suppressed_fraction=0.5, select_activations=val, select_labels=val_y)
+    scores = {c["n_suppressed"]: c["worst_class_accuracy"] for c in result["candidates"]}
+    assert 0 in scores and len(scores) > 2
+    assert result["fallback"] == (len(result["suppressed"]) == 0)

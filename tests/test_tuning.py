@@ -6,7 +6,7 @@ from auditor.errors import ConfigError
 from auditor.features import FeatureCache
 from auditor.ranking import spuriosity_scores
 from auditor.evaluation import decile_accuracy
-from auditor.tuning import fit_head, run_tuning, select_tuning_images, tune_head
+from auditor.tuning import fit_head, run_tuning, select_tuning_images, split_validation, tune_head
 
 
 def planted_split(n_per_class, cue_rate, rng):
@@ -78,12 +78,15 @@ def test_low_spuriosity_tuning_closes_the_gap_and_random_tuning_does_not():
     train_scores = spuriosity_scores(train_x, train_y, spurious)
     val_scores = spuriosity_scores(val_x, val_y, spurious)
 
-    config = TuningConfig(n_per_class=60, epochs=300, lr=0.05, max_accuracy_drop=0.02, baselines=["random"])
+    # training images only: the selection rule alone must make the difference (validation halves are tested below)
+    config = TuningConfig(n_per_class=60, epochs=300, lr=0.05, max_accuracy_drop=0.02, baselines=["random"],
+                          validation_fit_fraction=0.0)
     stage = run_tuning((weight, bias), train, train_scores, val, val_scores, config, GapConfig(), seed=0)
     ours, rand = stage.results["low_spuriosity"], stage.results["random"]
     w_ours, b_ours = stage.heads["low_spuriosity"]
+    fit_rows, held_rows = split_validation(val_y, config.validation_fit_fraction, np.random.default_rng([0, 1]))
     alone, w_alone, _ = tune_head("low_spuriosity", weight, bias, train, train_scores, val, val_scores, config, GapConfig(),
-                                  np.random.default_rng(0))
+                                  np.random.default_rng(0), val_fit_rows=fit_rows, val_held_out_rows=held_rows)
     assert alone.after == ours.after and np.array_equal(w_alone, w_ours)  # a baseline never changes our result
     assert ours.before["max_gap"] > 0.3
     assert ours.after["max_gap"] < ours.before["max_gap"] - 0.3
@@ -97,3 +100,52 @@ def test_low_spuriosity_tuning_closes_the_gap_and_random_tuning_does_not():
 
     assert worst_group(weight, bias) < 0.7  # ERM leans on the cues
     assert worst_group(w_ours, b_ours) > worst_group(weight, bias) + 0.2
+
+
+def test_validation_split_is_stratified_disjoint_and_keeps_held_out_rows():
+    labels = np.array([0] * 9 + [1] * 3 + [-1] * 2)
+    fit, held = split_validation(labels, 0.5, np.random.default_rng(0))
+    assert not set(fit) & set(held) and set(fit) | set(held) == set(range(12))  # unreadable rows in neither
+    assert np.bincount(labels[held]).min() >= 1 and np.bincount(labels[fit]).tolist() == [4, 2]
+    fit, held = split_validation(labels, 0.0, np.random.default_rng(0))
+    assert len(fit) == 0 and len(held) == 12
+
+
+@pytest.mark.parametrize("val_cue_rate, size_scales", [(0.5, [1.0]), (0.9, [1.0, 0.5, 0.25])])
+def test_label_free_mode_lifts_the_worst_group_and_reports_only_held_out_images(val_cue_rate, size_scales):
+    """Few cue-free training images; validation balanced (0.5) or as skewed as training (0.9, where a smaller,
+    cleaner set chosen on the held-out half is needed); no group labels used."""
+    rng = np.random.default_rng(3)
+    train_x, train_y, _ = planted_split(400, 0.95, rng)
+    val_x, val_y, _ = planted_split(300, val_cue_rate, rng)
+    test_x, test_y, test_cues = planted_split(400, 0.5, rng)
+    weight, bias = erm_head(train_x, train_y)
+    spurious = {0: [1], 1: [2]}
+    train, val = cache_for(train_x, train_y, weight, bias), cache_for(val_x, val_y, weight, bias)
+    config = TuningConfig(baselines=[], size_scales=size_scales)
+    stage = run_tuning((weight, bias), train, spuriosity_scores(train_x, train_y, spurious), val,
+                       spuriosity_scores(val_x, val_y, spurious), config, GapConfig(), seed=0)
+    result = stage.results["low_spuriosity"]
+    _, held = split_validation(val_y, config.validation_fit_fraction, np.random.default_rng([0, 1]))
+    assert result.after["evaluated_on"] == "val, held-out half" and result.after["n_evaluated"] == len(held) == 300
+    assert result.after["fitted_on"]["val"] > 0 and result.n_train_images == sum(result.after["fitted_on"].values())
+
+    def worst_group(w, b):
+        correct = (test_x @ w.T + b).argmax(1) == test_y
+        own_cue = test_cues[np.arange(len(test_y)), test_y]
+        return min(correct[(test_y == c) & (own_cue == f)].mean() for c in (0, 1) for f in (False, True))
+
+    erm = worst_group(weight, bias)
+    assert erm < 0.75
+    assert worst_group(*stage.heads["low_spuriosity"]) > erm + 0.08
+
+
+def test_without_validation_nothing_is_held_out():
+    rng = np.random.default_rng(0)
+    x, y, _ = planted_split(100, 0.9, rng)
+    weight, bias = erm_head(x, y)
+    cache = cache_for(x, y, weight, bias)
+    scores = spuriosity_scores(x, y, {0: [1], 1: [2]})
+    stage = run_tuning((weight, bias), cache, scores, cache, scores, TuningConfig(baselines=[], epochs=20), GapConfig(), seed=0)
+    after = stage.results["low_spuriosity"].after
+    assert after["evaluated_on"] == "train" and set(after["fitted_on"]) <= {"train"} and after["n_evaluated"] == 200

@@ -1,0 +1,125 @@
+"""Helpers the benchmarks share: rebuilding an audit's caches from its public report, test groups,
+and the oracle DFR reference (which needs true group labels, so it lives here, not in the library).
+
+An :class:`~auditor.report.audit_report.AuditReport` keeps results only (``model``,
+``meta["head"]``, ``rankings``, ``labels``, ``tuned_heads``, ``verdicts``). A benchmark that
+needs the cached features rebuilds them with the same adapter; when the audit ran with
+``features.cache_dir`` set to the same folder, :func:`split_cache` reuses the audit's finished
+cache instead of running the model again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from auditor.data import ImageSource
+from auditor.features import FeatureCache, extract_features
+from auditor.model import ModelAdapter
+
+
+def report_adapter(report) -> ModelAdapter:
+    """The audited model's adapter (same head as the audit)."""
+    return ModelAdapter(report.model, head=report.meta.get("head"))
+
+
+def split_cache(adapter: ModelAdapter, dataset: Dataset, split: str, cache_dir: str | Path) -> tuple[ImageSource, FeatureCache]:
+    """``(ImageSource, FeatureCache)`` of one split; reuses ``<cache_dir>/features/<split>`` when the audit wrote it."""
+    source = ImageSource(dataset, name=split)
+    return source, extract_features(adapter, source, Path(cache_dir) / "features" / split, progress=False)
+
+
+def head_of(adapter: ModelAdapter) -> tuple[np.ndarray, np.ndarray]:
+    """The model's own head, ``(weight (K, D), bias (K,))`` float32."""
+    return adapter.head_weight().numpy(), adapter.head_bias().numpy()
+
+
+def skewed_val_spec(spec, n_val: int | None = None, seed_offset: int = 7919):
+    """A spec whose *training* split serves as a validation split as skewed as training.
+
+    ``generate_split(spec, "train")`` draws cues at the training rates; a different seed gives
+    fresh images, and ``n_train = n_val`` gives the validation size. Use it with
+    ``load_split(skewed_val_spec(spec), "train")``.
+    """
+    return dataclasses.replace(spec, n_train=n_val or spec.n_val, seed=spec.seed + seed_offset)
+
+
+def group_accuracy(predictions: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
+    """``(average accuracy, worst-group accuracy)`` of predictions (empty groups ignored)."""
+    correct = np.asarray(predictions) == np.asarray(labels)
+    worst = min(float(correct[groups == g].mean()) for g in np.unique(groups))
+    return float(correct.mean()), worst
+
+
+def oracle_dfr(
+    val_activations: np.ndarray,
+    val_labels: np.ndarray,
+    val_groups: np.ndarray,
+    *,
+    seed: int = 0,
+    c_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0),
+    n_subsamples: int = 10,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Oracle Deep Feature Reweighting (Kirichenko et al., 2023): the bar, not a usable method.
+
+    The last layer is retrained on held-out validation data with the *true* group labels:
+    features are standardised; the inverse L2 strength ``C`` is chosen on one half of
+    validation (logistic regression trained on group-balanced subsamples of the other half,
+    scored by worst-group accuracy on the first); then, with that ``C``, logistic regressions
+    are trained on ``n_subsamples`` group-balanced subsamples of the whole validation split
+    and their weights averaged (as in the paper's DFR^Val_Tr).
+
+    Args:
+        val_activations: float ``(M, D)`` validation features.
+        val_labels: int ``(M,)``.
+        val_groups: int ``(M,)`` true group ids.
+        seed: subsampling seed.
+        c_grid: candidate ``C`` values.
+        n_subsamples: group-balanced subsamples averaged in the final head.
+
+    Returns:
+        ``(weight (K, D), bias (K,))`` float32 acting on the raw (unstandardised) features.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.asarray(val_activations, np.float64)
+    y = np.asarray(val_labels, np.int64)
+    g = np.asarray(val_groups, np.int64)
+    k = int(y.max()) + 1
+    rng = np.random.default_rng(seed)
+    scaler = StandardScaler().fit(x)
+    xs = scaler.transform(x)
+
+    def balanced(rows: np.ndarray) -> np.ndarray:
+        present = np.unique(g[rows])
+        size = min(int((g[rows] == q).sum()) for q in present)
+        return np.concatenate([rng.choice(rows[g[rows] == q], size, replace=False) for q in present])
+
+    def fit(rows: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
+        model = LogisticRegression(C=c, max_iter=2000).fit(xs[rows], y[rows])
+        w, b = np.zeros((k, x.shape[1])), np.zeros(k)
+        if len(model.classes_) == 2 and k == 2:
+            w[1], b[1] = model.coef_[0], model.intercept_[0]
+        else:
+            w[model.classes_], b[model.classes_] = model.coef_, model.intercept_
+        return w, b
+
+    order = rng.permutation(len(y))
+    half_a, half_b = order[: len(y) // 2], order[len(y) // 2:]
+    best_c, best_score = c_grid[0], -1.0
+    for c in c_grid:
+        w, b = fit(balanced(half_b), c)
+        _, worst = group_accuracy((xs[half_a] @ w.T + b).argmax(1), y[half_a], g[half_a])
+        if worst > best_score:
+            best_c, best_score = c, worst
+    fits = [fit(balanced(np.arange(len(y))), best_c) for _ in range(n_subsamples)]
+    w = np.mean([f[0] for f in fits], 0)
+    b = np.mean([f[1] for f in fits], 0)
+    # fold the standardisation into the head: (x - mu) / sd @ w.T + b
+    weight = w / scaler.scale_
+    bias = b - (scaler.mean_ / scaler.scale_) @ w.T
+    return weight.astype(np.float32), bias.astype(np.float32)
