@@ -98,6 +98,7 @@ def resolve_audit_config(args: argparse.Namespace) -> AuditConfig:
         "model.device": args.device, "data.train": args.data, "data.val": args.val_data,
         "data.batch_size": args.batch_size, "data.image_size": args.image_size, "data.preprocessing": args.preprocessing,
         "report.output_dir": args.output_dir, "report.human_annotations": args.annotations, "seed": args.seed,
+        "engine": getattr(args, "engine", None),
     }
     for key, value in flags.items():
         if value is not None:
@@ -190,6 +191,10 @@ def _show_stage_lines(args: argparse.Namespace) -> None:
 def cmd_audit(args: argparse.Namespace) -> int:
     """Run a full audit from a YAML file and flags; write results.json and report.html; apply the gate."""
     config = resolve_audit_config(args)  # everything is checked before the model or an image is read
+    if config.engine == "ray":
+        from auditor.engines import require_ray
+
+        require_ray()  # exit 2 with the pip command when the extra is missing
 
     from auditor.adapters.data import load_dataset
     from auditor.adapters.models import load_model
@@ -346,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", "-o", help=f"report.output_dir (default: {DEFAULT_OUTPUT_DIR})")
     run.add_argument("--annotations", help="report.human_annotations: CSV of human core/spurious labels")
     run.add_argument("--seed", type=int, help="seed")
+    run.add_argument("--engine", choices=("local", "ray"), help='engine: where features are extracted: local, or ray (pip install "auditor[ray]")')
     run.add_argument("--fail-on", action="append", metavar="COND", help="gate condition such as 'max_gap>0.10' (repeatable; replaces gate.fail_on)")
     run.add_argument("--no-html", action="store_true", help="write results.json only")
     run.add_argument("--concepts", action="store_true", help="concepts.enabled: rank images by CLIP concepts (needs local CLIP weights)")

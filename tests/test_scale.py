@@ -174,3 +174,41 @@ def test_one_progress_bar_over_every_split(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "36/36" in err and "val shards 2/2" in err and "img/s" in err
     assert "0/24" not in err and "0/12" not in err  # no per-split bars
+
+
+class KillOnce(TwoChannelNet):
+    """TwoChannelNet whose process dies (like ``kill -9``) on its first batch, once: a marker file remembers it."""
+
+    def __init__(self, marker: str):
+        super().__init__()
+        self.marker = marker
+
+    def forward(self, x):
+        if not os.path.exists(self.marker):
+            Path(self.marker).write_text(str(os.getpid()))
+            os._exit(1)
+        return super().forward(x)
+
+
+@pytest.mark.slow
+def test_ray_on_a_three_node_cluster_with_a_killed_worker_gives_the_single_process_cache(tmp_path):
+    ray = pytest.importorskip("ray", reason='the Ray engine is optional: pip install "auditor[ray]"')
+    from ray.cluster_utils import Cluster
+
+    reference = tmp_path / "local"
+    local = _extract(reference, SlowPlanted(64, bad=(9,)))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    for _ in range(2):
+        cluster.add_node(num_cpus=1)
+    try:
+        ray.init(address=cluster.address)
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 3
+        marker = tmp_path / "killed.pid"
+        cache = _extract(tmp_path / "ray", SlowPlanted(64, bad=(9,)), model=KillOnce(str(marker)), engine="ray",
+                         ray_actors=2)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert marker.exists() and int(marker.read_text()) != os.getpid()  # a Ray worker died mid-extraction
+    assert _files(tmp_path / "ray") == _files(reference)  # nothing lost, nothing duplicated
+    assert cache.skipped == local.skipped
