@@ -212,3 +212,12 @@ def test_ray_on_a_three_node_cluster_with_a_killed_worker_gives_the_single_proce
     assert marker.exists() and int(marker.read_text()) != os.getpid()  # a Ray worker died mid-extraction
     assert _files(tmp_path / "ray") == _files(reference)  # nothing lost, nothing duplicated
     assert cache.skipped == local.skipped
+
+
+def test_cli_without_ray_exits_2_with_the_pip_command(monkeypatch, capsys, tmp_path):
+    from auditor.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` does where the extra is not installed
+    code = main(["audit", "--engine", "ray", "--model", "torchvision:resnet18", "--data", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and 'pip install "auditor[ray]"' in err and "engine: ray" in err
