@@ -451,7 +451,7 @@ class _Progress:
         self.skipped = n_skipped
         if self.bar is not None:
             self.bar.update(count)
-        if self.images >= self.next_log:
+        if self.next_log <= self.images < self.n:  # the last line comes from extract_features, with every shard done
             self.log()
             self.next_log = (self.images // PROGRESS_EVERY + 1) * PROGRESS_EVERY
 
