@@ -321,7 +321,8 @@ class ImageSource:
         """
         indices = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
         subset = Subset(self._normalised, indices.tolist())
-        loader = DataLoader(subset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers, collate_fn=self._collate)
+        workers = self.num_workers if len(indices) > 2 * self.batch_size else 0  # starting workers costs more than a few images
+        loader = DataLoader(subset, batch_size=self.batch_size, shuffle=False, num_workers=workers, collate_fn=self._collate)
         for images, labels, masks, kept, skipped in loader:
             for item in skipped:
                 self._note(item)
