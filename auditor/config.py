@@ -120,19 +120,57 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class VerdictConfig:
-    """Core-or-spurious verdicts from heatmaps, object masks and ablations.
+    """Core-or-spurious verdicts from background swaps, object removal and heatmaps.
+
+    With ``counterfactual: swap`` the backgrounds come from the dataset itself (Backgrounds
+    Challenge protocol, Xiao et al. 2021): ``n_donors`` images of the class and ``n_donors``
+    images of the whole dataset, each with its own object filled in by its own background.
+    A feature's background reliance is its mean activation on the class's backgrounds minus
+    the ``reliance_quantile`` of its activations on other classes' backgrounds (objects
+    removed), as a fraction of its activation on the class's top images; its swap reliance is
+    the same comparison with each examined image's object pasted onto ``n_swaps`` backgrounds
+    of each kind. Both comparisons share every artefact of the cut-out and the paste, so no
+    synthetic fill enters them. A feature is spurious when either reliance reaches its
+    threshold with a bootstrap interval above 0 (the swap reliance only while the background
+    reliance is not negative); it is "mixed" when removing the object also lowers it by at
+    least ``reliance_threshold``. It is also spurious when the heatmap puts its evidence
+    outside the object and either removing the object raises the feature or both reliances
+    point that way without being conclusive. Without donors (a single class, empty masks)
+    the legacy fill ablation decides.
 
     Attributes:
         n_images: top-activating images of the class examined per (class, feature).
         heatmap: heatmap backend ("cam" on the last spatial layer, or "gradient").
-        ablation_fill: value replacing the removed region: "neutral" (grey at the data's brightness with its pixel noise) or "blur".
+        counterfactual: the causal test that decides: "swap" (real backgrounds from the dataset),
+            or the legacy fill ablation "neutral" (grey with pixel noise) or "blur", where
+            background removal hurting more than object removal means spurious.
+        n_swaps: backgrounds of each kind (same class, other classes) each examined object is pasted onto.
+        n_donors: images sampled from the class, and from the whole dataset, to take backgrounds from.
+        reliance_threshold: smallest background reliance (fraction of the feature's activation
+            that comes and goes with the class's backgrounds, objects removed) that makes a feature
+            spurious; also the object reliance above which a spurious feature is "mixed".
+        swap_threshold: smallest swap reliance (the same with the object kept) that makes a feature
+            spurious; catches features that need object and background together.
+        reliance_quantile: quantile of the other classes' backgrounds used as the reference; above
+            0.5 a background type that many other classes share, or a feature merely suppressed by
+            other classes' own cues, does not count against the class.
+        reliance_confidence: confidence level of the bootstrap intervals.
+        ablation_fill: fill of the legacy ablation evidence (``object_drop``, ``background_drop``):
+            "neutral" (grey at the data's brightness with its pixel noise) or "blur".
         density_threshold: a feature whose heat density inside the object is below this
             multiple of the density outside counts as having its evidence outside the object.
-        min_activation_drop: ablation drops smaller than this fraction count as "no effect".
+        min_activation_drop: legacy ablation drops smaller than this fraction count as "no effect".
     """
 
     n_images: int = 16
     heatmap: str = "cam"
+    counterfactual: str = "swap"
+    n_swaps: int = 8
+    n_donors: int = 32
+    reliance_threshold: float = 0.1
+    swap_threshold: float = 0.15
+    reliance_quantile: float = 0.75
+    reliance_confidence: float = 0.95
     ablation_fill: str = "neutral"
     density_threshold: float = 1.0
     min_activation_drop: float = 0.05
@@ -399,6 +437,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.preprocessing": PREPROCESSING,
     "verdicts.heatmap": ("cam", "gradient"),
     "verdicts.ablation_fill": ("neutral", "blur"),
+    "verdicts.counterfactual": ("swap", "neutral", "blur"),
     "masks.provider": ("auto", "dataset", "sam", "box"),
     "masks.sam_model_type": ("vit_b", "vit_l", "vit_h", "tiny"),
     "concepts.backend": ("open_clip", "hf_clip"),
@@ -415,8 +454,9 @@ LIST_CHOICES: dict[str, tuple[str, ...]] = {
 }
 """List-valued keys whose every entry must be one of the given values (each at most once)."""
 POSITIVE = {
-    "data.batch_size", "data.image_size", "model.num_classes", "features.top_k", "verdicts.n_images", "gaps.min_k",
-    "gaps.n_bootstrap", "tuning.n_per_class", "tuning.epochs", "neurontune.epochs", "discovery.max_clusters",
+    "data.batch_size", "data.image_size", "model.num_classes", "features.top_k", "verdicts.n_images", "verdicts.n_swaps",
+    "verdicts.n_donors", "gaps.min_k", "gaps.n_bootstrap", "tuning.n_per_class", "tuning.epochs", "neurontune.epochs",
+    "discovery.max_clusters",
     "noise.n_flagged", "masks.points_per_side", "discovery.max_pool_images", "report.n_grid_images", "concepts.n_names",
     "features.shard_size", "features.ray_actors",
 }
@@ -424,7 +464,8 @@ NON_NEGATIVE = {"data.num_workers"}
 UNIT_INTERVAL = {
     "gaps.top_fraction", "gaps.confidence", "tuning.target_gap", "tuning.max_accuracy_drop",
     "discovery.min_confidence", "masks.pred_iou_thresh", "masks.stability_score_thresh",
-    "verdicts.min_activation_drop", "concepts.min_enrichment", "concepts.max_redundancy",
+    "verdicts.min_activation_drop", "verdicts.reliance_threshold", "verdicts.swap_threshold", "verdicts.reliance_quantile",
+    "verdicts.reliance_confidence", "concepts.min_enrichment", "concepts.max_redundancy",
     "neurontune.max_suppressed_fraction", "data.max_skipped_fraction",
 }
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")

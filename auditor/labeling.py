@@ -1,19 +1,38 @@
-"""Core or spurious, automatically: heat inside the object mask, confirmed by ablation.
+"""Core or spurious, automatically: background swaps, object removal and heat inside the object mask.
 
-For each important (class, feature), the class's top-activating images get a heatmap
-of that feature and the class object's mask. Two signals are measured:
+For each important (class, feature), the class's top-activating images are examined
+with their object masks. Every verdict keeps all the signals below, says which one
+decided (``decided_by``) and why (``explanation``).
 
-* **heat density ratio**: the heatmap's mass per unit area inside the object divided
-  by its mass per unit area outside. It is normalised for object area, so a core
-  feature on a small object (whose low-resolution map spills over the edges) still
-  scores above 1, while a background feature scores below 1.
-* **ablation**: the relative drop of the feature's activation when the object is
-  replaced by a neutral fill, versus when the background is. Evidence that lies
-  outside the object makes the background ablation hurt more.
+* **background reliance** (default causal test, from real content; Backgrounds Challenge,
+  Xiao et al., ICLR 2021): backgrounds of ``n_donors`` images of the class and of
+  ``n_donors`` images of the whole dataset, each donor's own object filled in with its
+  own neighbouring background (:mod:`auditor.counterfactuals`). The reliance is the
+  feature's mean activation on the class's backgrounds minus the ``reliance_quantile``
+  of its activations on other classes' backgrounds, as a fraction of its activation on
+  the examined images, with a bootstrap interval. It is calibrated by construction: a
+  feature that ignores backgrounds scores 0 whatever the data look like, no fill texture
+  enters, and the upper-quantile reference keeps a feature that other classes' own cues
+  merely suppress (a clean control class) near 0.
+* **swap reliance**: the same comparison with each examined image's object pasted onto
+  ``n_swaps`` backgrounds of each kind (mixed-same vs mixed-rand), with an interval over
+  the images; it sees features that need the object and the background together.
+* **object reliance**: the relative drop when the object is replaced by the image's own
+  neighbouring background.
+* **heat density ratio**: the heatmap's mass per unit area inside the object divided by
+  its mass per unit area outside (normalised for object area).
+* **legacy fill ablation** (``object_drop``, ``background_drop``): object or background
+  replaced by a grey+noise or blurred fill.
 
-The ablation is causal, so it decides the verdict when it is conclusive (one of the
-drops exceeds ``min_activation_drop``); the heatmap decides otherwise. ``confirmed``
-records whether both signals agree.
+Spurious when the background reliance reaches ``reliance_threshold`` or the swap
+reliance reaches ``swap_threshold`` while backgrounds alone do not point the other way
+(background reliance >= 0), each with its interval above 0 ("mixed" when the
+object reliance reaches ``reliance_threshold`` too); or when the heat density puts the
+evidence outside the object and either removing the object raises the feature (object
+reliance interval below 0: a background feature even if other classes share that
+background) or both reliances point that way without being conclusive.
+The fill ablation decides when ``counterfactual`` is "neutral" or "blur", or when no swap
+is possible (a single class, empty masks).
 """
 
 from __future__ import annotations
@@ -28,6 +47,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from auditor.config import VerdictConfig
+from auditor.counterfactuals import (
+    background_contrast,
+    clean_backgrounds,
+    paste_object,
+    pick_donors,
+    reliance_scores,
+    remove_object,
+)
 from auditor.data import ImageSource
 from auditor.errors import InvalidInputError
 from auditor.features import FeatureCache
@@ -50,7 +77,7 @@ def heat_inside_mask(heatmaps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarra
 
     Example:
         >>> heat = np.array([[[1., 0.], [0., 0.]]]); mask = np.array([[[1., 0.], [0., 0.]]])
-        >>> [float(a[0]) for a in heat_inside_mask(heat, mask)][:2]
+        >>> [round(float(a[0]), 6) for a in heat_inside_mask(heat, mask)][:2]
         [1.0, 0.25]
     """
     eps = 1e-8
@@ -128,6 +155,121 @@ def _relative_drop(before: torch.Tensor, after: torch.Tensor) -> float:
     return float((before.mean() - after.mean()) / scale)
 
 
+def _features(adapter: ModelAdapter, images: torch.Tensor, batch_size: int) -> np.ndarray:
+    """float64 ``(N, D)`` features of ``images``, in batches."""
+    out = [adapter.forward(images[i : i + batch_size]).features.detach().cpu().double().numpy() for i in range(0, len(images), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+class _Masks:
+    """Object masks of dataset images, computed once per image."""
+
+    def __init__(self, source: ImageSource, provider, labels: np.ndarray):
+        self.source, self.provider, self.labels = source, provider, labels
+        self.memo: dict[int, np.ndarray] = {}
+
+    def get(self, indices: np.ndarray, images: torch.Tensor) -> np.ndarray:
+        missing = [n for n, i in enumerate(indices) if int(i) not in self.memo]
+        if missing:
+            subset = images[missing]
+            ids = [int(indices[n]) for n in missing]
+            labels = [int(self.labels[i]) for i in ids]
+            new = np.asarray(self.provider.masks(self.source.unit_images(subset), labels, ids), bool)
+            if new.shape != (len(ids), *images.shape[-2:]):
+                raise InvalidInputError(
+                    f"the mask provider returned masks of shape {new.shape[1:]} for images of shape "
+                    f"{tuple(images.shape[-2:])}; masks must match the image size"
+                )
+            self.memo.update(zip(ids, new))
+        return np.stack([self.memo[int(i)] for i in indices])
+
+
+class _Backgrounds:
+    """Object-free backgrounds of donor images (their own object filled with their own background)."""
+
+    def __init__(self, source: ImageSource, masks: _Masks):
+        self.source, self.masks = source, masks
+        self.memo: dict[int, torch.Tensor] = {}
+
+    def get(self, indices: np.ndarray) -> torch.Tensor:
+        missing = sorted({int(i) for i in indices} - set(self.memo))
+        if missing:
+            images, _, _ = self.source.load(missing)
+            masks = torch.from_numpy(self.masks.get(np.asarray(missing), images))
+            self.memo.update(zip(missing, clean_backgrounds(images, masks)))
+        return torch.stack([self.memo[int(i)] for i in indices])
+
+
+def _fmt(value: float) -> str:
+    return f"{value:+.2f}"
+
+
+def _decide(
+    config: VerdictConfig,
+    background: tuple[float, float, float] | None,
+    swap: tuple[float, float, float],
+    object_reliance: float,
+    object_high: float,
+    heat_spurious: bool,
+    density: float,
+    object_drop: float,
+    background_drop: float,
+) -> tuple[bool, str, bool, bool, str]:
+    """``(spurious, decided_by, counterfactual says spurious, mixed, explanation)``."""
+    heat_text = f"heat density inside/outside the object is {density:.2f} (threshold {config.density_threshold:g})"
+    if background is None:
+        conclusive = max(object_drop, background_drop) >= config.min_activation_drop
+        ablation_spurious = background_drop > object_drop
+        fill = config.counterfactual if config.counterfactual in ("neutral", "blur") else config.ablation_fill
+        prefix = "" if config.counterfactual != "swap" else "No background swap was possible (no donors or empty masks); "
+        if conclusive:
+            side = "background" if ablation_spurious else "object"
+            return ablation_spurious, "ablation", ablation_spurious, False, (
+                f"{prefix}removing the {side} with the {fill} fill lowered the feature more "
+                f"(background drop {_fmt(background_drop)}, object drop {_fmt(object_drop)})."
+            )
+        return heat_spurious, "heatmap", heat_spurious, False, (
+            f"{prefix}the {fill} fill ablation had no effect (drops below {config.min_activation_drop:g}), "
+            f"so the heatmap decided: {heat_text}."
+        )
+    value, low, high = background
+    swap_value, swap_low, swap_high = swap
+    threshold, swap_threshold = config.reliance_threshold, config.swap_threshold
+    ci = f"background reliance {_fmt(value)} [{_fmt(low)}, {_fmt(high)}]"
+    swap_ci = f"swap reliance {_fmt(swap_value)} [{_fmt(swap_low)}, {_fmt(swap_high)}]"
+    mixed = object_reliance >= threshold
+    tail = (f"; the object matters too (object reliance {_fmt(object_reliance)}), so the feature is mixed"
+            if mixed else f"; object reliance {_fmt(object_reliance)}")
+    if low > 0 and value >= threshold:
+        return True, "background", True, mixed, (
+            f"With the objects removed, the feature responds more to its class's own backgrounds than to "
+            f"other classes' ({ci}, at least {threshold:g} and above 0){tail}."
+        )
+    if swap_low > 0 and swap_value >= swap_threshold and value >= 0:
+        return True, "swap", True, mixed, (
+            f"With the object kept, the feature is higher on its class's own backgrounds than on other "
+            f"classes' ({swap_ci}, at least {swap_threshold:g} and above 0), although backgrounds alone barely "
+            f"move it ({ci}): it needs the object and the background together{tail}."
+        )
+    if heat_spurious and object_high < 0:
+        return True, "object", True, False, (
+            f"Replacing the object with the image's own background raises the feature (object reliance "
+            f"{_fmt(object_reliance)}, interval below 0) and the {heat_text}: it measures the background, "
+            f"even though other classes' backgrounds carry it as well ({ci})."
+        )
+    if heat_spurious and value >= 0 and swap_value >= 0 and (high >= threshold or swap_high >= swap_threshold):
+        return True, "heatmap", False, False, (
+            f"The {heat_text}, so its evidence lies outside the object, and the background swaps point the "
+            f"same way without being conclusive ({ci}; {swap_ci})."
+        )
+    heat = f"; the {heat_text}" if heat_spurious else ""
+    return False, "background", False, False, (
+        f"The feature responds about as much to other classes' backgrounds as to its own ({ci}, "
+        f"threshold {threshold:g}; {swap_ci}, threshold {swap_threshold:g}; a reliance counts when it reaches "
+        f"its threshold with its interval above 0); object reliance {_fmt(object_reliance)}{heat}."
+    )
+
+
 def label_features(
     adapter: ModelAdapter,
     source: ImageSource,
@@ -143,13 +285,14 @@ def label_features(
 
     Args:
         adapter: the model adapter.
-        source: images of the split the cache was computed on (train).
-        cache: its FeatureCache.
+        source: images of the split the cache was computed on (train); the donors of
+            background swaps are drawn from it too.
+        cache: its FeatureCache (rows with label < 0 are neither examined nor donors).
         important: class -> important features.
         importance: float ``(K, D)`` contributions.
         mask_provider: object with ``masks(unit_images, labels, indices) -> bool (N, H, W)``.
         config: verdict settings.
-        rng: random generator (for the neutral fill sample).
+        rng: random generator (donors, the neutral fill sample, bootstrap).
         progress: show a progress bar.
 
     Returns:
@@ -158,70 +301,155 @@ def label_features(
     Raises:
         InvalidInputError: masks whose size differs from the images.
     """
-    fill = "blur" if config.ablation_fill == "blur" else neutral_fill(source, rng)
-    pairs = [(c, f) for c, features in important.items() for f in features]
+    legacy_fill = config.counterfactual if config.counterfactual in ("neutral", "blur") else config.ablation_fill
+    fill = "blur" if legacy_fill == "blur" else neutral_fill(source, rng)
+    labels = np.asarray(cache.labels)
+    valid = np.flatnonzero(labels >= 0)
+    masks = _Masks(source, mask_provider, labels)
+    backgrounds = _Backgrounds(source, masks)
+    swap = config.counterfactual == "swap"
+    batch = max(1, source.batch_size)
+    pool = np.sort(rng.choice(valid, size=min(config.n_donors, len(valid)), replace=False)) if swap else valid[:0]
+    pool_set = set(pool.tolist())
+    pool_features = None
     verdicts = []
-    mask_memo: dict[int, np.ndarray] = {}
-    for c, f in tqdm(pairs, desc="core/spurious verdicts", disable=not progress):
-        members = np.flatnonzero(cache.labels == c)
-        order = np.argsort(-np.asarray(cache.activations[members, f]), kind="stable")
-        chosen = np.sort(members[order[: config.n_images]])
-        images, labels, _ = source.load(chosen)
-        missing = [int(i) for i in chosen if int(i) not in mask_memo]
-        if missing:
-            position = {int(i): n for n, i in enumerate(chosen)}
-            subset = torch.stack([images[position[i]] for i in missing])
-            new_masks = np.asarray(mask_provider.masks(source.unit_images(subset), [c] * len(missing), missing), bool)
-            if new_masks.shape != (len(missing), *images.shape[-2:]):
-                raise InvalidInputError(
-                    f"the mask provider returned masks of shape {new_masks.shape[1:]} for images of shape "
-                    f"{tuple(images.shape[-2:])}; masks must match the image size"
-                )
-            mask_memo.update(zip(missing, new_masks))
-        masks = np.stack([mask_memo[int(i)] for i in chosen])
-        heat = compute_heatmaps(adapter, images, [f] * len(chosen), config.heatmap)
-        soft = resize_masks(masks, heat.shape[1:])
-        inside, area, ratio = heat_inside_mask(heat, soft)
-        usable = area > 0
-        if not usable.any():
-            logger.warning("class %d feature %d: every examined image has an empty object mask; verdict from ablation only", c, f)
-            usable[:] = True
-
-        mask_tensor = torch.from_numpy(masks)
+    for c, features in tqdm(list(important.items()), desc="core/spurious verdicts", disable=not progress):
+        if not features:
+            continue
+        members = valid[labels[valid] == c]
+        chosen_by_feature = {}
+        for f in features:
+            order = np.argsort(-np.asarray(cache.activations[members, f]), kind="stable")
+            chosen_by_feature[f] = np.sort(members[order[: config.n_images]])
+        union = np.unique(np.concatenate(list(chosen_by_feature.values())))
+        images, _, _ = source.load(union)
+        union_masks = masks.get(union, images)
+        mask_tensor = torch.from_numpy(union_masks)
+        base = _features(adapter, images, batch)
         no_object, no_background = ablate(images, mask_tensor, fill, torch.Generator().manual_seed(int(rng.integers(2**31))))
-        base = adapter.forward(images).features[:, f]
-        object_drop = _relative_drop(base, adapter.forward(no_object).features[:, f])
-        background_drop = _relative_drop(base, adapter.forward(no_background).features[:, f])
+        legacy_object = _features(adapter, no_object, batch)
+        legacy_background = _features(adapter, no_background, batch)
 
-        density = float(np.exp(np.log(np.maximum(ratio[usable], 1e-6)).mean()))
-        heat_spurious = density < config.density_threshold
-        conclusive = max(object_drop, background_drop) >= config.min_activation_drop
-        ablation_spurious = background_drop > object_drop
-        spurious = ablation_spurious if conclusive else heat_spurious
-        verdicts.append(
-            FeatureVerdict(
-                class_index=int(c),
-                feature=int(f),
-                label="spurious" if spurious else "core",
-                importance=float(importance[c, f]),
-                heat_inside=float(inside[usable].mean()),
-                object_area=float(area[usable].mean()),
-                density_ratio=density,
-                object_drop=object_drop,
-                background_drop=background_drop,
-                heat_says_spurious=bool(heat_spurious),
-                ablation_says_spurious=bool(ablation_spurious) if conclusive else bool(heat_spurious),
-                confirmed=bool(heat_spurious == spurious and (conclusive and ablation_spurious == spurious)),
-                image_indices=[int(i) for i in chosen],
+        area = union_masks.mean((1, 2))
+        swappable = (area > 0) & (area < 1)
+        same_pool = np.sort(rng.choice(members, size=min(config.n_donors, len(members)), replace=False)) if swap else members[:0]
+        other_pool = pool[labels[pool] != c]
+        n_swaps = 0
+        if swap and swappable.sum() >= 2 and len(same_pool) >= 2 and len(other_pool) >= 1:
+            same_donors = pick_donors(same_pool, union, config.n_swaps, rng)
+            rand_donors = pick_donors(other_pool, union, config.n_swaps, rng)
+            n_swaps = min(same_donors.shape[1], rand_donors.shape[1])
+        if n_swaps > 0:
+            if pool_features is None:
+                pool_features = _features(adapter, backgrounds.get(pool), batch)
+            other_bg = pool_features[labels[pool] != c]
+            same_bg = _features(adapter, backgrounds.get(same_pool), batch)
+            same_acts = np.stack([_features(adapter, paste_object(images, mask_tensor, backgrounds.get(same_donors[:, s])), batch)
+                                  for s in range(n_swaps)], 1)
+            rand_acts = np.stack([_features(adapter, paste_object(images, mask_tensor, backgrounds.get(rand_donors[:, s])), batch)
+                                  for s in range(n_swaps)], 1)
+            removed = _features(adapter, remove_object(images, mask_tensor), batch)
+            for index in set(same_pool.tolist()) - pool_set:  # not needed by later classes
+                backgrounds.memo.pop(int(index), None)
+        elif swap:
+            logger.warning("class %d: no background swap possible (%d same-class and %d other-class donors, %d images with a "
+                           "partial object mask); the %s fill ablation decides", c, len(same_pool), len(other_pool),
+                           int(swappable.sum()), legacy_fill)
+        position = {int(i): n for n, i in enumerate(union)}
+
+        for f in features:
+            chosen = chosen_by_feature[f]
+            rows = np.array([position[int(i)] for i in chosen])
+            heat = compute_heatmaps(adapter, images[rows], [f] * len(rows), config.heatmap)
+            soft = resize_masks(union_masks[rows], heat.shape[1:])
+            inside, obj_area, ratio = heat_inside_mask(heat, soft)
+            usable = obj_area > 0
+            if not usable.any():
+                logger.warning("class %d feature %d: every examined image has an empty object mask; verdict from ablation only", c, f)
+                usable[:] = True
+            density = float(np.exp(np.log(np.maximum(ratio[usable], 1e-6)).mean()))
+            heat_spurious = bool(density < config.density_threshold)
+            object_drop = _relative_drop(torch.from_numpy(base[rows, f]), torch.from_numpy(legacy_object[rows, f]))
+            background_drop = _relative_drop(torch.from_numpy(base[rows, f]), torch.from_numpy(legacy_background[rows, f]))
+
+            swap_rows = rows[swappable[rows]]
+            evidence: dict = {}
+            background = None
+            swap_evidence = (float("nan"),) * 3
+            object_reliance = object_high = float("nan")
+            if n_swaps > 0 and len(swap_rows) >= 2:
+                scale = base[rows, f].mean(keepdims=True)
+                value, low, high = background_contrast(same_bg[:, [f]], other_bg[:, [f]], scale, rng,
+                                                       config.reliance_quantile, config.reliance_confidence)
+                background = (float(value[0]), float(low[0]), float(high[0]))
+                rel = reliance_scores(base[swap_rows][:, [f]], same_acts[swap_rows][..., [f]], rand_acts[swap_rows][..., [f]],
+                                      removed[swap_rows][:, [f]], rng, config.reliance_confidence,
+                                      quantile=config.reliance_quantile)
+                object_reliance, object_high = float(rel.object[0]), float(rel.object_high[0])
+                swap_evidence = (float(rel.background[0]), float(rel.background_low[0]), float(rel.background_high[0]))
+                evidence = dict(
+                    counterfactual="swap",
+                    background_reliance=background[0],
+                    reliance_ci_low=background[1],
+                    reliance_ci_high=background[2],
+                    swap_reliance=float(rel.background[0]),
+                    swap_ci_low=float(rel.background_low[0]),
+                    swap_ci_high=float(rel.background_high[0]),
+                    random_background_drop=float(rel.random_drop[0]),
+                    same_background_drop=float(rel.same_drop[0]),
+                    object_reliance=object_reliance,
+                    object_ci_low=float(rel.object_low[0]),
+                    object_ci_high=float(rel.object_high[0]),
+                    n_swaps=n_swaps,
+                    n_backgrounds=[len(same_bg), len(other_bg)],
+                )
+            spurious, decided_by, test_spurious, mixed, explanation = _decide(
+                config, background, swap_evidence, object_reliance, object_high, heat_spurious, density, object_drop, background_drop)
+            verdicts.append(
+                FeatureVerdict(
+                    class_index=int(c),
+                    feature=int(f),
+                    label="spurious" if spurious else "core",
+                    importance=float(importance[c, f]),
+                    heat_inside=float(inside[usable].mean()),
+                    object_area=float(obj_area[usable].mean()),
+                    density_ratio=density,
+                    object_drop=object_drop,
+                    background_drop=background_drop,
+                    heat_says_spurious=heat_spurious,
+                    ablation_says_spurious=bool(test_spurious),
+                    confirmed=bool(heat_spurious == spurious and test_spurious == spurious),
+                    image_indices=[int(i) for i in chosen],
+                    mixed=mixed,
+                    decided_by=decided_by,
+                    explanation=explanation,
+                    **{"counterfactual": legacy_fill, **evidence},
+                )
             )
-        )
     return verdicts
 
 
 def spurious_by_class(verdicts: Sequence[FeatureVerdict]) -> dict[int, list[int]]:
-    """class -> features labelled spurious (classes with none are absent)."""
-    result: dict[int, list[int]] = {}
+    """class -> the spurious features that carry the cue best (classes with none are absent).
+
+    These are the features that rank images by spuriosity. A mixed feature also responds
+    to the object, so ranking by it would partly rank by the object; when a class has
+    spurious features whose background reliance is at least their object reliance, only
+    those are returned. A class whose spurious features are all object-dominated keeps
+    them all, and verdicts without swap evidence (NaN reliances) always count.
+
+    Args:
+        verdicts: the verdicts of :func:`label_features`.
+
+    Returns:
+        class index -> feature indices, in verdict order.
+    """
+    spurious: dict[int, list[FeatureVerdict]] = {}
     for v in verdicts:
         if v.label == "spurious":
-            result.setdefault(v.class_index, []).append(v.feature)
+            spurious.setdefault(v.class_index, []).append(v)
+    result: dict[int, list[int]] = {}
+    for c, found in spurious.items():
+        dominant = [v for v in found if not v.background_reliance < v.object_reliance]
+        result[c] = [v.feature for v in (dominant or found)]
     return result

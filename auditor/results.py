@@ -43,10 +43,35 @@ class FeatureVerdict:
         object_drop: relative drop of the feature's activation when the object is removed.
         background_drop: relative drop when the background is removed.
         heat_says_spurious: the heatmap alone says the evidence lies outside the object.
-        ablation_says_spurious: the ablation alone says so.
+        ablation_says_spurious: the counterfactual test alone says so (the background swaps when
+            ``counterfactual`` is "swap" and donors were available, else the fill ablation).
         confirmed: both signals agree with ``label``.
         image_indices: the top-activating images examined.
         concept_names: CLIP names of the feature (filled by the concept stage).
+        counterfactual: the counterfactual test that ran: "swap", "neutral" or "blur".
+        background_reliance: how much more the feature responds to its class's own backgrounds than
+            to other classes' (objects removed from both): mean activation on same-class backgrounds
+            minus the ``reliance_quantile`` of its activations on other-class backgrounds, as a
+            fraction of its mean activation on the examined images; NaN without swaps.
+        reliance_ci_low: lower end of its bootstrap confidence interval (resampling backgrounds).
+        reliance_ci_high: upper end.
+        swap_reliance: with the object kept, activation on same-class backgrounds minus the
+            ``reliance_quantile`` of the activations on other-class backgrounds (Backgrounds Challenge
+            mixed-same vs mixed-rand), per image, as a fraction.
+        swap_ci_low: lower end of its bootstrap interval over the examined images.
+        swap_ci_high: upper end.
+        random_background_drop: relative drop from the original with other-class backgrounds.
+        same_background_drop: relative drop from the original with same-class backgrounds.
+        object_reliance: relative drop when the object is replaced by the image's own background.
+        object_ci_low: lower end of its bootstrap interval over the examined images.
+        object_ci_high: upper end.
+        mixed: spurious, yet the object matters as well (object reliance also reaches the threshold).
+        decided_by: the signal that decided: "background" (backgrounds alone), "swap" (the object
+            pasted onto backgrounds), "object" (removing the object raises the feature and the heatmap
+            lies outside it), "heatmap" or "ablation" (the legacy fill).
+        explanation: one sentence saying why.
+        n_swaps: donor backgrounds per image and kind in the swaps with the object kept (0 without swaps).
+        n_backgrounds: ``[same-class, other-class]`` backgrounds behind ``background_reliance``.
     """
 
     class_index: int
@@ -63,6 +88,23 @@ class FeatureVerdict:
     confirmed: bool
     image_indices: list[int] = field(default_factory=list)
     concept_names: list[str] = field(default_factory=list)
+    counterfactual: str = ""
+    background_reliance: float = float("nan")
+    reliance_ci_low: float = float("nan")
+    reliance_ci_high: float = float("nan")
+    swap_reliance: float = float("nan")
+    swap_ci_low: float = float("nan")
+    swap_ci_high: float = float("nan")
+    random_background_drop: float = float("nan")
+    same_background_drop: float = float("nan")
+    object_reliance: float = float("nan")
+    object_ci_low: float = float("nan")
+    object_ci_high: float = float("nan")
+    mixed: bool = False
+    decided_by: str = ""
+    explanation: str = ""
+    n_swaps: int = 0
+    n_backgrounds: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,10 @@
+import json
+
 import numpy as np
 import pytest
 import torch
+from torch import nn
+from torch.utils.data import Dataset
 
 from auditor.config import VerdictConfig
 from auditor.data import ImageSource
@@ -9,6 +13,7 @@ from auditor.features import class_feature_importance, extract_features
 from auditor.labeling import ablate, heat_inside_mask, label_features, neutral_fill, spurious_by_class
 from auditor.masks import DatasetMaskProvider
 from auditor.model import ModelAdapter
+from auditor.results import to_jsonable
 from tests.conftest import PlantedDataset, TwoChannelNet, assert_untouched, state_snapshot
 
 
@@ -54,7 +59,10 @@ def _verdicts(tmp_path, heatmap="cam", fill="neutral"):
 
 @pytest.mark.parametrize("heatmap", ["cam", "gradient"])
 def test_planted_core_and_spurious_features_are_told_apart(tmp_path, heatmap):
+    # One class only: no other-class backgrounds to swap in, so the fill ablation decides (the legacy rule).
     core, spurious = _verdicts(tmp_path, heatmap)
+    assert core.decided_by == spurious.decided_by == "ablation"
+    assert "No background swap was possible" in core.explanation and np.isnan(core.background_reliance)
     assert (core.feature, core.label) == (0, "core")
     assert (spurious.feature, spurious.label) == (1, "spurious")
     assert core.density_ratio > 2 and spurious.density_ratio < 0.5
@@ -97,3 +105,141 @@ def test_masks_of_wrong_size_are_rejected(tmp_path):
 def test_dataset_provider_requires_masks():
     with pytest.raises(InvalidInputError, match="yields no masks"):
         DatasetMaskProvider(ImageSource(PlantedDataset(n=4, with_masks=False)))
+
+
+class TwoClassPlanted(Dataset):
+    """Class 0: the planted images (object in channel 0, striped cue in channel 1 around it);
+    class 1: the same kind of object on the same backdrop without the stripes (a clean class)."""
+
+    def __init__(self, n: int = 24):
+        cue, clean = PlantedDataset(n=n, seed=0), PlantedDataset(n=n, seed=1)
+        self.items = [(cue.images[i], 0, cue.masks[i]) for i in range(n)]
+        for i in range(n):
+            image = clean.images[i].clone()
+            image[1] = 0.0
+            self.items.append((image, 1, clean.masks[i]))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+class ThreeChannelNet(TwoChannelNet):
+    """TwoChannelNet plus feature 2 = mean relu(ch0 + 0.3 ch1 - ch2): it fires on the object and on the stripes."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1, bias=False)
+        self.fc = nn.Linear(3, 2)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.weight[0, 0], self.conv.weight[0, 2] = 1.0, -1.0
+            self.conv.weight[1, 1], self.conv.weight[1, 2] = 1.0, -1.0
+            self.conv.weight[2, 0], self.conv.weight[2, 1], self.conv.weight[2, 2] = 1.0, 0.3, -1.0
+            self.fc.weight.copy_(torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]]))
+            self.fc.bias.zero_()
+
+
+def _swap_verdicts(tmp_path, model, features, **config):
+    source = ImageSource(TwoClassPlanted())
+    adapter = ModelAdapter(model)
+    cache = extract_features(adapter, source, tmp_path, progress=False)
+    importance = class_feature_importance(cache.activations, cache.labels, adapter.head_weight().numpy())
+    config = VerdictConfig(**{"n_images": 8, "n_donors": 16, **config})
+    return label_features(adapter, source, cache, {0: features}, importance, DatasetMaskProvider(source), config,
+                          np.random.default_rng(0), progress=False)
+
+
+def test_background_swaps_tell_the_planted_features_apart(tmp_path):
+    core, spurious = _swap_verdicts(tmp_path, TwoChannelNet(), [0, 1])
+    assert core.decided_by == spurious.decided_by == "background" and core.counterfactual == "swap"
+    # The object feature ignores the backgrounds; the stripe feature fires on class 0's backgrounds only.
+    assert core.label == "core" and abs(core.background_reliance) < 0.05 and core.object_reliance > 0.9
+    assert spurious.label == "spurious" and spurious.reliance_ci_low > 0.5 and not spurious.mixed
+    assert spurious.swap_reliance > 0.5 and spurious.swap_ci_low > 0
+    assert spurious.random_background_drop > 0.5 > spurious.same_background_drop
+    assert spurious.n_backgrounds[0] == 16 and 0 < spurious.n_backgrounds[1] < 16
+    assert spurious.n_swaps == min(8, spurious.n_backgrounds[1])
+    assert "responds more to its class's own backgrounds" in spurious.explanation
+    assert "about as much" in core.explanation
+
+
+def test_a_feature_that_needs_object_and_background_is_spurious_and_mixed(tmp_path):
+    (mixed,) = _swap_verdicts(tmp_path, ThreeChannelNet(), [2])
+    assert mixed.label == "spurious" and mixed.mixed
+    assert mixed.background_reliance > 0.3 and mixed.object_reliance > 0.1
+    assert "mixed" in mixed.explanation
+
+
+def test_neutral_counterfactual_keeps_the_legacy_rule(tmp_path):
+    core, spurious = _swap_verdicts(tmp_path, TwoChannelNet(), [0, 1], counterfactual="neutral")
+    assert (core.label, spurious.label) == ("core", "spurious")
+    assert core.counterfactual == "neutral" and core.decided_by == "ablation" and np.isnan(core.background_reliance)
+
+
+def test_verdicts_keep_every_evidence_field_in_json(tmp_path):
+    core, _ = _swap_verdicts(tmp_path, TwoChannelNet(), [0, 1])
+    record = json.loads(json.dumps(to_jsonable(core)))
+    for key in ("density_ratio", "object_drop", "background_drop", "heat_says_spurious", "ablation_says_spurious",
+                "confirmed", "background_reliance", "reliance_ci_low", "reliance_ci_high", "mixed", "decided_by",
+                "explanation", "object_reliance", "swap_reliance"):
+        assert key in record
+    assert isinstance(record["background_reliance"], float) and isinstance(record["explanation"], str)
+
+
+class ProductNet(nn.Module):
+    """Feature 0 = object evidence (mean relu(ch0 - ch2)); feature 1 = object evidence x stripe evidence:
+    it needs the object and the striped background together (no spatial layer: gradient heatmaps)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(2, 2)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.tensor([[1.0, 1.0], [-1.0, -1.0]]))
+            self.fc.bias.zero_()
+
+    def forward(self, x):
+        obj = torch.relu(x[:, 0] - x[:, 2]).mean((1, 2))
+        stripes = torch.relu(x[:, 1] - x[:, 2]).mean((1, 2))
+        return self.fc(torch.stack([obj, 10 * obj * stripes], 1))
+
+
+def test_a_feature_that_needs_object_and_background_together_is_found_by_the_swap(tmp_path):
+    core, joint = _swap_verdicts(tmp_path, ProductNet(), [0, 1])
+    assert core.label == "core"
+    # Backgrounds alone (no object) never move the joint feature, so only the swap with the object kept sees it.
+    assert abs(joint.background_reliance) < 0.05
+    assert joint.label == "spurious" and joint.decided_by == "swap" and joint.mixed
+    assert joint.swap_ci_low > 0.15 and "needs the object and the background together" in joint.explanation
+
+
+def test_a_background_feature_shared_by_every_class_is_still_spurious(tmp_path):
+    # Every class has the striped background, so class backgrounds do not differ; but removing the
+    # object (filled with the image's own stripes) raises the stripe feature and its heat lies outside.
+    dataset = PlantedDataset(n=32)
+    dataset.labels = [0] * 16 + [1] * 16
+    source = ImageSource(dataset)
+    adapter = ModelAdapter(TwoChannelNet())
+    cache = extract_features(adapter, source, tmp_path, progress=False)
+    importance = class_feature_importance(cache.activations, cache.labels, adapter.head_weight().numpy())
+    core, stripes = label_features(adapter, source, cache, {0: [0, 1]}, importance, DatasetMaskProvider(source),
+                                   VerdictConfig(n_images=8, n_donors=16), np.random.default_rng(0), progress=False)
+    assert core.label == "core"
+    assert stripes.background_reliance < 0.1 and stripes.object_ci_high < 0  # not class-specific
+    assert stripes.label == "spurious" and stripes.decided_by == "object"
+
+
+def test_spuriosity_uses_the_background_dominated_features_of_a_class():
+    from auditor.results import FeatureVerdict
+
+    def verdict(c, f, label, background, obj):
+        return FeatureVerdict(c, f, label, 1.0, 0.5, 0.2, 1.0, 0.0, 0.0, False, False, False,
+                              background_reliance=background, object_reliance=obj)
+
+    verdicts = [verdict(0, 1, "spurious", 0.2, 0.8), verdict(0, 2, "spurious", 0.5, 0.3), verdict(0, 3, "core", 0.0, 0.9),
+                verdict(1, 4, "spurious", 0.2, 0.7), verdict(2, 5, "spurious", float("nan"), float("nan"))]
+    # class 0: the mixed feature 1 (mostly object) is left out while feature 2 carries the cue;
+    # class 1 has only a mixed feature, which is kept; legacy verdicts without swaps always count.
+    assert spurious_by_class(verdicts) == {0: [2], 1: [4], 2: [5]}

@@ -1,0 +1,143 @@
+import numpy as np
+import pytest
+import torch
+
+from auditor.counterfactuals import (
+    background_contrast,
+    clean_backgrounds,
+    fill_from_background,
+    paste_object,
+    pick_donors,
+    reliance_scores,
+    remove_object,
+)
+from auditor.errors import InvalidInputError
+
+
+def _scene(n=3, size=12, object_value=5.0, seed=0):
+    """Images with a textured background (values in [0, 1)) and a square object of ``object_value``."""
+    rng = np.random.default_rng(seed)
+    images = torch.from_numpy(rng.uniform(0, 1, size=(n, 3, size, size)).astype(np.float32))
+    masks = torch.zeros(n, size, size, dtype=torch.bool)
+    for i in range(n):
+        y, x = rng.integers(1, size - 5, size=2)
+        masks[i, y : y + 4, x : x + 4] = True
+    images[masks[:, None].expand_as(images)] = object_value
+    return images, masks
+
+
+def test_paste_keeps_object_pixels_exactly_and_takes_the_rest_from_the_background():
+    images, masks = _scene(object_value=5.0)
+    backgrounds = torch.full_like(images, -1.0)
+    pasted = paste_object(images, masks, backgrounds)
+    assert pasted.shape == images.shape
+    inside = masks[:, None].expand_as(images)
+    assert torch.equal(pasted[inside], images[inside])
+    assert (pasted[~inside] == -1.0).all()
+
+
+def test_clean_backgrounds_show_no_donor_object():
+    donors, donor_masks = _scene(n=4, object_value=5.0, seed=1)
+    clean = clean_backgrounds(donors, donor_masks)
+    assert clean.shape == donors.shape
+    assert not (clean == 5.0).any()  # the donor's object is gone everywhere
+    outside = ~donor_masks[:, None].expand_as(donors)
+    assert torch.equal(clean[outside], donors[outside])  # its background is untouched
+    for i in range(len(donors)):  # the hole is filled with the donor's own background values
+        own = set(donors[i][:, ~donor_masks[i]].flatten().tolist())
+        assert set(clean[i][:, donor_masks[i]].flatten().tolist()) <= own
+
+
+def test_swap_uses_the_donor_background_and_no_second_object():
+    images, masks = _scene(n=2, object_value=5.0, seed=2)
+    donors, donor_masks = _scene(n=2, object_value=7.0, seed=3)
+    pasted = paste_object(images, masks, clean_backgrounds(donors, donor_masks))
+    outside = ~masks[:, None].expand_as(images)
+    assert not (pasted == 7.0).any()
+    donor_values = set(donors[~donor_masks[:, None].expand_as(donors)].tolist())
+    assert set(pasted[outside].tolist()) <= donor_values
+
+
+def test_remove_object_keeps_the_background_and_fills_from_beside_the_object():
+    image = torch.arange(8.0).view(1, 1, 8, 1).expand(1, 1, 8, 8).clone()  # horizontal bands: row y has value y
+    mask = torch.zeros(1, 8, 8, dtype=torch.bool)
+    mask[0, 2:5, 3:6] = True
+    image[0, 0][mask[0]] = 99.0
+    removed = remove_object(image, mask)
+    assert torch.equal(removed[0, 0][~mask[0]], image[0, 0][~mask[0]])
+    rows = torch.arange(8.0).view(8, 1).expand(8, 8)
+    assert torch.equal(removed[0, 0][mask[0]], rows[mask[0]])  # the bands continue through the hole
+    donor = torch.full_like(image, 3.0)
+    assert (remove_object(image, mask, donor)[0, 0][mask[0]] == 3.0).all()
+
+
+def test_fill_covers_a_mask_without_reachable_background():
+    image = torch.arange(16.0).view(1, 1, 4, 4)
+    everything = torch.ones(1, 4, 4, dtype=torch.bool)
+    filled = fill_from_background(image, everything)
+    assert torch.allclose(filled, torch.full_like(image, image.mean()))
+    nothing = torch.zeros(1, 4, 4, dtype=torch.bool)
+    assert torch.equal(fill_from_background(image, nothing), image)
+
+
+def test_mismatched_shapes_are_rejected():
+    images, masks = _scene()
+    with pytest.raises(InvalidInputError, match="do not match"):
+        paste_object(images, masks[:, :5], images)
+    with pytest.raises(InvalidInputError, match="one background per image"):
+        paste_object(images, masks, images[:1])
+
+
+def test_pick_donors_never_picks_the_image_itself():
+    rng = np.random.default_rng(0)
+    donors = pick_donors(np.arange(5), np.arange(5), 3, rng)
+    assert donors.shape == (5, 3)
+    assert all(i not in row for i, row in enumerate(donors))
+    assert pick_donors(np.array([2]), np.array([2]), 3, rng).shape == (1, 0)
+
+
+def test_reliance_scores_measure_background_and_object_parts():
+    # feature 0: object only (2 with the object, 0 without); feature 1: 1 from the class background.
+    n, s = 20, 3
+    base = np.tile([2.0, 1.0], (n, 1))
+    same = np.tile([2.0, 1.0], (n, s, 1))
+    random = np.tile([2.0, 0.0], (n, s, 1))
+    removed = np.tile([0.0, 1.0], (n, 1))
+    rel = reliance_scores(base, same, random, removed, np.random.default_rng(0))
+    assert rel.background == pytest.approx([0.0, 1.0])
+    assert rel.object == pytest.approx([1.0, 0.0])
+    assert rel.random_drop == pytest.approx([0.0, 1.0]) and rel.same_drop == pytest.approx([0.0, 0.0])
+    assert (rel.background_low <= rel.background).all() and (rel.background <= rel.background_high).all()
+
+
+def test_reliance_interval_covers_zero_for_noise():
+    rng = np.random.default_rng(1)
+    base = np.ones((16, 1))
+    rel = reliance_scores(base, rng.normal(1, 0.2, (16, 4, 1)), rng.normal(1, 0.2, (16, 4, 1)), base, rng)
+    assert rel.background_low[0] < 0 < rel.background_high[0]
+
+
+def test_reliance_rejects_inconsistent_shapes():
+    with pytest.raises(InvalidInputError):
+        reliance_scores(np.ones((4, 2)), np.ones((4, 3, 1)), np.ones((4, 3, 2)), np.ones((4, 2)), np.random.default_rng(0))
+
+
+def test_background_contrast_ignores_suppression_by_other_classes_cues():
+    rng = np.random.default_rng(0)
+    # The class's backgrounds are plain (activation 1); a third of the other classes' are plain too,
+    # the rest carry their own cues, which suppress the feature (activation 0).
+    plain = rng.normal(1.0, 0.02, (30, 1))
+    others = np.concatenate([rng.normal(1.0, 0.02, (12, 1)), rng.normal(0.0, 0.02, (24, 1))])
+    value, low, high = background_contrast(plain, others, np.array([2.0]), rng, quantile=0.75)
+    assert abs(value[0]) < 0.05 and low[0] < 0.05
+    mean_like, _, _ = background_contrast(plain, others, np.array([2.0]), rng, quantile=0.3)
+    assert mean_like[0] > 0.4  # a low reference would call it background reliance
+    # A cue only this class has (activation 1 on its backgrounds, 0 on nearly all others) is found.
+    cue_others = np.concatenate([rng.normal(0.0, 0.02, (34, 1)), rng.normal(1.0, 0.02, (2, 1))])
+    value, low, high = background_contrast(plain, cue_others, np.array([2.0]), rng, quantile=0.75)
+    assert value[0] == pytest.approx(0.5, abs=0.05) and low[0] > 0.4
+
+
+def test_background_contrast_rejects_empty_donors():
+    with pytest.raises(InvalidInputError, match="non-empty"):
+        background_contrast(np.ones((3, 1)), np.ones((0, 1)), np.ones(1), np.random.default_rng(0))
