@@ -331,13 +331,14 @@ class ImageSource:
 
     def index_batches(
         self, batches: Sequence[Sequence[int]], pin_memory: bool = False
-    ) -> Iterator[tuple[np.ndarray, np.ndarray, torch.Tensor | None, torch.Tensor, torch.Tensor | None]]:
-        """Yield one ``(covered, kept, images, labels, masks)`` per given batch, in order.
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, torch.Tensor | None, torch.Tensor, torch.Tensor | None, list[SkippedImage]]]:
+        """Yield one ``(covered, kept, images, labels, masks, skipped)`` per given batch, in order.
 
         Unlike :meth:`batches`, the caller chooses each batch's indices (so batches can
         follow shard boundaries) and every batch is yielded, even one whose items are all
         unreadable (then ``images`` is None): ``covered`` (int64) is the batch's indices,
-        ``kept`` (int64) the readable ones, in the order of the rows of ``images``.
+        ``kept`` (int64) the readable ones, in the order of the rows of ``images``, and
+        ``skipped`` the batch's unreadable items (also logged and added to :attr:`skipped`).
 
         Args:
             batches: lists of dataset indices.
@@ -352,7 +353,7 @@ class ImageSource:
         for covered, (images, labels, masks, kept, skipped) in zip(batches, loader):
             for item in skipped:
                 self._note(item)
-            yield covered, kept, images, labels, masks
+            yield covered, kept, images, labels, masks, skipped
 
     def load(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Images ``(n, C, H, W)``, labels ``(n,)`` and masks ``(n, H, W)`` or None, for ``indices``.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
@@ -149,11 +150,18 @@ def weights_hash(model: torch.nn.Module) -> str:
         A 32-character hex digest; equal for equal weights, different after any retraining.
     """
     digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        if isinstance(tensor, torch.Tensor):
-            flat = tensor.detach().cpu().contiguous().reshape(-1)
+    for name, value in sorted(model.state_dict().items()):
+        if not isinstance(value, torch.Tensor):  # extra state of custom modules
+            digest.update(f"{name}|{value!r}|".encode())
+            continue
+        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
+        try:
+            flat = value.detach().cpu().contiguous().reshape(-1)
             digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+        except (RuntimeError, TypeError):  # quantized or other exotic tensors: hash their serialised form
+            buffer = io.BytesIO()
+            torch.save(value.detach().cpu(), buffer)
+            digest.update(buffer.getvalue())
     return digest.hexdigest()
 
 
@@ -478,12 +486,12 @@ def _extract_local(adapter: ModelAdapter, source: ImageSource, directory: Path, 
     covered = covered_so_far
     pin = adapter.device.type == "cuda"
     with forward_settings(adapter, options):
-        for (shard, number, _), (batch, kept, images, labels, _masks) in zip(plan, source.index_batches([p[2] for p in plan], pin_memory=pin)):
+        batches = source.index_batches([p[2] for p in plan], pin_memory=pin)
+        for (shard, number, _), (batch, kept, images, labels, _masks, batch_skipped) in zip(plan, batches):
             if shard not in builders:
                 start, stop = ranges[shard]
                 builders[shard] = ShardBuilder(directory, shard, start, stop, d, k, len(shard_batches(start, stop, source.batch_size)),
                                                source.name, adapter.head_name)
-            batch_skipped = [s for s in source.skipped if batch[0] <= s.index <= batch[-1]]
             for item in batch_skipped:
                 skipped_so_far[item.index] = item
             if images is None:
