@@ -1,5 +1,10 @@
 """Feature cache (one forward pass, memmapped on disk) and per-class feature importance.
 
+The pass writes fixed-size shards, each committed atomically, so an interrupted pass
+resumes bit-identically from the last complete shard; the cache is keyed by a
+fingerprint of the weights, data, head and feature layer (:func:`cache_fingerprint`).
+``engine: ray`` runs the same pass on a Ray cluster (:mod:`auditor.engines.ray_engine`).
+
 Unreadable images (see :class:`auditor.data.SkippedImage`) keep their row in the cache
 with label -1, prediction -1 and zero activations/logits; every consumer ignores rows
 with label < 0 (:attr:`FeatureCache.valid`).
