@@ -98,6 +98,7 @@ def resolve_audit_config(args: argparse.Namespace) -> AuditConfig:
         "model.device": args.device, "data.train": args.data, "data.val": args.val_data,
         "data.batch_size": args.batch_size, "data.image_size": args.image_size, "data.preprocessing": args.preprocessing,
         "report.output_dir": args.output_dir, "report.human_annotations": args.annotations, "seed": args.seed,
+        "engine": getattr(args, "engine", None),
     }
     for key, value in flags.items():
         if value is not None:
@@ -202,6 +203,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
         from auditor.integrations import require
 
         require("mlflow", "mlflow", "`auditor audit --mlflow` (or `report.mlflow.enabled`)")
+    if config.engine == "ray":
+        from auditor.engines import require_ray
+
+        require_ray()  # exit 2 with the pip command when the extra is missing
 
     from auditor.adapters.data import load_dataset
     from auditor.adapters.models import load_model
@@ -386,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="report.mlflow: log the audit to MLflow (default store: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db); "
                           'needs pip install "auditor[mlflow]"')
     run.add_argument("--seed", type=int, help="seed")
+    run.add_argument("--engine", choices=("local", "ray"), help='engine: where features are extracted: local, or ray (pip install "auditor[ray]")')
     run.add_argument("--fail-on", action="append", metavar="COND", help="gate condition such as 'max_gap>0.10' (repeatable; replaces gate.fail_on)")
     run.add_argument("--no-html", action="store_true", help="write results.json only")
     run.add_argument("--concepts", action="store_true", help="concepts.enabled: rank images by CLIP concepts (needs local CLIP weights)")

@@ -44,7 +44,9 @@ class DataConfig:
             "model" (require it), "none" (plain: resize to image_size, to tensor, normalise with mean/std).
         image_size: resize (shorter side) and centre-crop to this for plain preprocessing; images keep their size when null.
         batch_size: images per forward pass.
-        num_workers: DataLoader workers (0 = in the main process).
+        num_workers: DataLoader workers reading images (0 = in the main process), or "auto":
+            one per core but one (at most 8), none for a dataset of two batches or fewer.
+            Batches are pinned and copied without blocking when the model runs on CUDA.
         mean: per-channel mean the dataset's images were normalised with, or None when
             images are already in [0, 1]; used to give CLIP/SAM and the report plain RGB.
         std: per-channel std matching ``mean``.
@@ -57,7 +59,7 @@ class DataConfig:
     preprocessing: str = "auto"
     image_size: Optional[int] = None
     batch_size: int = 64
-    num_workers: int = 0
+    num_workers: Union[int, str] = "auto"
     mean: Optional[list[float]] = None
     std: Optional[list[float]] = None
     max_skipped_fraction: float = 0.01
@@ -94,11 +96,26 @@ class FeatureConfig:
 
     Attributes:
         top_k: important features kept per class (by mean activation x head weight).
-        cache_dir: folder for the on-disk feature cache (a temporary folder when None).
+        cache_dir: folder for the on-disk feature cache (a temporary folder when None). Keyed by
+            the model's weights, a sample of the data, the head and the feature layer: a changed
+            model or dataset is recomputed; an interrupted extraction resumes from its last shard.
+        shard_size: images per committed cache shard (what an interrupted extraction can lose).
+        autocast: "off", "bf16" or "fp16": mixed precision for the extraction forward pass
+            (useful on GPU; features then differ slightly from full precision).
+        channels_last: run the extraction in channels-last memory format (often faster for
+            convolutional networks on GPU; identical results).
+        ray_address: with ``engine: ray``, the Ray cluster to join ("auto", "ray://head:10001");
+            None starts a local Ray instance (or uses one already initialised).
+        ray_actors: with ``engine: ray``, model actors in the pool (None: one per GPU, else one per CPU slot).
     """
 
     top_k: int = 5
     cache_dir: Optional[str] = None
+    shard_size: int = 4096
+    autocast: str = "off"
+    channels_last: bool = False
+    ray_address: Optional[str] = None
+    ray_actors: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -428,10 +445,13 @@ class AuditConfig:
     Attributes:
         seed: seed of every random choice (bootstrap, sampling, tuning).
         progress: progress bars (the CLI turns them off when stderr is not a terminal unless set).
+        engine: where the feature extraction runs: "local" (this process and its DataLoader workers)
+            or "ray" (a Ray Data pipeline on a cluster; ``pip install "auditor[ray]"``).
     """
 
     seed: int = 0
     progress: bool = True
+    engine: str = "local"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -488,6 +508,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "discovery.embedding": ("auto", "clip", "vae"),
     "noise.crop_mode": ("resize", "in_place"),
     "report.annotation_ties": ("spurious", "core"),
+    "features.autocast": ("off", "bf16", "fp16"),
+    "engine": ("local", "ray"),
 }
 LIST_CHOICES: dict[str, tuple[str, ...]] = {
     "tuning.baselines": BASELINE_SELECTIONS,
@@ -498,6 +520,7 @@ POSITIVE = {
     "verdicts.n_donors", "gaps.min_k", "gaps.n_bootstrap", "tuning.n_per_class", "tuning.epochs", "neurontune.epochs",
     "discovery.max_clusters",
     "noise.n_flagged", "masks.points_per_side", "discovery.max_pool_images", "report.n_grid_images", "concepts.n_names",
+    "features.shard_size", "features.ray_actors",
 }
 NON_NEGATIVE = {"data.num_workers"}
 UNIT_INTERVAL = {
@@ -567,6 +590,10 @@ def _check_value(key: str, value: Any) -> None:
             raise ConfigError(f"`{key}` lists {repeated} more than once; name each selection at most once")
     if key in POSITIVE and value <= 0:
         raise ConfigError(f"`{key}` must be a positive integer; got {value!r}")
+    if key == "data.num_workers" and isinstance(value, str):
+        if value != "auto":
+            raise ConfigError(f"`data.num_workers` must be a count >= 0 or 'auto'; got {value!r}")
+        return
     if key in NON_NEGATIVE and value < 0:
         raise ConfigError(f"`{key}` must be zero or more; got {value!r}")
     if key in UNIT_INTERVAL and not 0 <= value <= 1:

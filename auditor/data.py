@@ -15,6 +15,7 @@ still an error: it is the dataset's layout, not one bad file.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -87,6 +88,41 @@ def image_path(dataset: Any, index: int) -> str | None:
     except Exception:  # a path is a courtesy for messages; never fail on it
         return None
     return None
+
+
+AUTO_WORKERS_MAX = 8
+"""``num_workers="auto"`` never starts more DataLoader workers than this."""
+
+
+def resolve_num_workers(num_workers: int | str, n_items: int, batch_size: int) -> int:
+    """DataLoader workers for ``num_workers`` (an int, or "auto").
+
+    "auto" keeps one core for the main process (the model) and gives the rest to image
+    loading, at most :data:`AUTO_WORKERS_MAX`; a dataset of at most two batches is read
+    in the main process (starting workers would cost more than it saves).
+
+    Args:
+        num_workers: workers, or "auto".
+        n_items: the dataset's length.
+        batch_size: images per batch.
+
+    Returns:
+        A worker count >= 0.
+
+    Raises:
+        InvalidInputError: a negative count or an unknown string.
+    """
+    if num_workers == "auto":
+        if n_items <= 2 * batch_size:
+            return 0
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # macOS, Windows
+            cores = os.cpu_count() or 1
+        return max(0, min(cores - 1, AUTO_WORKERS_MAX))
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise InvalidInputError(f"num_workers must be a count >= 0 or 'auto'; got {num_workers!r}")
+    return num_workers
 
 
 def _reason(error: BaseException) -> str:
@@ -199,7 +235,7 @@ class ImageSource:
     Args:
         dataset: a map-style torch Dataset.
         batch_size: images per batch when iterating.
-        num_workers: DataLoader workers.
+        num_workers: DataLoader workers, or "auto" (see :func:`resolve_num_workers`).
         mean: per-channel mean the images were normalised with (None: already in [0, 1]).
         std: per-channel std matching ``mean``.
         name: "train" or "val", used in messages.
@@ -213,7 +249,7 @@ class ImageSource:
         self,
         dataset: Dataset,
         batch_size: int = 64,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         name: str = "train",
@@ -231,7 +267,7 @@ class ImageSource:
         self.dataset = dataset
         self.name = name
         self.batch_size = batch_size
-        self.num_workers = num_workers
+        self.num_workers = resolve_num_workers(num_workers, len(dataset), batch_size)
         self._skipped: dict[int, SkippedImage] = {}
         self._normalised = _Normalised(dataset)
         self._collate = _Collate(dataset, name)
@@ -285,12 +321,39 @@ class ImageSource:
         """
         indices = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
         subset = Subset(self._normalised, indices.tolist())
-        loader = DataLoader(subset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers, collate_fn=self._collate)
+        workers = self.num_workers if len(indices) > 2 * self.batch_size else 0  # starting workers costs more than a few images
+        loader = DataLoader(subset, batch_size=self.batch_size, shuffle=False, num_workers=workers, collate_fn=self._collate)
         for images, labels, masks, kept, skipped in loader:
             for item in skipped:
                 self._note(item)
             if len(kept):
                 yield kept, images, labels, masks
+
+    def index_batches(
+        self, batches: Sequence[Sequence[int]], pin_memory: bool = False
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, torch.Tensor | None, torch.Tensor, torch.Tensor | None, list[SkippedImage]]]:
+        """Yield one ``(covered, kept, images, labels, masks, skipped)`` per given batch, in order.
+
+        Unlike :meth:`batches`, the caller chooses each batch's indices (so batches can
+        follow shard boundaries) and every batch is yielded, even one whose items are all
+        unreadable (then ``images`` is None): ``covered`` (int64) is the batch's indices,
+        ``kept`` (int64) the readable ones, in the order of the rows of ``images``, and
+        ``skipped`` the batch's unreadable items (also logged and added to :attr:`skipped`).
+
+        Args:
+            batches: lists of dataset indices.
+            pin_memory: page-lock the batches (faster, non-blocking copies to CUDA).
+
+        Raises:
+            InvalidInputError: an image whose size differs from the first image's.
+        """
+        batches = [np.asarray(b, np.int64) for b in batches]
+        loader = DataLoader(self._normalised, batch_sampler=[b.tolist() for b in batches], num_workers=self.num_workers,
+                            collate_fn=self._collate, pin_memory=pin_memory)
+        for covered, (images, labels, masks, kept, skipped) in zip(batches, loader):
+            for item in skipped:
+                self._note(item)
+            yield covered, kept, images, labels, masks, skipped
 
     def load(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Images ``(n, C, H, W)``, labels ``(n,)`` and masks ``(n, H, W)`` or None, for ``indices``.
