@@ -201,7 +201,8 @@ def audit(
 
     logger.info("stage features: one pass over %s", ", ".join(f"{len(s)} {n} images" for n, s in sources.items()))
     features = run_features(adapter, sources, names, config.features, work_dir, min_images=2 * config.gaps.min_k,
-                            max_skipped_fraction=config.data.max_skipped_fraction, progress=progress)
+                            max_skipped_fraction=config.data.max_skipped_fraction, progress=progress,
+                            engine=config.engine)
     caches, important, importance = features.caches, features.important_features, features.importance
     train_cache, evaluation = caches["train"], caches[evaluation_split]
     weight, bias = adapter.head_weight().numpy(), adapter.head_bias().numpy()
@@ -245,7 +246,7 @@ def audit(
         if evaluation_split == "train":
             logger.warning("no validation data: head tuning is early-stopped and reported on the training data")
         tuned = run_tuning((weight, bias), train_cache, rankings["train"], evaluation, rankings[evaluation_split],
-                           config.tuning, config.gaps, config.seed)
+                           config.tuning, config.gaps, config.seed, has_validation=evaluation_split == "val")
         tuning, tuned_heads = dict(tuned.results), dict(tuned.heads)
 
     if config.neurontune.enabled:
@@ -258,7 +259,7 @@ def audit(
         logger.info("stage neurontune (identification on %s)", identification_split)
         result = run_neurontune((weight, bias), train_cache, caches[identification_split], identification_split,
                                 evaluation, evaluation_split, rankings[evaluation_split], verdicts,
-                                config.neurontune, config.gaps, config.tuning.weight_decay)
+                                config.neurontune, config.gaps, config.tuning.weight_decay, seed=config.seed)
         sections["neurontune"] = result.section
         tuned_heads["neurontune"] = (result.weight, result.bias)
     if config.discovery.enabled:

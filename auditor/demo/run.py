@@ -30,7 +30,7 @@ DEMO_TRAINING = TrainSpec()
 # training so that each cue class still has ~60 cue-free training images to tune on.
 QUICK_WORLD = WorldSpec(image_size=32, n_train=600, n_val=120, n_test=150, cue_rate_train=0.9, object_scale=(0.18, 0.28))
 QUICK_TRAINING = TrainSpec(epochs=12, width=16)
-QUICK_CONFIG = {"tuning": {"n_per_class": 50}, "verdicts": {"n_images": 12}, "gaps": {"n_bootstrap": 500}}
+QUICK_CONFIG = {"verdicts": {"n_images": 12}, "gaps": {"n_bootstrap": 500}}
 
 
 @dataclass
