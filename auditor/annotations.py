@@ -47,6 +47,8 @@ TIES = LABELS
 EVIDENCE_FIELDS = (
     "importance", "heat_inside", "object_area", "density_ratio", "object_drop", "background_drop",
     "heat_says_spurious", "ablation_says_spurious", "confirmed", "concept_names",
+    "background_reliance", "reliance_ci_low", "reliance_ci_high", "swap_reliance", "object_reliance",
+    "mixed", "decided_by", "explanation",
 )
 
 
