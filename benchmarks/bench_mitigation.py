@@ -202,7 +202,7 @@ def main() -> None:
     print(f"world: {args.world} (image_size={world.image_size}, n_train={world.n_train}/class, cue rate {world.cue_rate_train}); "
           f"validation: {'skewed (training cue rates)' if args.skewed_val else 'balanced'}; seeds {args.seeds}; "
           f"overrides {overrides or 'none'}; test split; mean ± std over seeds")
-    print(f"| method | avg acc | worst-group acc | mean gap | seconds |\n|---|---|---|---|---|")
+    print("| method | avg acc | worst-group acc | mean gap | seconds |\n|---|---|---|---|---|")
     for method in METHODS:
         cells = []
         for metric in metrics:

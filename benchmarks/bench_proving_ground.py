@@ -60,6 +60,8 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from _common import oracle_dfr
+
 from auditor.api import audit
 from auditor.data import ImageSource
 from auditor.demo.world.dataset import WorldDataset
@@ -76,7 +78,6 @@ from auditor.demo.worlds.generator import ProvingSplit, ProvingWorld
 from auditor.demo.worlds.train import MODELS, load_or_train, load_split, model_spec
 from auditor.features import FeatureCache, extract_features
 from auditor.model import ModelAdapter
-from auditor.tuning import fit_head
 
 QUICK_WORLDS = ("corner-tag", "photo-texture", "no-cue")
 TRUTH_AUROC = 0.75
@@ -97,31 +98,6 @@ def accuracies(predictions: np.ndarray, labels: np.ndarray, groups: np.ndarray) 
     """Average and worst-group accuracy."""
     correct = predictions == labels
     return {"accuracy": float(correct.mean()), "worst_group": float(min(correct[groups == g].mean() for g in np.unique(groups)))}
-
-
-def oracle_head(ctx, train_groups, val_groups, epochs: int, lr: float, weight_decay: float, seed: int):
-    """Head retrained on group-balanced resampled training features; checkpoint of best validation worst-group accuracy."""
-    rng = np.random.default_rng(seed)
-    per_group = int(np.bincount(train_groups).max())
-    chosen = np.concatenate([rng.choice(np.flatnonzero(train_groups == g), per_group, replace=True) for g in np.unique(train_groups)])
-    weight, bias = ctx.adapter.head_weight().numpy(), ctx.adapter.head_bias().numpy()
-    val_acts, val_labels = np.asarray(ctx.val_cache.activations, np.float64), ctx.val_cache.labels
-
-    def wga(w, b):
-        correct = (val_acts @ w.T + b).argmax(1) == val_labels
-        return min(correct[val_groups == g].mean() for g in np.unique(val_groups))
-
-    best = {"w": weight, "b": bias, "score": wga(weight, bias)}
-
-    def should_stop(epoch, w, b):
-        score = wga(w, b)
-        if score > best["score"]:
-            best.update(w=w, b=b, score=score)
-        return False
-
-    fit_head(np.asarray(ctx.train_cache.activations)[chosen], ctx.train_cache.labels[chosen], weight, bias,
-             epochs=epochs, lr=lr, weight_decay=weight_decay, should_stop=should_stop)
-    return best["w"], best["b"]
 
 
 def truth_of(report, val_cache: FeatureCache, val: ProvingSplit, world: ProvingWorld) -> dict[tuple[int, int], float]:
@@ -229,15 +205,11 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
         source = ImageSource(WorldDataset(test, with_masks=False), name="test")
         cache = extract_features(ctx.adapter, source, Path(tmp) / "test", progress=False)
         acts = np.asarray(cache.activations, np.float64)
-        nt = ctx.config.neurontune
-        heads = {"ERM": (ctx.adapter.head_weight().numpy(), ctx.adapter.head_bias().numpy()), **report.tuned_heads,
-                 "oracle": oracle_head(ctx, group_ids(train, world), group_ids(val, world), nt.epochs, nt.lr,
-                                       ctx.config.tuning.weight_decay, seed)}
+        # the bar: DFR on the validation features with the true group labels (benchmarks/_common.py)
+        oracle = oracle_dfr(np.asarray(ctx.val_cache.activations), np.asarray(ctx.val_cache.labels), group_ids(val, world), seed=seed)
+        heads = {"ERM": (ctx.adapter.head_weight().numpy(), ctx.adapter.head_bias().numpy()), **report.tuned_heads, "oracle": oracle}
         methods = {name: accuracies((acts @ np.asarray(w, np.float64).T + b).argmax(1), test.labels, test_groups)
                    for name, (w, b) in heads.items()}
-        for name, extra in report.extra_models.items():
-            predictions = np.asarray(extract_features(ModelAdapter(extra), source, Path(tmp) / name, progress=False).predictions)
-            methods[name] = accuracies(predictions, test.labels, test_groups)
 
     row = {
         "world": world.name, "model": arch, "masks": masks, "seed": seed,
