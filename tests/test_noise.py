@@ -111,7 +111,7 @@ class CollisionDataset(Dataset):
         return (image, label, mask) if self.with_masks else (image, label)
 
 
-def noise_context(with_masks):
+def noise_inputs(with_masks):
     dataset = CollisionDataset(with_masks)
     model = TwoChannelNet(head_weight=torch.eye(2)).train()
     adapter = ModelAdapter(model)
@@ -134,7 +134,7 @@ def noise_context(with_masks):
 
 @pytest.mark.parametrize("with_masks", [True, False])
 def test_run_noise_flags_the_class_and_cropping_fixes_multi_object_images(with_masks):
-    inputs, dataset, model = noise_context(with_masks)
+    inputs, dataset, model = noise_inputs(with_masks)
     snapshot = state_snapshot(model)
     assert inputs["evaluation_gaps"][0].gap < 0 and inputs["evaluation_gaps"][0].significant
     section = run_noise(**inputs).section

@@ -31,7 +31,7 @@ import math
 import os
 import re
 import tempfile
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -142,20 +142,46 @@ def _tracking_uri(mlflow, uri: str | None) -> Iterator[None]:
         mlflow.set_tracking_uri(previous)
 
 
-def _enter_run(mlflow, stack: ExitStack, run: Any, experiment: str, run_name: str | None, nested: bool):
-    """The run to log into, entered on ``stack`` when this call starts or resumes it."""
+def _run_scope(mlflow, run: Any, experiment: str, run_name: str | None, nested: bool):
+    """A context manager yielding the run to log into: a run this call starts or resumes, or the active one."""
     active = mlflow.active_run()
     if run is not None:
         run_id = _run_id(run)
         if active is not None and active.info.run_id == run_id:
-            return active
-        return stack.enter_context(mlflow.start_run(run_id=run_id, nested=active is not None))
+            return nullcontext(active)
+        return mlflow.start_run(run_id=run_id, nested=active is not None)
     if active is not None:
         if not nested:
-            return active
-        return stack.enter_context(mlflow.start_run(run_name=run_name, nested=True, experiment_id=active.info.experiment_id))
+            return nullcontext(active)
+        return mlflow.start_run(run_name=run_name, nested=True, experiment_id=active.info.experiment_id)
     experiment_id = mlflow.set_experiment(experiment).experiment_id
-    return stack.enter_context(mlflow.start_run(run_name=run_name, experiment_id=experiment_id))
+    return mlflow.start_run(run_name=run_name, experiment_id=experiment_id)
+
+
+def _log_into(mlflow, scope, report: "AuditReport", results: dict, folder: Path, log_model: bool, input_example: Any) -> str:
+    """Log params, metrics, tags, files and the tuned model into the run ``scope`` yields; its run id."""
+    with scope as active:
+        run_id = active.info.run_id
+        params = flatten_config(results.get("config") or report.config.to_dict(), PARAM_PREFIX)
+        items = list(params.items())
+        for start in range(0, len(items), 100):
+            mlflow.log_params(dict(items[start:start + 100]))
+        mlflow.log_metrics(headline_metrics(results))
+        from auditor import __version__ as version
+
+        tags = {"auditor.version": version}
+        if isinstance(results.get("gate"), dict):
+            tags["auditor.gate"] = str(results["gate"].get("reason", ""))[:5000]
+        mlflow.set_tags(tags)
+        for name in ("results.json", "report.html"):
+            if (folder / name).is_file():
+                mlflow.log_artifact(str(folder / name), artifact_path=ARTIFACT_PATH)
+        if (folder / "artifacts").is_dir():
+            mlflow.log_artifacts(str(folder / "artifacts"), artifact_path=f"{ARTIFACT_PATH}/artifacts")
+        if log_model:
+            _log_tuned_model(mlflow, report, input_example)
+        logger.info("logged the audit to MLflow run %s (%s)", run_id, mlflow.get_tracking_uri())
+    return run_id
 
 
 def log_report(
@@ -212,13 +238,13 @@ def log_report(
     log_model = settings.log_model if log_model is None else log_model
     nested = settings.nested if nested is None else nested
 
-    with ExitStack() as stack:
+    written = tempfile.TemporaryDirectory(prefix="auditor-mlflow-") if output_dir is None else nullcontext(str(output_dir))
+    with written as output_folder:
         if output_dir is None:
             from auditor.api import write_outputs
 
-            output_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="auditor-mlflow-"))
-            write_outputs(report, output_dir, gate)
-        folder = Path(output_dir)
+            write_outputs(report, output_folder, gate)
+        folder = Path(output_folder)
         results = json.loads((folder / "results.json").read_text()) if (folder / "results.json").is_file() else report.to_dict()
         if gate is not None:
             results["gate"] = gate
@@ -227,28 +253,9 @@ def log_report(
 
             results["gate"] = gate_verdict(results, report.config.gate.fail_on)
 
-        stack.enter_context(_tracking_uri(mlflow, uri))
-        active = _enter_run(mlflow, stack, run, experiment, run_name, nested)
-        run_id = active.info.run_id
-        params = flatten_config(results.get("config") or report.config.to_dict(), PARAM_PREFIX)
-        items = list(params.items())
-        for start in range(0, len(items), 100):
-            mlflow.log_params(dict(items[start:start + 100]))
-        mlflow.log_metrics(headline_metrics(results))
-        from auditor import __version__ as version
-
-        tags = {"auditor.version": version}
-        if isinstance(results.get("gate"), dict):
-            tags["auditor.gate"] = str(results["gate"].get("reason", ""))[:5000]
-        mlflow.set_tags(tags)
-        for name in ("results.json", "report.html"):
-            if (folder / name).is_file():
-                mlflow.log_artifact(str(folder / name), artifact_path=ARTIFACT_PATH)
-        if (folder / "artifacts").is_dir():
-            mlflow.log_artifacts(str(folder / "artifacts"), artifact_path=f"{ARTIFACT_PATH}/artifacts")
-        if log_model:
-            _log_tuned_model(mlflow, report, input_example)
-        logger.info("logged the audit to MLflow run %s (%s)", run_id, mlflow.get_tracking_uri())
+        with _tracking_uri(mlflow, uri):
+            run_id = _log_into(mlflow, _run_scope(mlflow, run, experiment, run_name, nested), report, results, folder,
+                               log_model, input_example)
     return run_id
 
 

@@ -15,6 +15,7 @@ import math
 from typing import Any, Sequence
 
 import matplotlib
+import matplotlib.style
 from matplotlib.figure import Figure
 
 BEFORE = "#0969da"
@@ -39,13 +40,13 @@ def svg_data_uri(figure: Figure) -> str:
         ``"data:image/svg+xml;base64,..."``.
     """
     buffer = io.BytesIO()
-    with matplotlib.rc_context(_RC):
+    with matplotlib.style.context(_RC):
         figure.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight", pad_inches=0.04)
     return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _figure(width_in: float, height_in: float) -> Figure:
-    with matplotlib.rc_context(_RC):
+    with matplotlib.style.context(_RC):
         return Figure(figsize=(width_in, height_in), dpi=100)
 
 
@@ -81,7 +82,7 @@ def decile_plot(
     series = [s for s in series if s[0][0]]
     if not series:
         return None
-    with matplotlib.rc_context(_RC):
+    with matplotlib.style.context(_RC):
         figure = _figure(3.8, 2.1)
         axes = figure.add_subplot()
         for (x, y), colour, label, style in series:
@@ -116,7 +117,7 @@ def interval_plot(gap: Any, low: Any, high: Any) -> str | None:
         return max(-1.0, min(1.0, float(value)))
 
     significant = low > 0 or high < 0
-    with matplotlib.rc_context(_RC):
+    with matplotlib.style.context(_RC):
         figure = _figure(2.6, 0.5)
         axes = figure.add_subplot()
         axes.axvline(0, color="#57606a", linestyle=":", linewidth=0.8)
@@ -148,7 +149,7 @@ def comparison_plot(models: Sequence[dict]) -> str | None:
     points = [(n, x, y) for n, x, y in points if finite(x) and finite(y)]
     if not points:
         return None
-    with matplotlib.rc_context(_RC):
+    with matplotlib.style.context(_RC):
         figure = _figure(3.6, 3.0)
         axes = figure.add_subplot()
         axes.plot([0, 1], [0, 1], "--", color="#bbbbbb", linewidth=0.8)
