@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 # Only light modules here: `auditor --help` and `auditor config` must not import torch.
-from auditor.config import PREPROCESSING, REQUIRED_FOR_CLI, AuditConfig, defaults_yaml, load_config, read_yaml
+from auditor.config import PREPROCESSING, REQUIRED_FOR_CLI, AuditConfig, defaults_yaml, load_config, read_yaml, set_dotted
 from auditor.errors import AuditorError, ConfigError
 from auditor.report.summary import format_summary
 
@@ -38,16 +38,6 @@ __all__ = ["main", "build_parser", "defaults_yaml", "format_summary", "resolve_a
 
 
 # --------------------------------------------------------------------------- configuration
-
-
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    node = tree
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"cannot set `{dotted}`: `{part}` is a value, not a section")
-    node[leaf] = value
 
 
 def _parse_set(items: Sequence[str]) -> list[tuple[str, Any]]:
@@ -102,27 +92,27 @@ def resolve_audit_config(args: argparse.Namespace) -> AuditConfig:
     }
     for key, value in flags.items():
         if value is not None:
-            _set_dotted(raw, key, value)
+            set_dotted(raw, key, value)
     if args.fail_on:
-        _set_dotted(raw, "gate.fail_on", list(args.fail_on))
+        set_dotted(raw, "gate.fail_on", list(args.fail_on))
     if args.no_html:
-        _set_dotted(raw, "report.html", False)
+        set_dotted(raw, "report.html", False)
     if args.annotations is not None or getattr(args, "annotations_as_labels", False):
         # `--annotations CSV` uses the human labels for the pairs they cover (issue 11); agreement is still measured
-        _set_dotted(raw, "report.annotations_as_labels", True)
+        set_dotted(raw, "report.annotations_as_labels", True)
     mlflow_uri = getattr(args, "mlflow", None)
     if mlflow_uri is not None:  # `--mlflow` alone: the configured (or default) store; `--mlflow URI`: that one
-        _set_dotted(raw, "report.mlflow.enabled", True)
+        set_dotted(raw, "report.mlflow.enabled", True)
         if mlflow_uri:
-            _set_dotted(raw, "report.mlflow.tracking_uri", mlflow_uri)
+            set_dotted(raw, "report.mlflow.tracking_uri", mlflow_uri)
     for flag, key in (("neurontune", "neurontune.enabled"), ("discovery", "discovery.enabled"), ("noise", "noise.enabled"), ("concepts", "concepts.enabled")):
         if getattr(args, flag, False):
-            _set_dotted(raw, key, True)
+            set_dotted(raw, key, True)
     if getattr(args, "pool_dir", None):
-        _set_dotted(raw, "discovery.enabled", True)
-        _set_dotted(raw, "discovery.pool_dir", args.pool_dir)
+        set_dotted(raw, "discovery.enabled", True)
+        set_dotted(raw, "discovery.pool_dir", args.pool_dir)
     for key, value in _parse_set(args.set or []):
-        _set_dotted(raw, key, value)
+        set_dotted(raw, key, value)
     if args.progress is not None:
         raw["progress"] = args.progress
     elif "progress" not in raw:
@@ -262,21 +252,12 @@ def _gate_exit(gate: dict | None) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """Re-render report.html from a results.json (and optionally re-check a gate or human labels)."""
     from auditor.gate import gate_verdict, parse_conditions
+    from auditor.report.audit_report import read_results
 
     if args.fail_on:
         parse_conditions(args.fail_on)  # a malformed condition fails before anything is read
     path = Path(args.results)
-    if not path.is_file():
-        raise ConfigError(f"results file {str(path)!r} does not exist")
-    try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"{str(path)!r} is not a results JSON file: {error}") from None
-    if not isinstance(results, dict) or "schema_version" not in results or "classes" not in results:
-        raise ConfigError(f"{str(path)!r} is not an auditor results.json (no schema_version/classes)")
-    major = str(results["schema_version"]).split(".")[0]
-    if major != "1":
-        raise ConfigError(f"{str(path)!r} has schema version {results['schema_version']}; this auditor reads 1.x")
+    results = read_results(path)
     if args.annotations:
         from auditor.annotations import agreement, read_annotations
 

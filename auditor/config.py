@@ -479,7 +479,7 @@ class AuditConfig:
         """
         merged = self.to_dict()
         for dotted, value in changes.items():
-            _set_dotted(merged, dotted, value)
+            set_dotted(merged, dotted, value)
         return _validate(merged)
 
 
@@ -756,12 +756,12 @@ def load_config(config: "AuditConfig | dict | str | Path | None" = None, **overr
     if overrides:
         merged = copy.deepcopy(values.to_dict() if isinstance(values, AuditConfig) else values)
         for dotted, value in overrides.items():
-            _set_dotted(merged, dotted, value)
+            set_dotted(merged, dotted, value)
         values = merged
     return _validate(values)
 
 
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
     """Set ``tree["a"]["b"] = value`` for ``dotted="a.b"``, creating sections as needed.
 
     Raises:

@@ -344,16 +344,7 @@ class AuditReport:
         path = Path(path)
         if path.is_dir():
             path = path / "results.json"
-        if not path.is_file():
-            raise InvalidInputError(f"results file {str(path)!r} does not exist")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise InvalidInputError(f"{str(path)!r} is not a results JSON file: {error}") from None
-        if not isinstance(data, dict) or "schema_version" not in data or "classes" not in data:
-            raise InvalidInputError(f"{str(path)!r} is not an auditor results.json (no schema_version/classes)")
-        if str(data["schema_version"]).split(".")[0] != SCHEMA_VERSION.split(".")[0]:
-            raise InvalidInputError(f"{str(path)!r} has schema version {data['schema_version']}; this auditor reads {SCHEMA_VERSION}")
+        data = read_results(path)
         folder = path.parent
         rankings = {s: np.load(folder / f"spuriosity_{s}.npy") for s in SPLITS if (folder / f"spuriosity_{s}.npy").exists()}
         labels = {s: np.load(folder / f"labels_{s}.npy") for s in SPLITS if (folder / f"labels_{s}.npy").exists()}
@@ -392,6 +383,26 @@ class AuditReport:
         from auditor.report.summary import format_summary
 
         return format_summary(self.to_dict())
+
+
+def read_results(path: str | Path) -> dict[str, Any]:
+    """Read and check an auditor results.json.
+
+    Raises:
+        InvalidInputError: missing file, not JSON, not an auditor results.json, or an unsupported schema version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"results file {str(path)!r} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise InvalidInputError(f"{str(path)!r} is not a results JSON file: {error}") from None
+    if not isinstance(data, dict) or "schema_version" not in data or "classes" not in data:
+        raise InvalidInputError(f"{str(path)!r} is not an auditor results.json (no schema_version/classes)")
+    if str(data["schema_version"]).split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+        raise InvalidInputError(f"{str(path)!r} has schema version {data['schema_version']}; this auditor reads {SCHEMA_VERSION}")
+    return data
 
 
 def _from_dict(cls: type, values: dict[str, Any]):
