@@ -278,7 +278,7 @@ def swap_rule(record: dict, params: dict) -> bool:
 
 
 SWAP_GRID = [{"reliance": r, "swap": w} for r in (0.05, 0.1, 0.15, 0.2, 0.3) for w in (0.1, 0.125, 0.15, 0.2, 0.3)]
-SWAP_DEFAULT = {"reliance": 0.1, "swap": 0.15}
+SWAP_DEFAULT = {"reliance": 0.3, "swap": 0.125}  # the shipped VerdictConfig defaults
 
 
 def print_calibration(records: list[dict]) -> dict:
