@@ -107,6 +107,9 @@ class FeatureConfig:
         ray_address: with ``engine: ray``, the Ray cluster to join ("auto", "ray://head:10001");
             None starts a local Ray instance (or uses one already initialised).
         ray_actors: with ``engine: ray``, model actors in the pool (None: one per GPU, else one per CPU slot).
+        shard_store: shared storage for the shards, a path or fsspec URL (``s3://bucket/audit``,
+            ``file:///mnt/shared/audit``); each split gets a folder under it. None: the shards stay in the
+            cache folder. The memmaps the later stages read are always written under ``cache_dir``.
     """
 
     top_k: int = 5
@@ -116,6 +119,7 @@ class FeatureConfig:
     channels_last: bool = False
     ray_address: Optional[str] = None
     ray_actors: Optional[int] = None
+    shard_store: Optional[str] = None
 
 
 @dataclass(frozen=True)

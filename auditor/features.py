@@ -18,7 +18,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -104,6 +103,9 @@ class ExtractionOptions:
         ray_address: Ray cluster to join ("auto", "ray://host:10001"), or None (a cluster
             already initialised in this process, else a local one).
         ray_actors: model actors in the pool (None: one per GPU, or one per CPU slot).
+        shard_store: where shards are committed: None (the split's cache folder), or a shared
+            path or fsspec URL (``s3://bucket/audit``, ``file:///mnt/shared/audit``, ``memory://x``),
+            under which each split gets its own folder.
     """
 
     shard_size: int = 4096
@@ -112,6 +114,7 @@ class ExtractionOptions:
     engine: str = "local"
     ray_address: str | None = None
     ray_actors: int | None = None
+    shard_store: str | None = None
 
     @classmethod
     def from_config(cls, config: FeatureConfig | None, engine: str = "local") -> "ExtractionOptions":
@@ -119,7 +122,8 @@ class ExtractionOptions:
         if config is None:
             return cls(engine=engine)
         return cls(shard_size=config.shard_size, autocast=config.autocast, channels_last=config.channels_last,
-                   engine=engine, ray_address=config.ray_address, ray_actors=config.ray_actors)
+                   engine=engine, ray_address=config.ray_address, ray_actors=config.ray_actors,
+                   shard_store=config.shard_store)
 
 
 def _open(directory: Path, n: int, d: int, k: int, mode: str) -> dict[str, np.memmap]:
@@ -258,45 +262,86 @@ def shard_batches(start: int, stop: int, batch_size: int) -> list[np.ndarray]:
     return [np.arange(b, min(b + batch_size, stop), dtype=np.int64) for b in range(start, stop, batch_size)]
 
 
-def shard_path(directory: Path, shard: int) -> Path:
-    """The committed file of shard number ``shard``."""
-    return Path(directory) / SHARD_DIR / f"shard-{shard:06d}.npz"
-
-
-def commit_shard(directory: str | Path, shard: int, arrays: dict[str, np.ndarray], skipped: list[SkippedImage]) -> Path:
-    """Write one complete shard atomically: a temporary file, fsynced, then renamed into place.
-
-    A reader sees either no shard or the whole shard, whatever moment the writer dies at;
-    committing the same shard twice (a retried task) leaves one identical file.
+def shard_location(directory: str | Path, store: str | None = None) -> str:
+    """Where a split's shards are committed: ``<directory>/shards``, or ``<store>/<split folder>/shards``.
 
     Args:
-        directory: the split's cache folder.
+        directory: the split's local cache folder.
+        store: a shared path or fsspec URL (None: the cache folder itself).
+    """
+    if not store:
+        return str(Path(directory) / SHARD_DIR)
+    return f"{str(store).rstrip('/')}/{Path(directory).name}/{SHARD_DIR}"
+
+
+def _filesystem(location: str):
+    """``(fsspec filesystem, path)`` of a shard location; plain paths are local files."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(location)
+
+
+def _is_local(fs) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    return "file" in protocol or "local" in protocol
+
+
+def shard_path(location: str | Path, shard: int) -> str:
+    """The committed file of shard number ``shard`` under a shard location (see :func:`shard_location`).
+
+    A local cache folder (one holding ``shards/`` or not yet) is accepted too, for its default location.
+    """
+    location = str(location)
+    if "://" not in location and Path(location).name != SHARD_DIR:
+        location = shard_location(location)
+    return f"{location.rstrip('/')}/shard-{shard:06d}.npz"
+
+
+def commit_shard(location: str | Path, shard: int, arrays: dict[str, np.ndarray], skipped: list[SkippedImage]) -> str:
+    """Write one complete shard atomically: a temporary file, then a rename into place.
+
+    A reader sees either no shard or the whole shard, whatever moment the writer dies at;
+    committing the same shard twice (a retried task) leaves one identical file. Local files
+    are fsynced before the rename; other fsspec stores get the file whole, then a move.
+
+    Args:
+        location: the split's shard location (:func:`shard_location`; a path or fsspec URL).
         shard: shard number.
         arrays: ``indices`` (int64 ``(S,)``, the image indices covered), ``activations``
             float32 ``(S, D)``, ``logits`` float32 ``(S, K)``, ``labels`` and ``predictions`` int64 ``(S,)``.
         skipped: the unreadable images of the shard.
 
     Returns:
-        The committed file.
+        The committed file's path.
     """
-    final = shard_path(Path(directory), shard)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    temporary = final.parent / f".{final.stem}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    final = shard_path(location, shard)
+    fs, final_path = _filesystem(final)
+    folder = final_path.rsplit("/", 1)[0]
+    fs.makedirs(folder, exist_ok=True)
+    temporary = f"{folder}/.shard-{shard:06d}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    buffer = io.BytesIO()
+    np.savez(buffer, skipped=np.array(json.dumps([s.to_dict() for s in skipped])), **arrays)
     try:
-        with open(temporary, "wb") as handle:
-            np.savez(handle, skipped=np.array(json.dumps([s.to_dict() for s in skipped])), **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, final)
+        if _is_local(fs):
+            with open(temporary, "wb") as handle:
+                handle.write(buffer.getvalue())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, final_path)
+        else:
+            fs.pipe_file(temporary, buffer.getvalue())
+            fs.mv(temporary, final_path)
     finally:
-        temporary.unlink(missing_ok=True)
+        if fs.exists(temporary):
+            fs.rm(temporary)
     return final
 
 
-def _read_shard(path: Path, start: int, stop: int, d: int, k: int) -> dict[str, Any] | None:
+def _read_shard(path: str, start: int, stop: int, d: int, k: int) -> dict[str, Any] | None:
     """A committed shard's arrays, or None when the file does not hold exactly rows ``start..stop``."""
     try:
-        with np.load(path, allow_pickle=False) as data:
+        fs, where = _filesystem(path)
+        with np.load(io.BytesIO(fs.cat_file(where)), allow_pickle=False) as data:
             shard = {name: data[name] for name in ("indices", *_ARRAYS)}
             skipped = [SkippedImage.from_dict(s) for s in json.loads(str(data["skipped"]))]
     except Exception as error:  # truncated or foreign file: recompute it
@@ -311,23 +356,32 @@ def _read_shard(path: Path, start: int, stop: int, d: int, k: int) -> dict[str, 
     return shard
 
 
-def committed_shards(directory: Path, ranges: list[tuple[int, int]], d: int, k: int) -> dict[int, list[SkippedImage]]:
-    """Shard number -> its skipped images, for every complete shard on disk (temporary files are removed)."""
-    folder = Path(directory) / SHARD_DIR
+def committed_shards(location: str | Path, ranges: list[tuple[int, int]], d: int, k: int) -> dict[int, list[SkippedImage]]:
+    """Shard number -> its skipped images, for every complete shard in ``location`` (temporary files are removed)."""
+    location = str(location)
+    if "://" not in location and Path(location).name != SHARD_DIR:
+        location = shard_location(location)
+    fs, folder = _filesystem(location)
     done: dict[int, list[SkippedImage]] = {}
-    if not folder.is_dir():
+    if not fs.isdir(folder):
         return done
-    for leftover in folder.glob(".*.tmp"):
-        leftover.unlink(missing_ok=True)  # a writer died mid-shard; never read
+    for leftover in fs.glob(f"{folder}/.*.tmp"):
+        fs.rm(leftover)  # a writer died mid-shard; never read
     for shard, (start, stop) in enumerate(ranges):
-        path = shard_path(directory, shard)
-        if path.exists():
+        path = shard_path(location, shard)
+        if fs.exists(_filesystem(path)[1]):
             record = _read_shard(path, start, stop, d, k)
             if record is None:
-                path.unlink(missing_ok=True)
+                fs.rm(_filesystem(path)[1])
             else:
                 done[shard] = record["skipped"]
     return done
+
+
+def _remove_shards(location: str) -> None:
+    fs, folder = _filesystem(location)
+    if fs.exists(folder):
+        fs.rm(folder, recursive=True)
 
 
 class ShardBuilder:
@@ -336,10 +390,10 @@ class ShardBuilder:
     Validates each batch as it arrives (label range, finite outputs) so errors name the images.
     """
 
-    def __init__(self, directory: Path, shard: int, start: int, stop: int, d: int, k: int, n_batches: int,
+    def __init__(self, location: str | Path, shard: int, start: int, stop: int, d: int, k: int, n_batches: int,
                  source_name: str, head_name: str):
         m = stop - start
-        self.directory, self.shard, self.start, self.stop = directory, shard, start, stop
+        self.location, self.shard, self.start, self.stop = location, shard, start, stop
         self.arrays = {"indices": np.arange(start, stop, dtype=np.int64), "activations": np.zeros((m, d), np.float32),
                        "logits": np.zeros((m, k), np.float32), "labels": np.full(m, -1, np.int64),
                        "predictions": np.full(m, -1, np.int64)}
@@ -376,7 +430,7 @@ class ShardBuilder:
     def commit(self) -> list[SkippedImage]:
         """Commit the shard atomically; returns its skipped images."""
         skipped = [self.skipped[i] for i in sorted(self.skipped)]
-        commit_shard(self.directory, self.shard, self.arrays, skipped)
+        commit_shard(self.location, self.shard, self.arrays, skipped)
         return skipped
 
 
@@ -478,7 +532,7 @@ class _Progress:
                     (self.images - self.start_images) / seconds, self.skipped, self.shards, self.n_shards)
 
 
-def _extract_local(adapter: ModelAdapter, source: ImageSource, directory: Path, ranges: list[tuple[int, int]],
+def _extract_local(adapter: ModelAdapter, source: ImageSource, location: str, ranges: list[tuple[int, int]],
                    pending: list[int], options: ExtractionOptions, skipped_so_far: dict[int, SkippedImage],
                    covered_so_far: int, max_skipped_fraction: float, progress: _Progress) -> None:
     """Compute and commit the ``pending`` shards in this process (DataLoader workers read the images)."""
@@ -495,7 +549,7 @@ def _extract_local(adapter: ModelAdapter, source: ImageSource, directory: Path, 
         for (shard, number, _), (batch, kept, images, labels, _masks, batch_skipped) in zip(plan, batches):
             if shard not in builders:
                 start, stop = ranges[shard]
-                builders[shard] = ShardBuilder(directory, shard, start, stop, d, k, len(shard_batches(start, stop, source.batch_size)),
+                builders[shard] = ShardBuilder(location, shard, start, stop, d, k, len(shard_batches(start, stop, source.batch_size)),
                                                source.name, adapter.head_name)
             for item in batch_skipped:
                 skipped_so_far[item.index] = item
@@ -515,11 +569,11 @@ def _extract_local(adapter: ModelAdapter, source: ImageSource, directory: Path, 
                 progress.shard_done()
 
 
-def _consolidate(directory: Path, ranges: list[tuple[int, int]], n: int, d: int, k: int) -> None:
-    """Copy every shard, in order, into the split's memmaps (one shard in memory at a time)."""
+def _consolidate(directory: Path, location: str, ranges: list[tuple[int, int]], n: int, d: int, k: int) -> None:
+    """Copy every shard of ``location``, in order, into the split's memmaps in ``directory`` (one shard in memory at a time)."""
     arrays = _open(directory, n, d, k, "w+")
     for shard, (start, stop) in enumerate(ranges):
-        record = _read_shard(shard_path(directory, shard), start, stop, d, k)
+        record = _read_shard(shard_path(location, shard), start, stop, d, k)
         if record is None:
             raise RuntimeError(f"feature shard {shard} of {directory} vanished or broke during the pass; run the audit again")
         for name in _ARRAYS:
@@ -538,10 +592,10 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(temporary, path)
 
 
-def _clear(directory: Path) -> None:
+def _clear(directory: Path, location: str) -> None:
     (directory / "complete.json").unlink(missing_ok=True)
     (directory / "fingerprint.json").unlink(missing_ok=True)
-    shutil.rmtree(directory / SHARD_DIR, ignore_errors=True)
+    _remove_shards(location)
 
 
 def extract_features(
@@ -575,7 +629,8 @@ def extract_features(
     Args:
         adapter: the model adapter.
         source: the images.
-        directory: folder for the shards and ``.npy`` memmaps (created if needed).
+        directory: folder for the ``.npy`` memmaps and, unless ``options.shard_store`` names a
+            shared path or fsspec URL, the shards (created if needed).
         progress: show a progress bar (when ``bar`` is None).
         max_skipped_fraction: largest share of unreadable images tolerated (0 = none).
         options: shard size, numerics and engine (defaults: :class:`ExtractionOptions`).
@@ -596,7 +651,8 @@ def extract_features(
     n, d, k = len(source), adapter.n_features, adapter.n_classes
     fingerprint = cache_fingerprint(adapter, source, options)
     stored_path, done = directory / "fingerprint.json", directory / "complete.json"
-    if stored_path.exists() or done.exists() or (directory / SHARD_DIR).exists():
+    location = shard_location(directory, options.shard_store)
+    if stored_path.exists() or done.exists() or _filesystem(location)[0].exists(_filesystem(location)[1]):
         try:
             stored = json.loads(stored_path.read_text())
         except (OSError, ValueError):
@@ -604,7 +660,7 @@ def extract_features(
         why = _stale_reason(stored, fingerprint)
         if why:
             logger.warning("feature cache in %s is stale and is recomputed: %s", directory, why)
-            _clear(directory)
+            _clear(directory, location)
     if done.exists():
         try:
             record = json.loads(done.read_text())
@@ -622,13 +678,13 @@ def extract_features(
     if not stored_path.exists():
         _write_json(stored_path, fingerprint)
     ranges = shard_ranges(n, options.shard_size)
-    committed = committed_shards(directory, ranges, d, k)
+    committed = committed_shards(location, ranges, d, k)
     skipped_so_far = {s.index: s for items in committed.values() for s in items}
     source.record_skipped(skipped_so_far.values())
     covered = sum(ranges[s][1] - ranges[s][0] for s in committed)
     pending = [s for s in range(len(ranges)) if s not in committed]
     if committed:
-        logger.info("resuming feature extraction in %s: %d of %d shards already committed", directory, len(committed), len(ranges))
+        logger.info("resuming feature extraction in %s: %d of %d shards already committed", location, len(committed), len(ranges))
     _check_skipped(source, tuple(skipped_so_far.values()), covered, max_skipped_fraction)
     own_bar = bar is None
     if own_bar:
@@ -639,10 +695,10 @@ def extract_features(
             if options.engine == "ray":
                 from auditor.engines.ray_engine import extract_shards_ray
 
-                extract_shards_ray(adapter, source, directory, ranges, pending, options, skipped_so_far, covered,
+                extract_shards_ray(adapter, source, location, ranges, pending, options, skipped_so_far, covered,
                                    max_skipped_fraction, tracker)
             else:
-                _extract_local(adapter, source, directory, ranges, pending, options, skipped_so_far, covered,
+                _extract_local(adapter, source, location, ranges, pending, options, skipped_so_far, covered,
                                max_skipped_fraction, tracker)
         tracker.log()
     finally:
@@ -651,9 +707,9 @@ def extract_features(
     skipped = tuple(skipped_so_far[i] for i in sorted(skipped_so_far))
     source.record_skipped(skipped)
     _check_skipped(source, skipped, n, max_skipped_fraction)
-    _consolidate(directory, ranges, n, d, k)
+    _consolidate(directory, location, ranges, n, d, k)
     _write_json(done, {"fingerprint": fingerprint, "skipped": [s.to_dict() for s in skipped]})
-    shutil.rmtree(directory / SHARD_DIR, ignore_errors=True)
+    _remove_shards(location)
     return FeatureCache(**_open(directory, n, d, k, "r"), directory=directory, skipped=skipped)
 
 

@@ -101,7 +101,7 @@ def test_a_half_written_or_truncated_shard_is_never_read(tmp_path, caplog):
     # a writer that died mid-shard leaves a temporary file; a copied shard can be truncated
     leftover = directory / "shards" / ".shard-000003.12345.deadbeef.tmp"
     leftover.write_bytes(shards[0].read_bytes()[:100])
-    truncated = shard_path(directory, 1)
+    truncated = Path(shard_path(directory, 1))
     truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
     caplog.set_level("INFO", logger="auditor.features")
     _extract(directory, SlowPlanted(40))
@@ -221,3 +221,33 @@ def test_cli_without_ray_exits_2_with_the_pip_command(monkeypatch, capsys, tmp_p
     code = main(["audit", "--engine", "ray", "--model", "torchvision:resnet18", "--data", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and 'pip install "auditor[ray]"' in err and "engine: ray" in err
+
+
+def test_shards_go_to_an_fsspec_store_and_resume_there(tmp_path):
+    """Shards on shared storage given as an fsspec URL: the same files as a local pass, resumable from the store."""
+    import fsspec
+
+    from auditor.features import ShardBuilder, committed_shards, shard_location, shard_ranges
+
+    dataset = SlowPlanted(40)
+    _extract(tmp_path / "local" / "train", dataset)
+    memory = f"memory://audit-{tmp_path.name}"
+    _extract(tmp_path / "memory" / "train", dataset, shard_store=memory)
+    assert _files(tmp_path / "memory" / "train") == _files(tmp_path / "local" / "train")
+    assert not fsspec.filesystem("memory").exists(f"/audit-{tmp_path.name}/train/shards")  # removed once consolidated
+
+    store = f"file://{tmp_path / 'shared'}"
+    directory = tmp_path / "cache" / "train"
+    location = shard_location(directory, store)
+    assert location == f"{store}/train/shards"
+    adapter, source = ModelAdapter(TwoChannelNet()), ImageSource(dataset, batch_size=4)
+    ranges = shard_ranges(len(dataset), 8)
+    local = {name: np.load(tmp_path / "local" / "train" / f"{name}.npy") for name in ARRAYS}
+    builder = ShardBuilder(location, 0, *ranges[0], adapter.n_features, adapter.n_classes, 1, "train", adapter.head_name)
+    rows = np.arange(*ranges[0])  # shard 0 committed to the store by an earlier, interrupted pass
+    builder.add(0, rows, local["activations"][rows], local["logits"][rows], local["labels"][rows], [])
+    builder.commit()
+    assert set(committed_shards(location, ranges, adapter.n_features, adapter.n_classes)) == {0}
+    assert (tmp_path / "shared" / "train" / "shards" / "shard-000000.npz").is_file()
+    _extract(directory, dataset, shard_store=store)
+    assert _files(directory) == _files(tmp_path / "local" / "train")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -99,7 +98,7 @@ def _actors(ray: Any, options: ExtractionOptions) -> tuple[int, float, str]:
     return options.ray_actors or max(1, cpus // 2), 0.0, "cpu"
 
 
-def extract_shards_ray(adapter: ModelAdapter, source: ImageSource, directory: Path, ranges: list[tuple[int, int]],
+def extract_shards_ray(adapter: ModelAdapter, source: ImageSource, location: str, ranges: list[tuple[int, int]],
                        pending: list[int], options: ExtractionOptions, skipped_so_far: dict[int, SkippedImage],
                        covered: int, max_skipped_fraction: float, progress: _Progress) -> None:
     """Compute and commit the ``pending`` shards on a Ray cluster (see the module docstring).
@@ -107,7 +106,7 @@ def extract_shards_ray(adapter: ModelAdapter, source: ImageSource, directory: Pa
     Args:
         adapter: the model adapter (its model is serialised to the actors).
         source: the images (its dataset is serialised to the read tasks).
-        directory: the split's cache folder (shards are committed there by this process).
+        location: the split's shard location, a path or fsspec URL (shards are committed there by this process).
         ranges: ``(start, stop)`` of every shard.
         pending: the shards still to compute.
         options: extraction options (``ray_address``, ``ray_actors``, numerics).
@@ -137,7 +136,7 @@ def extract_shards_ray(adapter: ModelAdapter, source: ImageSource, directory: Pa
     rows, builders = [], {}
     for shard in pending:
         batches = shard_batches(*ranges[shard], source.batch_size)
-        builders[shard] = ShardBuilder(directory, shard, *ranges[shard], d, k, len(batches), source.name, adapter.head_name)
+        builders[shard] = ShardBuilder(location, shard, *ranges[shard], d, k, len(batches), source.name, adapter.head_name)
         rows += [{"shard": shard, "batch": b, "start": int(idx[0]), "stop": int(idx[-1]) + 1} for b, idx in enumerate(batches)]
     try:
         model = ray.put(_model_bytes(adapter.model))
