@@ -20,3 +20,19 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     torch.save(obj, tmp)
     tmp.replace(path)
     return path
+
+
+def save_arrays_atomic(path: str | Path, arrays: dict[str, Any]) -> Path:
+    """``np.savez_compressed`` to a temporary file beside ``path``, then rename (a crash never leaves half a file).
+
+    Returns:
+        The path written.
+    """
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+    return path

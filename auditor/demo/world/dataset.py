@@ -9,6 +9,11 @@ from torch.utils.data import Dataset
 from auditor.demo.world.generator import WorldSplit
 
 
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 ``(N, H, W, 3)`` images -> float32 ``(N, 3, H, W)`` in [0, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+
+
 class WorldDataset(Dataset):
     """Yields ``(image, label)`` or ``(image, label, mask)`` from a world split.
 

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from auditor._io import atomic_torch_save
+from auditor._io import atomic_torch_save, save_arrays_atomic
+from auditor.demo.world.dataset import images_to_tensor
 from auditor.demo.world.generator import WorldSpec, WorldSplit, generate_split
 from auditor.demo.world.model import SmallCNN
 
@@ -54,16 +55,9 @@ def load_split(spec: WorldSpec, split: str, cache: bool = True) -> WorldSplit:
             return WorldSplit(**{k: data[k] for k in data.files}, class_names=spec.class_names)
     data = generate_split(spec, split)
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fields = {f.name: getattr(data, f.name) for f in dataclasses.fields(data) if f.name != "class_names"}
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, **fields)
-        tmp.replace(path)
+        save_arrays_atomic(path, {f.name: getattr(data, f.name) for f in dataclasses.fields(data) if f.name != "class_names"})
     return data
 
-
-def _to_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def train_model(train: WorldSplit, n_classes: int, spec: TrainSpec, progress: bool = True) -> SmallCNN:
@@ -74,7 +68,7 @@ def train_model(train: WorldSplit, n_classes: int, spec: TrainSpec, progress: bo
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     steps_per_epoch = int(np.ceil(len(train) / spec.batch_size))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=spec.lr, total_steps=spec.epochs * steps_per_epoch)
-    images, labels = _to_tensor(train.images), torch.from_numpy(train.labels)
+    images, labels = images_to_tensor(train.images), torch.from_numpy(train.labels)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
     for epoch in tqdm(range(spec.epochs), desc="training demo CNN", disable=not progress):
@@ -122,5 +116,5 @@ def predict(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.n
     """Predicted labels, int64 ``(N,)``, for uint8 ``(N, H, W, 3)`` images."""
     out = []
     for start in range(0, len(images), batch_size):
-        out.append(model(_to_tensor(images[start : start + batch_size])).argmax(1).numpy())
+        out.append(model(images_to_tensor(images[start : start + batch_size])).argmax(1).numpy())
     return np.concatenate(out)

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from auditor._io import atomic_torch_save
+from auditor._io import atomic_torch_save, save_arrays_atomic
+from auditor.demo.world.dataset import images_to_tensor
 from auditor.demo.world.model import SmallCNN
 from auditor.demo.world.train import cache_root
 from auditor.demo.worlds.generator import ProvingSplit, ProvingWorld, generate_split
@@ -168,16 +169,9 @@ def load_split(world: ProvingWorld, split: str, cache: bool = True) -> ProvingSp
                                 cue_names=list(world.cues))
     data = generate_split(world, split)
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fields = {f.name: getattr(data, f.name) for f in dataclasses.fields(data) if f.name not in ("class_names", "cue_names")}
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, **fields)
-        tmp.replace(path)
+        save_arrays_atomic(path, {f.name: getattr(data, f.name) for f in dataclasses.fields(data) if f.name not in ("class_names", "cue_names")})
     return data
 
-
-def _to_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def train_classifier(train: ProvingSplit, n_classes: int, spec: ModelSpec, image_size: int = 32) -> nn.Module:
@@ -192,7 +186,7 @@ def train_classifier(train: ProvingSplit, n_classes: int, spec: ModelSpec, image
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     steps = int(np.ceil(len(train) / spec.batch_size))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=spec.lr, total_steps=spec.epochs * steps)
-    images, labels = _to_tensor(train.images), torch.from_numpy(train.labels)
+    images, labels = images_to_tensor(train.images), torch.from_numpy(train.labels)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
     for epoch in range(spec.epochs):
@@ -248,5 +242,5 @@ def load_or_train(world: ProvingWorld, spec: ModelSpec) -> tuple[nn.Module, dict
 def predict(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Predicted labels, int64 ``(N,)``, for uint8 ``(N, H, W, 3)`` images."""
     model.eval()
-    out = [model(_to_tensor(images[s : s + batch_size])).argmax(1).numpy() for s in range(0, len(images), batch_size)]
+    out = [model(images_to_tensor(images[s : s + batch_size])).argmax(1).numpy() for s in range(0, len(images), batch_size)]
     return np.concatenate(out)

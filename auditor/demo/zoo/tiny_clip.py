@@ -24,10 +24,16 @@ import torch
 from tqdm.auto import tqdm
 
 from auditor._io import atomic_torch_save
-from auditor.errors import MissingDependencyError
+from auditor.demo.world.dataset import images_to_tensor
 from auditor.demo.world.generator import COLOURS, CUES, WorldSplit
 from auditor.demo.world.train import load_split
-from auditor.demo.zoo._common import pretraining_world, spec_key, training_session, zoo_dir
+from auditor.demo.zoo._common import (
+    pretraining_world,
+    spec_key,
+    training_session,
+    zoo_dir,
+)
+from auditor.errors import MissingDependencyError
 
 logger = logging.getLogger(__name__)
 
@@ -200,9 +206,6 @@ def _normalise(images: torch.Tensor, model) -> torch.Tensor:
     return (images - mean) / std
 
 
-def _to_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
-
 
 def train_tiny_clip(spec: TinyClipSpec = TinyClipSpec(), *, progress: bool = True, num_threads: int | None = 1):
     """Train a tiny CLIP with open_clip's ``ClipLoss`` on captioned pre-training images.
@@ -219,7 +222,7 @@ def train_tiny_clip(spec: TinyClipSpec = TinyClipSpec(), *, progress: bool = Tru
     name = register_tiny_clip_config(spec)
     world = pretraining_world(spec.image_size, spec.n_images, spec.seed + 1000)
     split = load_split(world, "train")
-    images = _to_tensor(split.images)
+    images = images_to_tensor(split.images)
     rng = np.random.default_rng(spec.seed)
     tokenizer = open_clip.get_tokenizer(name)
     with training_session(spec.seed, num_threads):
@@ -265,7 +268,7 @@ def evaluate_tiny_clip(model, tokenizer, split: WorldSplit, batch_size: int = 25
     """
     from sklearn.metrics import roc_auc_score
 
-    images = _to_tensor(split.images)
+    images = images_to_tensor(split.images)
     feats = torch.cat([model.encode_image(_normalise(images[i : i + batch_size], model), normalize=True) for i in range(0, len(images), batch_size)])
 
     def text(prompts):
