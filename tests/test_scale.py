@@ -240,7 +240,7 @@ def test_shards_go_to_an_fsspec_store_and_resume_there(tmp_path):
     directory = tmp_path / "cache" / "train"
     location = shard_location(directory, store)
     assert location == f"{store}/train/shards"
-    adapter, source = ModelAdapter(TwoChannelNet()), ImageSource(dataset, batch_size=4)
+    adapter = ModelAdapter(TwoChannelNet())
     ranges = shard_ranges(len(dataset), 8)
     local = {name: np.load(tmp_path / "local" / "train" / f"{name}.npy") for name in ARRAYS}
     builder = ShardBuilder(location, 0, *ranges[0], adapter.n_features, adapter.n_classes, 1, "train", adapter.head_name)

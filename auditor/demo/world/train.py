@@ -10,6 +10,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -42,7 +43,8 @@ def cache_root() -> Path:
     return Path(root).expanduser() if root else Path.home() / ".cache" / "auditor"
 
 
-def _key(world: WorldSpec, spec: TrainSpec) -> str:
+def model_key(world, spec) -> str:
+    """Cache key of a model trained with ``spec`` (a dataclass) on ``world`` (anything with ``fingerprint()``)."""
     text = json.dumps([world.fingerprint(), dataclasses.asdict(spec)], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -60,34 +62,65 @@ def load_split(spec: WorldSpec, split: str, cache: bool = True) -> WorldSplit:
 
 
 
-def train_model(train: WorldSplit, n_classes: int, spec: TrainSpec, progress: bool = True) -> SmallCNN:
-    """Train a :class:`SmallCNN` by ERM on a world split (labels as given, noise included)."""
-    generator = torch.Generator().manual_seed(spec.seed)
-    torch.manual_seed(spec.seed)
-    model = SmallCNN(n_classes, width=spec.width)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    steps_per_epoch = int(np.ceil(len(train) / spec.batch_size))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=spec.lr, total_steps=spec.epochs * steps_per_epoch)
-    images, labels = images_to_tensor(train.images), torch.from_numpy(train.labels)
+def fit_erm(
+    build: Callable[[], nn.Module],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    seed: int,
+    flip: bool,
+    progress: bool = False,
+    name: str = "model",
+) -> nn.Module:
+    """Train ``build()`` by ERM (cross-entropy, AdamW, one-cycle schedule), seeded and deterministic.
+
+    Args:
+        build: makes the untrained model (called after the global seed is set, so its init is seeded).
+        images: float ``(N, 3, H, W)``; labels: int64 ``(N,)``.
+        epochs, batch_size, lr, weight_decay, seed: the recipe.
+        flip: random horizontal flips (off where a cue's position matters, e.g. a corner tag).
+        progress: show a progress bar.
+        name: for the log lines and the bar.
+
+    Returns:
+        The trained model in eval mode.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = build()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = int(np.ceil(len(labels) / batch_size))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
-    for epoch in tqdm(range(spec.epochs), desc="training demo CNN", disable=not progress):
+    for epoch in tqdm(range(epochs), desc=f"training {name}", disable=not progress):
         order = torch.randperm(len(labels), generator=generator)
         total = 0.0
-        for start in range(0, len(order), spec.batch_size):
-            batch = order[start : start + spec.batch_size]
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
             x = images[batch]
-            flip = torch.rand(len(batch), generator=generator) < 0.5
-            x[flip] = x[flip].flip(-1)
+            if flip:
+                flipped = torch.rand(len(batch), generator=generator) < 0.5
+                x[flipped] = x[flipped].flip(-1)
             loss = loss_fn(model(x), labels[batch])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             scheduler.step()
             total += loss.item() * len(batch)
-        logger.info("epoch %d: train loss %.4f", epoch + 1, total / len(labels))
-    model.eval()
-    return model
+        logger.info("%s epoch %d: train loss %.4f", name, epoch + 1, total / len(labels))
+    return model.eval()
+
+
+def train_model(train: WorldSplit, n_classes: int, spec: TrainSpec, progress: bool = True) -> SmallCNN:
+    """Train a :class:`SmallCNN` by ERM on a world split (labels as given, noise included), with random flips."""
+    return fit_erm(lambda: SmallCNN(n_classes, width=spec.width), images_to_tensor(train.images), torch.from_numpy(train.labels),
+                   epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, weight_decay=spec.weight_decay,
+                   seed=spec.seed, flip=True, progress=progress, name="demo CNN")
 
 
 def load_or_train_model(world: WorldSpec, spec: TrainSpec = TrainSpec(), progress: bool = True) -> SmallCNN:
@@ -99,7 +132,7 @@ def load_or_train_model(world: WorldSpec, spec: TrainSpec = TrainSpec(), progres
     Returns:
         The trained model in eval mode.
     """
-    path = cache_root() / "models" / f"cnn-{_key(world, spec)}.pt"
+    path = cache_root() / "models" / f"cnn-{model_key(world, spec)}.pt"
     model = SmallCNN(len(world.classes), width=spec.width)
     if path.exists():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

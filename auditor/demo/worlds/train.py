@@ -8,7 +8,6 @@ second call loads in milliseconds.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import time
@@ -21,7 +20,7 @@ from torch import nn
 from auditor._io import atomic_torch_save, save_arrays_atomic
 from auditor.demo.world.dataset import images_to_tensor
 from auditor.demo.world.model import SmallCNN
-from auditor.demo.world.train import cache_root
+from auditor.demo.world.train import cache_root, fit_erm, model_key
 from auditor.demo.worlds.generator import ProvingSplit, ProvingWorld, generate_split
 
 logger = logging.getLogger(__name__)
@@ -180,33 +179,9 @@ def train_classifier(train: ProvingSplit, n_classes: int, spec: ModelSpec, image
     Returns:
         The trained model in eval mode.
     """
-    generator = torch.Generator().manual_seed(spec.seed)
-    torch.manual_seed(spec.seed)
-    model = build_model(spec.arch, n_classes, image_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    steps = int(np.ceil(len(train) / spec.batch_size))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=spec.lr, total_steps=spec.epochs * steps)
-    images, labels = images_to_tensor(train.images), torch.from_numpy(train.labels)
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    for epoch in range(spec.epochs):
-        order = torch.randperm(len(labels), generator=generator)
-        total = 0.0
-        for start in range(0, len(order), spec.batch_size):
-            batch = order[start : start + spec.batch_size]
-            loss = loss_fn(model(images[batch]), labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += loss.item() * len(batch)
-        logger.info("%s epoch %d: train loss %.4f", spec.arch, epoch + 1, total / len(labels))
-    return model.eval()
-
-
-def _key(world: ProvingWorld, spec: ModelSpec) -> str:
-    text = json.dumps([world.fingerprint(), dataclasses.asdict(spec)], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return fit_erm(lambda: build_model(spec.arch, n_classes, image_size), images_to_tensor(train.images),
+                   torch.from_numpy(train.labels), epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
+                   weight_decay=spec.weight_decay, seed=spec.seed, flip=False, name=spec.arch)
 
 
 def load_or_train(world: ProvingWorld, spec: ModelSpec) -> tuple[nn.Module, dict]:
@@ -216,7 +191,7 @@ def load_or_train(world: ProvingWorld, spec: ModelSpec) -> tuple[nn.Module, dict
         ``(model in eval mode, info)`` where info has ``train_seconds`` (0 when loaded),
         ``val_accuracy`` and ``train_accuracy``.
     """
-    path = _root() / "models" / f"{world.name}-{spec.arch}-{_key(world, spec)}.pt"
+    path = _root() / "models" / f"{world.name}-{spec.arch}-{model_key(world, spec)}.pt"
     info_path = path.with_suffix(".json")
     model = build_model(spec.arch, len(world.classes), world.image_size)
     if path.exists() and info_path.exists():
