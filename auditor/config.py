@@ -162,6 +162,10 @@ class VerdictConfig:
         reliance_quantile: quantile of the other classes' backgrounds used as the reference; above
             0.5 a background type that many other classes share, or a feature merely suppressed by
             other classes' own cues, does not count against the class.
+        swap_reference: what the swap reliance (object kept) compares the class's own backgrounds with:
+            "donors" (the ``reliance_quantile`` of each image's other-class swaps) or "classes" (the mean
+            swap onto the other class that raises the feature most, ``class_swap_reliance``), which a
+            feature suppressed by some classes' cues cannot pass, whatever their share of the donors.
         reliance_confidence: confidence level of the bootstrap intervals.
         ablation_fill: fill of the legacy ablation evidence (``object_drop``, ``background_drop``):
             "neutral" (grey at the data's brightness with its pixel noise) or "blur".
@@ -179,6 +183,7 @@ class VerdictConfig:
     swap_threshold: float = 0.125
     mixed_threshold: float = 0.1
     reliance_quantile: float = 0.75
+    swap_reference: str = "classes"
     reliance_confidence: float = 0.95
     ablation_fill: str = "neutral"
     density_threshold: float = 1.0
@@ -269,11 +274,11 @@ class GapConfig:
 
 @dataclass(frozen=True)
 class TuningConfig:
-    """Head tuning on low-spuriosity training images.
+    """Label-free head tuning: DFR-style reweighting by spuriosity (default) or fine-tuning on the least spurious images.
 
     Attributes:
         enabled: tune a copy of the head.
-        n_per_class: training images per class used for tuning.
+        n_per_class: "select": training images per class used for tuning.
         epochs: maximum full-batch epochs.
         lr: learning rate (Adam).
         weight_decay: L2 penalty on the head.
@@ -292,8 +297,21 @@ class TuningConfig:
             held-out half, so the default is one size.
         start_from: "best" (both starts below, keeping the better head on the held-out images), "scratch" (retrain
             the last layer from zero, as DFR does) or "model" (fine-tune the model's head).
-        selection: checkpoint rule on the held-out images, no group labels: "worst_decile" (highest accuracy of the
+        selection: checkpoint rule on the held-out images, no group labels: "worst_group" (highest accuracy of the
+            worst label-free group the method balances, see ``mode``), "worst_decile" (highest accuracy of the
             worst spuriosity decile) or "gap" (smallest largest |spurious gap|; stops once it is below ``target_gap``).
+        mode: "reweight" (default): DFR-style last-layer retraining on validation images, each class's label-free
+            groups weighted equally (low-spuriosity: images below / above the class's Otsu split of its spuriosity;
+            random: the class only; error: misclassified / correct), logistic regression on standardised features
+            with its inverse L2 strength chosen on the held-out half. "select": the paper-literal rule, fine-tune on
+            the ``n_per_class`` least spurious training images (plus validation images, see above) by Adam.
+            ``n_per_class``, ``epochs``, ``lr``, ``weight_decay``, ``val_fit_per_class_fraction``, ``size_scales``,
+            ``start_from`` and ``target_gap`` apply to "select" only.
+        inverse_l2_grid: "reweight": candidate inverse L2 strengths (``C`` of the logistic regression).
+        refit_on_validation: "reweight": after choosing ``C`` on the held-out half, refit the kept head on every
+            validation image with that ``C`` (as DFR does). The reported ``after`` metrics are then those of the
+            half-fitted head on the held-out half: a held-out estimate of the procedure, not of the kept head,
+            which has seen those images (``after["refit_on"]`` says so). False keeps the half-fitted head itself.
     """
 
     enabled: bool = True
@@ -308,7 +326,10 @@ class TuningConfig:
     val_fit_per_class_fraction: float = 0.4
     size_scales: list[float] = field(default_factory=lambda: [1.0])
     start_from: str = "best"
-    selection: str = "worst_decile"
+    selection: str = "worst_group"
+    mode: str = "reweight"
+    inverse_l2_grid: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1, 0.3, 1.0, 3.0])
+    refit_on_validation: bool = True
 
 
 @dataclass(frozen=True)
@@ -506,7 +527,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "concepts.backend": ("open_clip", "hf_clip"),
     "ranking.source": ("features", "concepts", "both"),
     "tuning.start_from": ("best", "model", "scratch"),
-    "tuning.selection": ("worst_decile", "gap"),
+    "tuning.selection": ("worst_group", "worst_decile", "gap"),
+    "tuning.mode": ("reweight", "select"),
+    "verdicts.swap_reference": ("donors", "classes"),
     "neurontune.identification_split": ("val", "train"),
     "neurontune.combine": ("any", "mean"),
     "discovery.embedding": ("auto", "clip", "vae"),
@@ -604,6 +627,8 @@ def _check_value(key: str, value: Any) -> None:
         raise ConfigError(f"`{key}` must be between 0 and 1; got {value!r}")
     if key == "tuning.size_scales" and (not value or any(not 0 < v <= 1 for v in value)):
         raise ConfigError(f"`tuning.size_scales` must be a non-empty list of factors in (0, 1]; got {value!r}")
+    if key == "tuning.inverse_l2_grid" and (not value or any(not v > 0 for v in value)):
+        raise ConfigError(f"`tuning.inverse_l2_grid` must be a non-empty list of positive numbers; got {value!r}")
     if key in BELOW_ONE and not 0 <= value < 1:
         raise ConfigError(f"`{key}` must be at least 0 and below 1 (some validation images must stay held out); got {value!r}")
     if key == "model.device" and not _DEVICE.match(value):
@@ -668,6 +693,11 @@ def _check_consistency(config: "AuditConfig") -> None:
         raise ConfigError(
             f"`ranking.source` is {config.ranking.source!r}, which needs the concept stage; "
             "set `concepts.enabled: true` (with local CLIP weights) or use `ranking.source: features`"
+        )
+    if config.tuning.enabled and config.tuning.mode == "reweight" and config.tuning.validation_fit_fraction <= 0:
+        raise ConfigError(
+            "`tuning.mode` is 'reweight', which fits on part of the validation images, but "
+            "`tuning.validation_fit_fraction` is 0; set it in (0, 1) (default 0.5) or use `tuning.mode: select`"
         )
     if config.report.annotations_as_labels and not config.report.human_annotations:
         raise ConfigError(
@@ -802,7 +832,7 @@ def field_docs(cls: type) -> dict[str, str]:
             continue
         if not in_attributes or not stripped:
             continue
-        match = re.match(r"^([a-z_]+(?:, [a-z_]+)*):\s*(.*)$", stripped)
+        match = re.match(r"^([a-z_][a-z0-9_]*(?:, [a-z_][a-z0-9_]*)*):\s*(.*)$", stripped)
         if match and line.startswith(" " * 8) and not line.startswith(" " * 12):
             current = match.group(1).split(", ")
             for name in current:

@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 from auditor.config import VerdictConfig
 from auditor.counterfactuals import (
     background_contrast,
+    class_swap_contrast,
     clean_backgrounds,
     paste_object,
     pick_donors,
@@ -260,9 +261,11 @@ def decide_verdict(
             f"other classes' ({ci}, at least {threshold:g} and above 0){tail}."
         )
     if swap_low > 0 and swap_value >= swap_threshold and value >= 0:
+        others = ("than on the backgrounds of the other class that suits it best" if config.swap_reference == "classes"
+                  else "than on other classes'")
         return True, "swap", True, mixed, (
-            f"With the object kept, the feature is higher on its class's own backgrounds than on other "
-            f"classes' ({swap_ci}, at least {swap_threshold:g} and above 0), although backgrounds alone barely "
+            f"With the object kept, the feature is higher on its class's own backgrounds {others} "
+            f"({swap_ci}, at least {swap_threshold:g} and above 0), although backgrounds alone barely "
             f"move it ({ci}): it needs the object and the background together{tail}."
         )
     if heat_spurious and object_high < 0:
@@ -407,7 +410,13 @@ def run_verdicts(
                                       removed[swap_rows][:, [f]], rng, config.reliance_confidence,
                                       quantile=config.reliance_quantile)
                 object_reliance, object_high = float(rel.object[0]), float(rel.object_high[0])
+                by_class = class_swap_contrast(same_acts[swap_rows][..., [f]], rand_acts[swap_rows][..., [f]],
+                                               labels[rand_donors[swap_rows, :n_swaps]], scale, rng,
+                                               confidence=config.reliance_confidence)
+                class_evidence = (float(by_class[0][0]), float(by_class[1][0]), float(by_class[2][0]))
                 swap_evidence = (float(rel.background[0]), float(rel.background_low[0]), float(rel.background_high[0]))
+                if config.swap_reference == "classes" and np.isfinite(class_evidence[0]):
+                    swap_evidence = class_evidence
                 evidence = dict(
                     counterfactual="swap",
                     background_reliance=background[0],
@@ -416,6 +425,9 @@ def run_verdicts(
                     swap_reliance=float(rel.background[0]),
                     swap_ci_low=float(rel.background_low[0]),
                     swap_ci_high=float(rel.background_high[0]),
+                    class_swap_reliance=class_evidence[0],
+                    class_swap_ci_low=class_evidence[1],
+                    class_swap_ci_high=class_evidence[2],
                     random_background_drop=float(rel.random_drop[0]),
                     same_background_drop=float(rel.same_drop[0]),
                     object_reliance=object_reliance,

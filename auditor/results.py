@@ -60,6 +60,11 @@ class FeatureVerdict:
             mixed-same vs mixed-rand), per image, as a fraction.
         swap_ci_low: lower end of its bootstrap interval over the examined images.
         swap_ci_high: upper end.
+        class_swap_reliance: the swap comparison against the other class whose backgrounds raise the
+            feature most (class means over the swaps, classes with at least 8 swaps); about 0 for a
+            feature that some classes' cues merely suppress. NaN without swaps.
+        class_swap_ci_low: lower end of its bootstrap interval over the examined images.
+        class_swap_ci_high: upper end.
         random_background_drop: relative drop from the original with other-class backgrounds.
         same_background_drop: relative drop from the original with same-class backgrounds.
         object_reliance: relative drop when the object is replaced by the image's own background.
@@ -95,6 +100,9 @@ class FeatureVerdict:
     swap_reliance: float = float("nan")
     swap_ci_low: float = float("nan")
     swap_ci_high: float = float("nan")
+    class_swap_reliance: float = float("nan")
+    class_swap_ci_low: float = float("nan")
+    class_swap_ci_high: float = float("nan")
     random_background_drop: float = float("nan")
     same_background_drop: float = float("nan")
     object_reliance: float = float("nan")

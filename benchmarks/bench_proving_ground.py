@@ -151,8 +151,58 @@ def _audit_inputs(report, train, val, work: Path) -> _Inputs:
     return _Inputs(adapter, caches["train"], caches["val"], report.config)
 
 
-def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, quick: bool) -> tuple[dict, list[dict]]:
-    """Train/load, audit and score one (world, model, mask source, seed); (table row, evidence records)."""
+TUNING_CANDIDATES = {
+    "select": {"mode": "select", "selection": "worst_decile"},
+    "reweight": {"mode": "reweight", "refit_on_validation": False},
+    "reweight+refit": {"mode": "reweight", "refit_on_validation": True},
+}
+"""Tuning designs compared (and chosen leave-one-world-out) on the proving ground: the paper-literal rule
+(fine-tune on the least spurious images) and DFR-style group reweighting, without and with a final refit."""
+
+
+def skewed_val(world: ProvingWorld) -> ProvingSplit:
+    """A validation split as skewed as training: fresh images drawn at the training cue rates, ``n_val`` per class."""
+    return load_split(dataclasses.replace(world, n_train=world.n_val, seed=world.seed + 7919), "train")
+
+
+def probe_ceiling(acts: np.ndarray, labels: np.ndarray, flags: np.ndarray, c: int) -> float:
+    """Supervised bound on any ranking from these features: 5-fold cross-validated AUROC of a logistic probe
+    fitted with the true cue flags on class c's validation images (NaN when a fold would lack a side)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+
+    members = labels == c
+    y = flags[members]
+    if min(y.sum(), (~y).sum()) < 5:
+        return math.nan
+    x = np.asarray(acts[members], np.float64)
+    x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
+    scores = cross_val_predict(LogisticRegression(max_iter=2000), x, y, cv=5, method="decision_function")
+    return float(roc_auc_score(y, scores))
+
+
+def candidate_heads(report, ctx: "_Inputs", seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The low-spuriosity head of every design in :data:`TUNING_CANDIDATES`, fitted on this audit's caches and rankings."""
+    from auditor.config import GapConfig, TuningConfig
+    from auditor.tuning import run_tuning
+
+    head = (ctx.adapter.head_weight().numpy(), ctx.adapter.head_bias().numpy())
+    out = {}
+    for name, overrides in TUNING_CANDIDATES.items():
+        config = dataclasses.replace(TuningConfig(), baselines=[], **overrides)
+        stage = run_tuning(head, ctx.train_cache, report.spuriosity("train"), ctx.val_cache, report.spuriosity("val"),
+                           config, GapConfig(), seed)
+        out[name] = stage.heads["low_spuriosity"]
+    return out
+
+
+def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, quick: bool,
+            skewed: bool = False) -> tuple[dict, list[dict]]:
+    """Train/load, audit and score one (world, model, mask source, seed); (table row, evidence records).
+
+    With ``skewed``, the world is audited a second time with a validation split as skewed as
+    training, and every mitigation is scored again (``row["skewed"]``).
+    """
     model, info = load_or_train(world, model_spec(arch, seed))
     train, val, test = (load_split(world, s) for s in ("train", "val", "test"))
     config: dict = {
@@ -193,23 +243,41 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
     flagged_controls = sum(bool(report.spurious_features(c)) for c in world.control_classes)
 
     spuriosity = report.spuriosity("val")
-    cue_auroc = {}
+    val_acts = np.asarray(ctx.val_cache.activations)
+    cue_auroc, ceiling = {}, {}
     for c in world.cue_of_class:
         members = val.labels == c
         values = spuriosity[members]
-        cue_auroc[world.class_names[c]] = (float(roc_auc_score(val.own_cue[members], values))
-                                           if np.isfinite(values).all() else math.nan)
+        name = world.class_names[c]
+        cue_auroc[name] = float(roc_auc_score(val.own_cue[members], values)) if np.isfinite(values).all() else math.nan
+        ceiling[name] = probe_ceiling(val_acts, val.labels, val.own_cue, c)
 
     test_groups = group_ids(test, world)
     with tempfile.TemporaryDirectory() as tmp:
         source = ImageSource(WorldDataset(test, with_masks=False), name="test")
         cache = extract_features(ctx.adapter, source, Path(tmp) / "test", progress=False)
         acts = np.asarray(cache.activations, np.float64)
+
+        def score(heads: dict) -> dict:
+            return {name: accuracies((acts @ np.asarray(w, np.float64).T + b).argmax(1), test.labels, test_groups)
+                    for name, (w, b) in heads.items()}
+
+        erm = (ctx.adapter.head_weight().numpy(), ctx.adapter.head_bias().numpy())
         # the bar: DFR on the validation features with the true group labels (benchmarks/_common.py)
-        oracle = oracle_dfr(np.asarray(ctx.val_cache.activations), np.asarray(ctx.val_cache.labels), group_ids(val, world), seed=seed)
-        heads = {"ERM": (ctx.adapter.head_weight().numpy(), ctx.adapter.head_bias().numpy()), **report.tuned_heads, "oracle": oracle}
-        methods = {name: accuracies((acts @ np.asarray(w, np.float64).T + b).argmax(1), test.labels, test_groups)
-                   for name, (w, b) in heads.items()}
+        oracle = oracle_dfr(val_acts, np.asarray(ctx.val_cache.labels), group_ids(val, world), seed=seed)
+        methods = score({"ERM": erm, **report.tuned_heads, "oracle": oracle})
+        candidates = score(candidate_heads(report, ctx, seed))
+        skewed_row = None
+        if skewed:
+            skew = skewed_val(world)
+            skew_work = work.parent / (work.name + "-skewed")
+            skew_report = audit(model, WorldDataset(train, with_masks=masks == "dataset"), WorldDataset(skew, with_masks=False),
+                                class_names=world.class_names, config={**config, "features": {"cache_dir": str(skew_work)}})
+            skew_ctx = _audit_inputs(skew_report, train, skew, skew_work)
+            skew_oracle = oracle_dfr(np.asarray(skew_ctx.val_cache.activations), np.asarray(skew_ctx.val_cache.labels),
+                                     group_ids(skew, world), seed=seed)
+            skewed_row = {"methods": score({"ERM": erm, **skew_report.tuned_heads, "oracle": skew_oracle}),
+                          "candidates": score(candidate_heads(skew_report, skew_ctx, seed))}
 
     row = {
         "world": world.name, "model": arch, "masks": masks, "seed": seed,
@@ -218,7 +286,8 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
         "precision": tp / flagged if flagged else math.nan,
         "recall": tp / positives if positives else math.nan,
         "controls_flagged": flagged_controls, "n_controls": len(world.control_classes),
-        "cue_auroc": cue_auroc, "methods": methods, "seconds": seconds,
+        "cue_auroc": cue_auroc, "probe_ceiling": ceiling, "methods": methods, "candidates": candidates,
+        "skewed": skewed_row, "seconds": seconds,
         "mask_provider": report.meta.get("mask_provider"),
     }
     return row, records
@@ -228,25 +297,122 @@ def _f(x: float, digits: int = 2) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
+def _mean_std(values: list[float]) -> str:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return "n/a"
+    return f"{np.mean(values):.2f}" + (f"±{np.std(values):.2f}" if len(values) > 1 else "")
+
+
+def _method_cell(results: list[dict]) -> str:
+    """``avg/wg`` means over seeds, with the worst-group spread."""
+    if not results:
+        return "-"
+    return f"{_f(np.mean([v['accuracy'] for v in results]))}/{_mean_std([v['worst_group'] for v in results])}"
+
+
+def _keys(rows: list[dict]) -> list[tuple]:
+    return list(dict.fromkeys((r["world"], r["model"], r["masks"]) for r in rows))
+
+
 def print_table(rows: list[dict]) -> None:
-    """One markdown table, one line per (world, model, masks), numbers averaged over seeds."""
-    keys = list(dict.fromkeys((r["world"], r["model"], r["masks"]) for r in rows))
-    header = ["world", "model", "masks", "seeds", "val acc", "P", "R", "TP/flag/true", "ctrl flagged", "spuriosity AUROC (cue classes)",
-              *[f"{m} avg/wg" for m in METHODS], "s (train s)"]
+    """One markdown table, one line per (world, model, masks), numbers averaged over seeds (± std over seeds)."""
+    header = ["world", "model", "masks", "seeds", "val acc", "P", "R", "TP/flag/true", "ctrl flagged",
+              "spuriosity AUROC (probe ceiling)", *[f"{m} avg/wg" for m in METHODS], "s (train s)"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for key in keys:
+    for key in _keys(rows):
         group = [r for r in rows if (r["world"], r["model"], r["masks"]) == key]
         tp, fl, po = (sum(r[k] for r in group) for k in ("tp", "flagged", "positives"))
         ctrl = sum(r["controls_flagged"] for r in group)
         n_ctrl = sum(r["n_controls"] for r in group)
-        aurocs = ", ".join(f"{name} {_f(np.mean([r['cue_auroc'][name] for r in group]))}" for name in group[0]["cue_auroc"]) or "-"
+        aurocs = ", ".join(
+            f"{name} {_f(np.nanmean([r['cue_auroc'][name] for r in group]) if any(np.isfinite(r['cue_auroc'][name]) for r in group) else math.nan)}"
+            + (f" ({_f(np.nanmean([r['probe_ceiling'][name] for r in group]))})" if "probe_ceiling" in group[0] else "")
+            for name in group[0]["cue_auroc"]) or "-"
         cells = [*key, str(len(group)), _f(np.mean([r["val_accuracy"] for r in group])),
                  _f(tp / fl if fl else math.nan), _f(tp / po if po else math.nan), f"{tp}/{fl}/{po}", f"{ctrl}/{n_ctrl}", aurocs]
-        for m in METHODS:
-            vals = [r["methods"][m] for r in group if m in r["methods"]]
-            cells.append(f"{_f(np.mean([v['accuracy'] for v in vals]))}/{_f(np.mean([v['worst_group'] for v in vals]))}" if vals else "-")
+        cells += [_method_cell([r["methods"][m] for r in group if m in r["methods"]]) for m in METHODS]
         cells.append(f"{np.mean([r['seconds'] for r in group]):.0f} ({np.mean([r['train_seconds'] for r in group]):.0f})")
+        print("| " + " | ".join(cells) + " |")
+
+
+def print_skewed_table(rows: list[dict]) -> None:
+    """Every mitigation again, with the world audited on a validation split as skewed as training."""
+    rows = [r for r in rows if r.get("skewed")]
+    if not rows:
+        return
+    print("\nValidation as skewed as training (test avg/wg, mean over seeds ± worst-group std):\n")
+    header = ["world", "model", "masks", "seeds", *[f"{m} avg/wg" for m in METHODS]]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for key in _keys(rows):
+        group = [r for r in rows if (r["world"], r["model"], r["masks"]) == key]
+        cells = [*key, str(len(group))]
+        cells += [_method_cell([r["skewed"]["methods"][m] for r in group if m in r["skewed"]["methods"]]) for m in METHODS]
+        print("| " + " | ".join(cells) + " |")
+
+
+def _wg(rows: list[dict], candidate: str, which: str) -> list[float]:
+    """Test worst-group accuracies of one tuning design over rows (``which``: "balanced" or "skewed")."""
+    parts = [r["candidates"] if which == "balanced" else (r.get("skewed") or {}).get("candidates") for r in rows]
+    return [p[candidate]["worst_group"] for p in parts if p and candidate in p]
+
+
+def print_tuning_calibration(rows: list[dict]) -> dict[str, str]:
+    """Leave-one-world-out choice of the tuning design; returns world -> design chosen without it.
+
+    For each world, the design with the best mean test worst-group accuracy over the *other*
+    worlds (balanced and skewed validation, every seed and model) is chosen, and the world is
+    scored with it.
+    """
+    rows = [r for r in rows if r.get("candidates")]
+    worlds = list(dict.fromkeys(r["world"] for r in rows))
+    if len(worlds) < 2:
+        return {}
+    names = list(TUNING_CANDIDATES)
+    print("\nLeave-one-world-out choice of the tuning design (test worst-group accuracy of the low-spuriosity head, "
+          "mean over seeds; balanced / skewed validation):\n")
+    print("| world | chosen on other worlds | held-out wg balanced | held-out wg skewed | "
+          + " | ".join(f"{n} (bal / skew)" for n in names) + " |")
+    print("|" + "---|" * (4 + len(names)))
+    chosen = {}
+    for world in worlds:
+        others = [r for r in rows if r["world"] != world]
+        mine = [r for r in rows if r["world"] == world]
+        score = {n: np.mean(_wg(others, n, "balanced") + _wg(others, n, "skewed")) for n in names}
+        pick = max(names, key=lambda n: score[n])
+        chosen[world] = pick
+        cells = [world, pick, _mean_std(_wg(mine, pick, "balanced")), _mean_std(_wg(mine, pick, "skewed"))]
+        cells += [f"{_mean_std(_wg(mine, n, 'balanced'))} / {_mean_std(_wg(mine, n, 'skewed'))}" for n in names]
+        print("| " + " | ".join(cells) + " |")
+    overall = {n: (np.mean(_wg(rows, n, "balanced") or [math.nan]), np.mean(_wg(rows, n, "skewed") or [math.nan])) for n in names}
+    print("| **all worlds** | - | - | - | " + " | ".join(f"{_f(b)} / {_f(k)}" for b, k in overall.values()) + " |")
+    return chosen
+
+
+def print_repair_bar(rows: list[dict]) -> None:
+    """The issue's repair bar per cue world: low-spuriosity tuning vs ERM and vs the oracle, balanced and skewed."""
+    print("\nRepair bar (library defaults; test, means over seeds): worst-group gain over ERM (>= +0.08), "
+          "average-accuracy change (>= -0.02), distance to the oracle's worst group (<= 0.03):\n")
+    print("| world | model | masks | gain bal | avg change bal | below oracle bal | gain skew | avg change skew | below oracle skew |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for key in _keys(rows):
+        group = [r for r in rows if (r["world"], r["model"], r["masks"]) == key]
+        if not any(r["positives"] or r["cue_auroc"] for r in group) or key[0] == "no-cue":
+            continue
+        cells = list(key)
+        for part in ("balanced", "skewed"):
+            methods = [r["methods"] if part == "balanced" else (r.get("skewed") or {}).get("methods") for r in group]
+            methods = [m for m in methods if m and "low_spuriosity" in m]
+            if not methods:
+                cells += ["-", "-", "-"]
+                continue
+            mean = {(name, field): float(np.mean([m[name][field] for m in methods]))
+                    for name in ("ERM", "low_spuriosity", "oracle") for field in ("worst_group", "accuracy")}
+            cells += [f"{mean['low_spuriosity', 'worst_group'] - mean['ERM', 'worst_group']:+.2f}",
+                      f"{mean['low_spuriosity', 'accuracy'] - mean['ERM', 'accuracy']:+.2f}",
+                      f"{mean['oracle', 'worst_group'] - mean['low_spuriosity', 'worst_group']:+.2f}"]
         print("| " + " | ".join(cells) + " |")
 
 
@@ -260,25 +426,36 @@ RULES = {
 
 
 def swap_rule(record: dict, params: dict) -> bool:
-    """The shipped verdict rule (``auditor.labeling.decide_verdict``) replayed on recorded evidence with other thresholds."""
+    """The shipped verdict rule (``auditor.labeling.decide_verdict``) replayed on recorded evidence with other settings."""
     from auditor.config import VerdictConfig
     from auditor.labeling import decide_verdict
 
     if not math.isfinite(float(record.get("background_reliance", math.nan) or math.nan)):
         return bool(record.get("label") == "spurious")  # no swap was possible: the legacy rule decided
-    config = VerdictConfig(reliance_threshold=params["reliance"], swap_threshold=params["swap"])
+    config = VerdictConfig(reliance_threshold=params["reliance"], swap_threshold=params["swap"],
+                           swap_reference=params.get("reference", "donors"))
     value = lambda key: float(record.get(key) if record.get(key) is not None else math.nan)  # noqa: E731
     density = value("density_ratio")
+    swap = (value("swap_reliance"), value("swap_ci_low"), value("swap_ci_high"))
+    if config.swap_reference == "classes" and math.isfinite(value("class_swap_reliance")):
+        swap = (value("class_swap_reliance"), value("class_swap_ci_low"), value("class_swap_ci_high"))
     spurious, *_ = decide_verdict(
-        config, (value("background_reliance"), value("reliance_ci_low"), value("reliance_ci_high")),
-        (value("swap_reliance"), value("swap_ci_low"), value("swap_ci_high")),
+        config, (value("background_reliance"), value("reliance_ci_low"), value("reliance_ci_high")), swap,
         value("object_reliance"), value("object_ci_high"), bool(density < config.density_threshold), density,
         value("object_drop"), value("background_drop"))
     return bool(spurious)
 
 
-SWAP_GRID = [{"reliance": r, "swap": w} for r in (0.05, 0.1, 0.15, 0.2, 0.3) for w in (0.1, 0.125, 0.15, 0.2, 0.3)]
-SWAP_DEFAULT = {"reliance": 0.3, "swap": 0.125}  # the shipped VerdictConfig defaults
+def _shipped_verdict_defaults() -> dict:
+    from auditor.config import VerdictConfig
+
+    shipped = VerdictConfig()
+    return {"reliance": shipped.reliance_threshold, "swap": shipped.swap_threshold, "reference": shipped.swap_reference}
+
+
+SWAP_GRID = [{"reliance": r, "swap": w, "reference": ref} for ref in ("donors", "classes")
+             for r in (0.05, 0.1, 0.15, 0.2, 0.3) for w in (0.1, 0.125, 0.15, 0.2, 0.3)]
+SWAP_DEFAULT = _shipped_verdict_defaults()
 
 
 def print_calibration(records: list[dict]) -> dict:
@@ -290,7 +467,10 @@ def print_calibration(records: list[dict]) -> dict:
     extra = sorted({k for r in records for k, v in r.items() if k in ("background_reliance",) and isinstance(v, float)})
     rules = dict(RULES)
     if extra:
-        rules["shipped (reliance_threshold, swap_threshold)"] = (swap_rule, SWAP_GRID, SWAP_DEFAULT)
+        rules["shipped (reliance_threshold, swap_threshold, swap_reference)"] = (swap_rule, SWAP_GRID, SWAP_DEFAULT)
+        for reference in ("donors", "classes"):
+            grid = [p for p in SWAP_GRID if p["reference"] == reference]
+            rules[f"shipped rule, swap_reference {reference} only"] = (swap_rule, grid, {**SWAP_DEFAULT, "reference": reference})
     for field in extra:
         rules[f"{field} > t"] = (field_rule(field, ">"), [{"t": t} for t in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)], None)
     for name, (rule, grid, default) in rules.items():
@@ -301,7 +481,7 @@ def print_calibration(records: list[dict]) -> dict:
         print("|---|---|---|---|---|---|---|")
         for world, r in result.items():
             held, dflt = r["held_out"], r.get("default", {})
-            params = ", ".join(f"{k}={v:g}" for k, v in r["params"].items())
+            params = ", ".join((f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}") for k, v in r["params"].items())
             print(f"| {world} | {params} | {_f(held['precision'])} | {_f(held['recall'])} | {held['flagged']} / {held['positives']} "
                   f"| {_f(dflt.get('precision', math.nan))} | {_f(dflt.get('recall', math.nan))} |")
         pooled = {}
@@ -324,6 +504,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--quick", action="store_true", help=f"worlds {', '.join(QUICK_WORLDS)} unless --worlds is given")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--skewed-val", action="store_true",
+                        help="also audit each world with a validation split as skewed as training and score every mitigation again")
     parser.add_argument("--evidence-json", default=None, help="write per-(class, feature) evidence and truth here")
     parser.add_argument("--rows-json", default=None, help="write the table's rows here")
     parser.add_argument("--calibrate-only", nargs="+", default=None, help="skip auditing; calibrate on these evidence JSONs (merged)")
@@ -333,7 +515,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
 
     if args.table_only:
-        print_table([r for path in args.table_only for r in json.loads(Path(path).read_text())])
+        rows = [r for path in args.table_only for r in json.loads(Path(path).read_text())]
+        print_table(rows)
+        print_skewed_table(rows)
+        print_repair_bar(rows)
+        print_tuning_calibration(rows)
         return
     if args.calibrate_only:
         print_calibration([r for path in args.calibrate_only for r in json.loads(Path(path).read_text())["records"]])
@@ -350,7 +536,7 @@ def main(argv: list[str] | None = None) -> None:
                 for masks in args.masks:
                     for seed in args.seeds:
                         row, recs = run_one(world, arch, masks, seed, Path(tmp) / f"{name}-{arch}-{masks}-{seed}",
-                                            args.quick)
+                                            args.quick, skewed=args.skewed_val)
                         rows.append(row)
                         records.extend(recs)
                         logging.getLogger("proving").warning(
@@ -363,6 +549,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"worlds: {', '.join(names)}; models: {', '.join(args.models)}; masks: {', '.join(args.masks)}; "
           f"seeds: {', '.join(map(str, args.seeds))}; truth: feature AUROC (own cue vs not, val) >= {TRUTH_AUROC}\n")
     print_table(rows)
+    print_skewed_table(rows)
+    print_repair_bar(rows)
+    print_tuning_calibration(rows)
     print_calibration(records)
 
 

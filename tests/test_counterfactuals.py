@@ -4,6 +4,7 @@ import torch
 
 from auditor.counterfactuals import (
     background_contrast,
+    class_swap_contrast,
     clean_backgrounds,
     fill_from_background,
     paste_object,
@@ -141,3 +142,30 @@ def test_background_contrast_ignores_suppression_by_other_classes_cues():
 def test_background_contrast_rejects_empty_donors():
     with pytest.raises(InvalidInputError, match="non-empty"):
         background_contrast(np.ones((3, 1)), np.ones((0, 1)), np.ones(1), np.random.default_rng(0))
+
+
+def test_class_swap_contrast_ignores_classes_whose_cues_only_suppress_the_feature():
+    rng = np.random.default_rng(0)
+    n, s = 20, 6
+    classes = np.tile(np.array([1, 1, 2, 2, 3, 3]), (n, 1))
+    same = 1.0 + rng.normal(0, 0.02, (n, s, 1))
+    # a control-class feature: classes 2 and 3 carry cues that lower it, class 1's plain backgrounds do not
+    suppressed = np.where(classes[..., None] == 1, 1.0, 0.6) + rng.normal(0, 0.02, (n, s, 1))
+    value, low, high = class_swap_contrast(same, suppressed, classes, np.array([1.0]), rng, min_swaps=8)
+    assert abs(value[0]) < 0.05 and low[0] < 0 < high[0]
+    # a feature that its own class's backgrounds raise above every other class's
+    lowered = np.full((n, s, 1), 0.6) + rng.normal(0, 0.02, (n, s, 1))
+    value, low, _ = class_swap_contrast(same, lowered, classes, np.array([1.0]), rng, min_swaps=8)
+    assert value[0] == pytest.approx(0.4, abs=0.05) and low[0] > 0.3
+    # the pooled per-donor quantile reference counts the suppression against the class
+    pooled = reliance_scores(same[:, 0], same, suppressed, same[:, 0], rng, quantile=0.75)
+    assert pooled.background[0] > 0.1
+
+
+def test_class_swap_contrast_needs_enough_swaps_per_class_and_matching_shapes():
+    rng = np.random.default_rng(0)
+    same, random = np.ones((3, 2, 1)), np.zeros((3, 2, 1))
+    value, low, high = class_swap_contrast(same, random, np.array([[1, 2]] * 3), np.array([1.0]), rng, min_swaps=8)
+    assert np.isnan(value).all() and np.isnan(low).all() and np.isnan(high).all()
+    with pytest.raises(InvalidInputError, match="class swap contrast"):
+        class_swap_contrast(same, random, np.array([[1, 2, 3]] * 3), np.array([1.0]), rng)

@@ -6,7 +6,15 @@ from auditor.errors import ConfigError
 from auditor.features import FeatureCache
 from auditor.ranking import spuriosity_scores
 from auditor.evaluation import decile_accuracy
-from auditor.tuning import fit_head, run_tuning, select_tuning_images, split_validation, tune_head
+from auditor.tuning import (
+    fit_head,
+    otsu_threshold,
+    run_tuning,
+    select_tuning_images,
+    split_validation,
+    tune_head,
+    tuning_groups,
+)
 
 
 def planted_split(n_per_class, cue_rate, rng):
@@ -80,7 +88,7 @@ def test_low_spuriosity_tuning_closes_the_gap_and_random_tuning_does_not():
 
     # training images only: the selection rule alone must make the difference (validation halves are tested below)
     config = TuningConfig(n_per_class=60, epochs=300, lr=0.05, max_accuracy_drop=0.02, baselines=["random"],
-                          validation_fit_fraction=0.0)
+                          validation_fit_fraction=0.0, mode="select", selection="worst_decile")
     stage = run_tuning((weight, bias), train, train_scores, val, val_scores, config, GapConfig(), seed=0)
     ours, rand = stage.results["low_spuriosity"], stage.results["random"]
     w_ours, b_ours = stage.heads["low_spuriosity"]
@@ -112,7 +120,7 @@ def test_validation_split_is_stratified_disjoint_and_keeps_held_out_rows():
 
 
 @pytest.mark.parametrize("val_cue_rate, size_scales", [(0.5, [1.0]), (0.9, [1.0, 0.5, 0.25])])
-def test_label_free_mode_lifts_the_worst_group_and_reports_only_held_out_images(val_cue_rate, size_scales):
+def test_select_mode_lifts_the_worst_group_and_reports_only_held_out_images(val_cue_rate, size_scales):
     """Few cue-free training images; validation balanced (0.5) or as skewed as training (0.9, where a smaller,
     cleaner set chosen on the held-out half is needed); no group labels used."""
     rng = np.random.default_rng(3)
@@ -122,7 +130,7 @@ def test_label_free_mode_lifts_the_worst_group_and_reports_only_held_out_images(
     weight, bias = erm_head(train_x, train_y)
     spurious = {0: [1], 1: [2]}
     train, val = cache_for(train_x, train_y, weight, bias), cache_for(val_x, val_y, weight, bias)
-    config = TuningConfig(baselines=[], size_scales=size_scales)
+    config = TuningConfig(baselines=[], size_scales=size_scales, mode="select", selection="worst_decile")
     stage = run_tuning((weight, bias), train, spuriosity_scores(train_x, train_y, spurious), val,
                        spuriosity_scores(val_x, val_y, spurious), config, GapConfig(), seed=0)
     result = stage.results["low_spuriosity"]
@@ -146,6 +154,94 @@ def test_without_validation_nothing_is_held_out():
     weight, bias = erm_head(x, y)
     cache = cache_for(x, y, weight, bias)
     scores = spuriosity_scores(x, y, {0: [1], 1: [2]})
-    stage = run_tuning((weight, bias), cache, scores, cache, scores, TuningConfig(baselines=[], epochs=20), GapConfig(), seed=0)
+    stage = run_tuning((weight, bias), cache, scores, cache, scores, TuningConfig(baselines=[], epochs=20, mode="select"),
+                       GapConfig(), seed=0)
     after = stage.results["low_spuriosity"].after
     assert after["evaluated_on"] == "train" and set(after["fitted_on"]) <= {"train"} and after["n_evaluated"] == 200
+    # reweighting halves the training split instead: what it reports was never fitted on
+    stage = run_tuning((weight, bias), cache, scores, cache, scores, TuningConfig(baselines=[]), GapConfig(), seed=0)
+    after = stage.results["low_spuriosity"].after
+    assert after["evaluated_on"] == "train, held-out half" and after["n_evaluated"] == 100
+    assert set(after["fitted_on"]) <= {"train"} and sum(after["fitted_on"].values()) <= 100
+
+
+def test_otsu_threshold_splits_two_modes_and_refuses_constant_values():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(0, 0.3, 95), rng.normal(4, 0.3, 5)])
+    threshold = otsu_threshold(values)
+    assert (values > threshold).sum() == 5
+    assert otsu_threshold(np.array([0.0, 0.1, 0.2, 5.0, 5.1])) == 0.2
+    assert np.isnan(otsu_threshold(np.ones(10))) and np.isnan(otsu_threshold(np.array([np.nan, 1.0])))
+
+
+def test_tuning_groups_are_label_free_and_per_method():
+    labels = np.array([0] * 6 + [1] * 4 + [-1])
+    scores = np.array([0.0, 0.1, 0.2, 3.0, 3.1, 3.2, np.nan, np.nan, np.nan, np.nan, np.nan])
+    correct = np.array([True] * 9 + [False, True])
+    assert tuning_groups("low_spuriosity", labels, scores, correct).tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 2, -1]
+    assert tuning_groups("random", labels, scores, correct).tolist() == [0] * 6 + [2] * 4 + [-1]
+    assert tuning_groups("error", labels, scores, correct).tolist() == [0] * 6 + [2, 2, 2, 3, -1]
+    with pytest.raises(ConfigError, match="unknown tuning method"):
+        tuning_groups("vibes", labels, scores, correct)
+
+
+@pytest.mark.parametrize("val_cue_rate", [0.5, 0.9])
+def test_reweighting_lifts_the_worst_group_from_held_out_choices_only(val_cue_rate):
+    """Default mode: group-reweighted retraining on one validation half, chosen on the other; no group labels."""
+    rng = np.random.default_rng(3)
+    train_x, train_y, _ = planted_split(400, 0.95, rng)
+    val_x, val_y, _ = planted_split(300, val_cue_rate, rng)
+    test_x, test_y, test_cues = planted_split(400, 0.5, rng)
+    weight, bias = erm_head(train_x, train_y)
+    spurious = {0: [1], 1: [2]}
+    train, val = cache_for(train_x, train_y, weight, bias), cache_for(val_x, val_y, weight, bias)
+    val_scores = spuriosity_scores(val_x, val_y, spurious)
+    config = TuningConfig(baselines=["random"], refit_on_validation=False)
+    assert config.mode == "reweight" and config.selection == "worst_group"
+    stage = run_tuning((weight, bias), train, spuriosity_scores(train_x, train_y, spurious), val, val_scores, config,
+                       GapConfig(), seed=0)
+    ours, rand = stage.results["low_spuriosity"], stage.results["random"]
+    fit, held = split_validation(val_y, config.validation_fit_fraction, np.random.default_rng([0, 1]))
+    assert ours.after["evaluated_on"] == "val, held-out half" and ours.after["n_evaluated"] == len(held) == 300
+    assert ours.after["fitted_on"] == {"val": len(fit)} and ours.after["inverse_l2"] in config.inverse_l2_grid
+    # the reported figures are the kept head's on the held-out half, which it never saw
+    w, b = stage.heads["low_spuriosity"]
+    held_correct = (val_x[held] @ w.T + b).argmax(1) == val_y[held]
+    assert ours.after["accuracy"] == pytest.approx(held_correct.mean(), abs=1e-6)
+    assert ours.after["worst_group_accuracy"] >= ours.before["worst_group_accuracy"]
+
+    def worst_group(w, b):
+        correct = (test_x @ w.T + b).argmax(1) == test_y
+        own_cue = test_cues[np.arange(len(test_y)), test_y]
+        return min(correct[(test_y == c) & (own_cue == f)].mean() for c in (0, 1) for f in (False, True))
+
+    erm = worst_group(weight, bias)
+    assert erm < 0.75
+    assert worst_group(w, b) > erm + 0.08
+    if val_cue_rate > 0.5:  # skewed validation: only the spuriosity groups upweight the rare cue-free images
+        assert worst_group(w, b) > worst_group(*stage.heads["random"]) + 0.05
+    assert rand.after["fitted_on"] in ({}, {"val": len(fit)})
+
+
+def test_refit_on_validation_uses_every_image_and_says_so():
+    rng = np.random.default_rng(4)
+    train_x, train_y, _ = planted_split(200, 0.95, rng)
+    val_x, val_y, _ = planted_split(150, 0.5, rng)
+    weight, bias = erm_head(train_x, train_y)
+    spurious = {0: [1], 1: [2]}
+    train, val = cache_for(train_x, train_y, weight, bias), cache_for(val_x, val_y, weight, bias)
+    args = (train, spuriosity_scores(train_x, train_y, spurious), val, spuriosity_scores(val_x, val_y, spurious))
+    half = run_tuning((weight, bias), *args, TuningConfig(baselines=[], refit_on_validation=False), GapConfig(), seed=0)
+    full = run_tuning((weight, bias), *args, TuningConfig(baselines=[]), GapConfig(), seed=0)  # the default refits
+    assert half.results["low_spuriosity"].after["refit_on"] == "val, fitting half"
+    assert full.results["low_spuriosity"].after["refit_on"].startswith("val, every image")
+    assert full.results["low_spuriosity"].after["inverse_l2"] == half.results["low_spuriosity"].after["inverse_l2"]
+    assert not np.allclose(full.heads["low_spuriosity"][0], half.heads["low_spuriosity"][0])
+
+
+def test_reweighting_needs_a_fitting_share():
+    from auditor.config import load_config
+
+    with pytest.raises(ConfigError, match="validation_fit_fraction"):
+        load_config(**{"tuning.validation_fit_fraction": 0.0})
+    assert load_config(**{"tuning.validation_fit_fraction": 0.0, "tuning.mode": "select"}).tuning.mode == "select"

@@ -113,14 +113,26 @@ def _class_view(entry: dict, art: dict, skipped_reason: str | None) -> dict:
     }
 
 
+def _tuning_fit(result: Mapping, after: Mapping) -> str:
+    """How a tuned head was fitted, in a few words (reweighting: its C and refit; selection: epochs)."""
+    if "inverse_l2" in after:
+        if after.get("inverse_l2") is None:
+            return "original head kept"
+        refit = after.get("refit_on") or ""
+        return f"reweighted, C={after['inverse_l2']:g}" + ("; refitted on all validation images" if "every image" in refit else "")
+    epochs = result.get("epochs")
+    return f"{epochs} epochs" if epochs is not None else ""
+
+
 def _tuning_view(tuning: Any) -> dict:
     if not isinstance(tuning, Mapping) or not tuning:
         return {"rows": []}
     rows = []
     for method, result in tuning.items():
         result = result if isinstance(result, dict) else {}
-        rows.append({"method": method, "n_train_images": result.get("n_train_images"), "epochs": result.get("epochs"),
-                     "before": result.get("before") or {}, "after": result.get("after") or {}})
+        after = result.get("after") or {}
+        rows.append({"method": method, "n_train_images": result.get("n_train_images"), "fit": _tuning_fit(result, after),
+                     "before": result.get("before") or {}, "after": after, "where": after.get("evaluated_on")})
     main = "low_spuriosity" if "low_spuriosity" in tuning else next(iter(tuning))
     chosen = next(r for r in rows if r["method"] == main)
     plot = plots.decile_plot(chosen["before"].get("decile_accuracy"), chosen["after"].get("decile_accuracy"),
