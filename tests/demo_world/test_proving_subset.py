@@ -7,6 +7,8 @@ cue sits away from the object (a corner tag) and on the world with no cue at all
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -53,7 +55,14 @@ def test_corner_tag_world_flags_both_cues_keeps_controls_clean_and_tuning_lifts_
     cache = extract_features(adapter, ImageSource(WorldDataset(test, with_masks=False), name="test"), tmp_path / "test", progress=False)
     erm = _worst_group(np.asarray(cache.predictions), test)
     tuned = _worst_group(head_predictions(cache.activations, *report.tuned_heads["low_spuriosity"]), test)
-    assert tuned > erm + 0.05, (erm, tuned)
+    assert tuned >= erm + 0.08, (erm, tuned)  # the bar, with balanced validation
+
+    # validation as skewed as training: a smaller lift, but never below the model's own head
+    skewed = load_split(dataclasses.replace(world, n_train=world.n_val, seed=world.seed + 7919), "train")
+    skewed_report = auditor.audit(report.model, WorldDataset(load_split(world, "train")), WorldDataset(skewed, with_masks=False),
+                                  class_names=world.class_names, config=CONFIG)
+    tuned_skewed = _worst_group(head_predictions(cache.activations, *skewed_report.tuned_heads["low_spuriosity"]), test)
+    assert tuned_skewed >= erm, (erm, tuned_skewed)
 
 
 @pytest.mark.slow
