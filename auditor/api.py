@@ -244,7 +244,8 @@ def audit(
     if config.tuning.enabled:
         logger.info("stage tuning: low_spuriosity%s", "".join(f", {b}" for b in config.tuning.baselines))
         if evaluation_split == "train":
-            logger.warning("no validation data: head tuning is early-stopped and reported on the training data")
+            logger.warning("no validation data: head tuning is fitted and reported on the training data, whose "
+                           "features the model has memorised; give validation data for a held-out repair")
         tuned = run_tuning((weight, bias), train_cache, rankings["train"], evaluation, rankings[evaluation_split],
                            config.tuning, config.gaps, config.seed, has_validation=evaluation_split == "val")
         tuning, tuned_heads = dict(tuned.results), dict(tuned.heads)
