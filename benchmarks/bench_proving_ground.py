@@ -353,10 +353,15 @@ def print_skewed_table(rows: list[dict]) -> None:
         print("| " + " | ".join(cells) + " |")
 
 
+CLASS_ONLY = "reweight+refit, class groups only"
+"""The default design without spuriosity: the audit's own "random" head (plain class-balanced retraining)."""
+
+
 def _wg(rows: list[dict], candidate: str, which: str) -> list[float]:
     """Test worst-group accuracies of one tuning design over rows (``which``: "balanced" or "skewed")."""
-    parts = [r["candidates"] if which == "balanced" else (r.get("skewed") or {}).get("candidates") for r in rows]
-    return [p[candidate]["worst_group"] for p in parts if p and candidate in p]
+    key, source = ("candidates", candidate) if candidate != CLASS_ONLY else ("methods", "random")
+    parts = [r.get(key) if which == "balanced" else (r.get("skewed") or {}).get(key) for r in rows]
+    return [p[source]["worst_group"] for p in parts if p and source in p]
 
 
 def print_tuning_calibration(rows: list[dict]) -> dict[str, str]:
@@ -370,7 +375,7 @@ def print_tuning_calibration(rows: list[dict]) -> dict[str, str]:
     worlds = list(dict.fromkeys(r["world"] for r in rows))
     if len(worlds) < 2:
         return {}
-    names = list(TUNING_CANDIDATES)
+    names = [*TUNING_CANDIDATES, CLASS_ONLY]
     print("\nLeave-one-world-out choice of the tuning design (test worst-group accuracy of the low-spuriosity head, "
           "mean over seeds; balanced / skewed validation):\n")
     print("| world | chosen on other worlds | held-out wg balanced | held-out wg skewed | "
