@@ -58,13 +58,26 @@ def _work_dir(config: AuditConfig) -> Path:
     return path
 
 
-def _mask_provider(config: AuditConfig, train: ImageSource, class_names: list[str], work_dir: Path, encoder: Any, device) -> Any:
-    """The object-mask backend, built (and its weights loaded) before any forward pass."""
+def _mask_provider_name(config: AuditConfig, train: ImageSource) -> str:
+    """The mask backend in use: ``masks.provider``, with "auto" resolved to "dataset" or "sam"."""
     name = config.masks.provider
     if name == "auto":
         name = "dataset" if train.has_masks else "sam"
-        if name == "sam":
-            logger.info("the train dataset yields no object masks: using SAM (`masks.provider: sam`)")
+    return name
+
+
+def _verdict_config(config: AuditConfig, train: ImageSource) -> Any:
+    """The verdict settings, with the swap threshold for estimated masks when the masks are not the dataset's."""
+    if _mask_provider_name(config, train) == "dataset":
+        return config.verdicts
+    return dataclasses.replace(config.verdicts, swap_threshold=config.verdicts.estimated_mask_swap_threshold)
+
+
+def _mask_provider(config: AuditConfig, train: ImageSource, class_names: list[str], work_dir: Path, encoder: Any, device) -> Any:
+    """The object-mask backend, built (and its weights loaded) before any forward pass."""
+    name = _mask_provider_name(config, train)
+    if config.masks.provider == "auto" and name == "sam":
+        logger.info("the train dataset yields no object masks: using SAM (`masks.provider: sam`)")
     if name == "dataset" and not train.has_masks:
         raise InvalidInputError(
             "`masks.provider` is 'dataset' but the train dataset yields no masks (the verdicts are made on training "
@@ -209,7 +222,7 @@ def audit(
 
     logger.info("stage verdicts: %d (class, feature) pairs", sum(len(f) for f in important.values()))
     verdicts = list(run_verdicts(adapter, sources["train"], train_cache, important, importance, mask_provider,
-                                 config.verdicts, rng, progress=progress).verdicts)
+                                 _verdict_config(config, sources["train"]), rng, progress=progress).verdicts)
 
     sections: dict[str, Any] = {}
     concept_scores = None

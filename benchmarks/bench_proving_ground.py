@@ -472,10 +472,15 @@ def print_calibration(records: list[dict]) -> dict:
     extra = sorted({k for r in records for k, v in r.items() if k in ("background_reliance",) and isinstance(v, float)})
     rules = dict(RULES)
     if extra:
-        rules["shipped (reliance_threshold, swap_threshold, swap_reference)"] = (swap_rule, SWAP_GRID, SWAP_DEFAULT)
+        default = dict(SWAP_DEFAULT)
+        if all(r.get("masks") == "sam" for r in records):  # estimated masks have their own swap threshold
+            from auditor.config import VerdictConfig
+
+            default["swap"] = VerdictConfig().estimated_mask_swap_threshold
+        rules["shipped (reliance_threshold, swap_threshold, swap_reference)"] = (swap_rule, SWAP_GRID, default)
         for reference in ("donors", "classes"):
             grid = [p for p in SWAP_GRID if p["reference"] == reference]
-            rules[f"shipped rule, swap_reference {reference} only"] = (swap_rule, grid, {**SWAP_DEFAULT, "reference": reference})
+            rules[f"shipped rule, swap_reference {reference} only"] = (swap_rule, grid, {**default, "reference": reference})
     for field in extra:
         rules[f"{field} > t"] = (field_rule(field, ">"), [{"t": t} for t in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)], None)
     for name, (rule, grid, default) in rules.items():
