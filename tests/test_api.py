@@ -199,3 +199,19 @@ def test_missing_sam_weights_fail_before_any_forward_pass_naming_the_split():
     with pytest.raises(InvalidInputError, match="train dataset yields no masks"):
         auditor.audit(model, PlantedDataset(n=40, with_masks=False), config={**FAST, "masks": {"provider": "dataset"}})
     assert model.calls == 0
+
+
+def test_estimated_masks_get_the_stricter_swap_threshold():
+    """SAM (or box) masks leave object pixels in the 'background', so the swap test needs a higher bar."""
+    from auditor.api import _verdict_config
+    from auditor.config import load_config
+    from auditor.data import ImageSource
+
+    image = torch.zeros(3, 8, 8)
+    with_masks = ImageSource([{"image": image, "label": torch.tensor(0), "mask": np.ones((8, 8))}] * 2)
+    without = ImageSource([(image, 0)] * 2)
+    config = load_config()
+    assert _verdict_config(config, with_masks).swap_threshold == config.verdicts.swap_threshold == 0.125
+    assert _verdict_config(config, without).swap_threshold == config.verdicts.estimated_mask_swap_threshold == 0.2
+    sam = load_config(**{"masks.provider": "sam"})
+    assert _verdict_config(sam, with_masks).swap_threshold == 0.2
