@@ -239,6 +239,20 @@ class Reliance:
     object_high: np.ndarray
 
 
+def percentile_interval(resamples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided percentile interval over bootstrap resamples (axis 0).
+
+    Args:
+        resamples: float ``(B, ...)`` one statistic per resample.
+        confidence: two-sided confidence level.
+
+    Returns:
+        ``(low, high)``, each of shape ``resamples.shape[1:]``.
+    """
+    alpha = (1 - confidence) / 2
+    return np.quantile(resamples, alpha, axis=0), np.quantile(resamples, 1 - alpha, axis=0)
+
+
 def reliance_scores(
     base: np.ndarray,
     same: np.ndarray,
@@ -288,11 +302,10 @@ def reliance_scores(
     per_image_bg = (same_mean - reference) / scale
     per_image_obj = (base - np.asarray(removed, np.float64)) / scale
     picks = rng.integers(0, n, size=(n_bootstrap, n))
-    alpha = (1 - confidence) / 2
 
     def interval(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         means = values[picks].mean(1)
-        return np.quantile(means, alpha, axis=0), np.quantile(means, 1 - alpha, axis=0)
+        return percentile_interval(means, confidence)
 
     bg_low, bg_high = interval(per_image_bg)
     obj_low, obj_high = interval(per_image_obj)
@@ -358,8 +371,7 @@ def background_contrast(
     pick_same = rng.integers(0, len(same), size=(n_bootstrap, len(same)))
     pick_other = rng.integers(0, len(other), size=(n_bootstrap, len(other)))
     boot = (same[pick_same].mean(1) - np.quantile(other[pick_other], quantile, axis=1)) / scale
-    alpha = (1 - confidence) / 2
-    return value, np.quantile(boot, alpha, axis=0), np.quantile(boot, 1 - alpha, axis=0)
+    return (value, *percentile_interval(boot, confidence))
 
 
 def class_swap_contrast(
@@ -432,5 +444,4 @@ def class_swap_contrast(
 
     value = contrast(np.arange(n))
     boot = contrast(rng.integers(0, n, size=(n_bootstrap, n)))
-    alpha = (1 - confidence) / 2
-    return value, np.quantile(boot, alpha, axis=0), np.quantile(boot, 1 - alpha, axis=0)
+    return (value, *percentile_interval(boot, confidence))
