@@ -267,10 +267,7 @@ def tune_head(
     held_groups = tuning_groups(method, held_labels, held_scores, np.asarray(val.correct)[held])
 
     def metrics_of(w: np.ndarray, b: np.ndarray) -> dict:
-        metrics = head_metrics(w, b, held_activations, held_labels, held_scores, gap_config)
-        metrics["worst_group_accuracy"], metrics["mean_group_accuracy"] = group_accuracies(
-            w, b, held_activations, held_labels, held_groups)
-        return metrics
+        return held_out_metrics(w, b, held_activations, held_labels, held_scores, held_groups, gap_config)
 
     def criterion(metrics: dict) -> tuple[float, float]:
         return selection_score(config.selection, metrics)
@@ -452,6 +449,24 @@ def group_accuracies(weight: np.ndarray, bias: np.ndarray, activations: np.ndarr
     return (float(min(accuracies)), float(np.mean(accuracies))) if accuracies else (float("nan"), float("nan"))
 
 
+def held_out_metrics(weight: np.ndarray, bias: np.ndarray, activations: np.ndarray, labels: np.ndarray,
+                     scores: np.ndarray, groups: np.ndarray, gap_config: GapConfig) -> dict:
+    """:func:`~auditor.evaluation.head_metrics` plus the worst and mean accuracy over label-free ``groups``.
+
+    Args:
+        weight, bias: a head ``(K, D)``, ``(K,)``.
+        activations: float ``(n, D)`` held-out features; labels: int ``(n,)``; scores: float ``(n,)``
+            their spuriosity; groups: int ``(n,)`` their label-free groups (:func:`tuning_groups`).
+        gap_config: k of the gaps.
+
+    Returns:
+        The head_metrics dict with ``worst_group_accuracy`` and ``mean_group_accuracy`` added.
+    """
+    metrics = head_metrics(weight, bias, activations, labels, scores, gap_config)
+    metrics["worst_group_accuracy"], metrics["mean_group_accuracy"] = group_accuracies(weight, bias, activations, labels, groups)
+    return metrics
+
+
 def selection_score(selection: str, metrics: dict) -> tuple[float, float]:
     """How a candidate head ranks on held-out images under ``tuning.selection``; lower is better.
 
@@ -503,7 +518,8 @@ def reweight_head(
     Returns:
         ``(TuningResult, weight float32 (K, D), bias float32 (K,))``; ``after`` holds the
         held-out metrics of the chosen head, ``after["inverse_l2"]`` its ``C`` (None: the
-        original head was kept) and ``after["refit_on"]`` what the kept head was finally fitted on.
+        original head was kept), ``after["refit"]`` whether the kept head was refitted on every
+        image and ``after["refit_on"]`` what it was finally fitted on, in words.
     """
     start = time.perf_counter()
     labels = np.asarray(data.labels)
@@ -513,9 +529,7 @@ def reweight_head(
     held_x, held_y, held_scores = activations[held], labels[held], np.asarray(scores)[held]
 
     def metrics_of(w: np.ndarray, b: np.ndarray) -> dict:
-        metrics = head_metrics(w, b, held_x, held_y, held_scores, gap_config)
-        metrics["worst_group_accuracy"], metrics["mean_group_accuracy"] = group_accuracies(w, b, held_x, held_y, groups[held])
-        return metrics
+        return held_out_metrics(w, b, held_x, held_y, held_scores, groups[held], gap_config)
 
     def criterion(metrics: dict) -> tuple[float, float]:
         return selection_score(config.selection, metrics)
@@ -548,6 +562,7 @@ def reweight_head(
         metrics.update(evaluated_on=where, n_evaluated=int(len(held)))
     n_fitted = int(len(fit_rows)) if best["inverse_l2"] is not None else 0
     after.update(fitted_on={evaluated_on: n_fitted} if n_fitted else {}, inverse_l2=best["inverse_l2"], refit_on=refit_on,
+                 refit=bool(best["inverse_l2"] is not None and config.refit_on_validation),
                  n_groups=int(len(np.unique(groups[fit_rows]))) if len(fit_rows) else 0)
     result = TuningResult(
         method=method,

@@ -235,6 +235,7 @@ def test_refit_on_validation_uses_every_image_and_says_so():
     full = run_tuning((weight, bias), *args, TuningConfig(baselines=[]), GapConfig(), seed=0)  # the default refits
     assert half.results["low_spuriosity"].after["refit_on"] == "val, fitting half"
     assert full.results["low_spuriosity"].after["refit_on"].startswith("val, every image")
+    assert full.results["low_spuriosity"].after["refit"] and not half.results["low_spuriosity"].after["refit"]
     assert full.results["low_spuriosity"].after["inverse_l2"] == half.results["low_spuriosity"].after["inverse_l2"]
     assert not np.allclose(full.heads["low_spuriosity"][0], half.heads["low_spuriosity"][0])
 

@@ -118,8 +118,7 @@ def _tuning_fit(result: Mapping, after: Mapping) -> str:
     if "inverse_l2" in after:
         if after.get("inverse_l2") is None:
             return "original head kept"
-        refit = after.get("refit_on") or ""
-        return f"reweighted, C={after['inverse_l2']:g}" + ("; refitted on all validation images" if "every image" in refit else "")
+        return f"reweighted, C={after['inverse_l2']:g}" + ("; refitted on all validation images" if after.get("refit") else "")
     epochs = result.get("epochs")
     return f"{epochs} epochs" if epochs is not None else ""
 
