@@ -60,7 +60,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from _common import oracle_dfr
+from _common import oracle_dfr, skewed_val_spec
 
 from auditor.api import audit
 from auditor.data import ImageSource
@@ -162,7 +162,7 @@ TUNING_CANDIDATES = {
 
 def skewed_val(world: ProvingWorld) -> ProvingSplit:
     """A validation split as skewed as training: fresh images drawn at the training cue rates, ``n_val`` per class."""
-    return load_split(dataclasses.replace(world, n_train=world.n_val, seed=world.seed + 7919), "train")
+    return load_split(skewed_val_spec(world), "train")
 
 
 def probe_ceiling(acts: np.ndarray, labels: np.ndarray, flags: np.ndarray, c: int) -> float:
