@@ -129,3 +129,15 @@ def assert_untouched(model: nn.Module, snapshot: dict[str, torch.Tensor], traini
     for module in model.modules():
         assert not module._forward_hooks and not module._forward_pre_hooks and not module._backward_hooks
     assert model.training == training
+
+
+class ProjNet(nn.Module):
+    """A `proj` Linear embedding followed by a convolutional head (1x1 conv over a 1x1 map)."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(12, 32)
+        self.head = nn.Conv2d(32, 5, 1)
+
+    def forward(self, x):
+        return self.head(self.proj(x.flatten(1))[:, :, None, None]).flatten(1)

@@ -20,6 +20,7 @@ from PIL import Image
 from torch import nn
 
 from auditor.errors import InvalidInputError, MissingWeightsError, NumericalError, UnsupportedModelError
+from tests.conftest import ProjNet
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "ERRORS.md"
 SKIPPED = "skipped (warning)"
@@ -167,26 +168,16 @@ def head_not_linear(tmp: Path):
     ModelAdapter(TwoChannelNet(), head="conv")
 
 
-class _ProjNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.proj = nn.Linear(12, 32)
-        self.head = nn.Conv2d(32, 5, 1)
-
-    def forward(self, x):
-        return self.head(self.proj(x.flatten(1))[:, :, None, None]).flatten(1)
-
-
 def class_names_vs_head(tmp: Path):
     from auditor.model import ModelAdapter
 
-    ModelAdapter(_ProjNet()).check_class_names(["a", "b", "c", "d", "e"])
+    ModelAdapter(ProjNet()).check_class_names(["a", "b", "c", "d", "e"])
 
 
 def wrong_layer_as_head(tmp: Path):
     from auditor.model import ModelAdapter
 
-    ModelAdapter(_ProjNet()).forward(torch.rand(2, 3, 2, 2))
+    ModelAdapter(ProjNet()).forward(torch.rand(2, 3, 2, 2))
 
 
 def weights_do_not_fit(tmp: Path):

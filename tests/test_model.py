@@ -4,7 +4,7 @@ from torch import nn
 
 from auditor.errors import InvalidInputError, NumericalError, UnsupportedModelError
 from auditor.model import ModelAdapter, eval_mode, find_head, logits_from_output, resolve_head
-from tests.conftest import TwoChannelNet, assert_untouched, state_snapshot
+from tests.conftest import ProjNet, TwoChannelNet, assert_untouched, state_snapshot
 
 
 def test_finds_last_linear_as_head_and_reads_features():
@@ -112,18 +112,6 @@ def test_every_submodule_flag_and_no_hook_survive_success_and_failure(fail):
         adapter.forward(torch.rand(2, 3, 8, 8), with_spatial=True)
     assert _modes(model) == before and model.training and not model.bn.training
     assert_untouched(model, snapshot, training=True)  # BN in eval: running stats unchanged too
-
-
-class ProjNet(nn.Module):
-    """A `proj` Linear embedding followed by a convolutional head (1x1 conv over a 1x1 map)."""
-
-    def __init__(self):
-        super().__init__()
-        self.proj = nn.Linear(12, 32)
-        self.head = nn.Conv2d(32, 5, 1)
-
-    def forward(self, x):
-        return self.head(self.proj(x.flatten(1))[:, :, None, None]).flatten(1)
 
 
 def test_resolve_head_explains_its_choice(caplog):

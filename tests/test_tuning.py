@@ -27,6 +27,13 @@ def planted_split(n_per_class, cue_rate, rng):
     return activations.astype(np.float32), labels, np.stack([cue0, cue1], 1)
 
 
+def planted_worst_group(weight, bias, activations, labels, cues):
+    """Worst accuracy over the planted groups (class x own cue present) of a head on a planted split."""
+    correct = (activations @ weight.T + bias).argmax(1) == labels
+    own_cue = cues[np.arange(len(labels)), labels]
+    return min(correct[(labels == c) & (own_cue == f)].mean() for c in (0, 1) for f in (False, True))
+
+
 def erm_head(activations, labels):
     weight, bias, _ = fit_head(activations, labels, np.zeros((2, 3)), np.zeros(2), epochs=300, lr=0.05, weight_decay=0.0)
     return weight, bias
@@ -102,9 +109,7 @@ def test_low_spuriosity_tuning_closes_the_gap_and_random_tuning_does_not():
     assert ours.after["accuracy"] >= ours.before["accuracy"] - 0.02
 
     def worst_group(w, b):
-        correct = (val_x @ w.T + b).argmax(1) == val_y
-        own_cue = val_cues[np.arange(len(val_y)), val_y]
-        return min(correct[(val_y == c) & (own_cue == f)].mean() for c in (0, 1) for f in (False, True))
+        return planted_worst_group(w, b, val_x, val_y, val_cues)
 
     assert worst_group(weight, bias) < 0.7  # ERM leans on the cues
     assert worst_group(w_ours, b_ours) > worst_group(weight, bias) + 0.2
@@ -139,9 +144,7 @@ def test_select_mode_lifts_the_worst_group_and_reports_only_held_out_images(val_
     assert result.after["fitted_on"]["val"] > 0 and result.n_train_images == sum(result.after["fitted_on"].values())
 
     def worst_group(w, b):
-        correct = (test_x @ w.T + b).argmax(1) == test_y
-        own_cue = test_cues[np.arange(len(test_y)), test_y]
-        return min(correct[(test_y == c) & (own_cue == f)].mean() for c in (0, 1) for f in (False, True))
+        return planted_worst_group(w, b, test_x, test_y, test_cues)
 
     erm = worst_group(weight, bias)
     assert erm < 0.75
@@ -211,9 +214,7 @@ def test_reweighting_lifts_the_worst_group_from_held_out_choices_only(val_cue_ra
     assert ours.after["worst_group_accuracy"] >= ours.before["worst_group_accuracy"]
 
     def worst_group(w, b):
-        correct = (test_x @ w.T + b).argmax(1) == test_y
-        own_cue = test_cues[np.arange(len(test_y)), test_y]
-        return min(correct[(test_y == c) & (own_cue == f)].mean() for c in (0, 1) for f in (False, True))
+        return planted_worst_group(w, b, test_x, test_y, test_cues)
 
     erm = worst_group(weight, bias)
     assert erm < 0.75
