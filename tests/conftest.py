@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,14 @@ from torch.utils.data import Dataset
 os.environ.setdefault("AUDITOR_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "auditor"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)  # tests use tiny tensors; one thread avoids oversubscription
+
+# FiftyOne reads its config when first imported: a private database folder (about 300 MB once MongoDB has
+# started), removed when the test process exits. The handler is registered before FiftyOne is imported, so it
+# runs after FiftyOne's own exit handler has stopped the database (atexit runs handlers last-in, first-out).
+if "FIFTYONE_DATABASE_DIR" not in os.environ:
+    os.environ["FIFTYONE_DATABASE_DIR"] = tempfile.mkdtemp(prefix="auditor-fiftyone-db-")
+    atexit.register(shutil.rmtree, os.environ["FIFTYONE_DATABASE_DIR"], ignore_errors=True)
+os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 
 
 class TwoChannelNet(nn.Module):

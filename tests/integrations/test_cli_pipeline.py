@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import pytest
 
 from auditor.cli import main
 from tests.test_cli import _config, world  # noqa: F401  (the module-scoped world fixture: ImageFolders + a trained CNN)
 
-os.environ.setdefault("FIFTYONE_DATABASE_DIR", tempfile.mkdtemp(prefix="auditor-fiftyone-db-"))
-os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 
 
 @pytest.mark.slow

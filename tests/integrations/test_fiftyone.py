@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 
 import numpy as np
 import pytest
@@ -13,9 +11,7 @@ from auditor.cli import main
 from tests.conftest import TwoChannelNet
 from tests.integrations.conftest import FAST, planted
 
-# FiftyOne reads its config when imported: a private database folder, no usage tracking.
-os.environ.setdefault("FIFTYONE_DATABASE_DIR", tempfile.mkdtemp(prefix="auditor-fiftyone-db-"))
-os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+# (tests/conftest.py gives FiftyOne a private database folder, removed at exit, and turns off usage tracking.)
 try:
     from auditor.integrations.fiftyone import _fiftyone
 
