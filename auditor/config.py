@@ -353,6 +353,11 @@ class NeuronTuneConfig:
             heads suppressing the 1, 2, 4, ... most biased flagged dimensions, the one with the best held-out
             worst-class accuracy (class labels only), so the result is never worse than ERM there.
         holdout_fraction: share of each class's identification images held out for that choice.
+        min_gain_confidence: the chosen head replaces the original only when its held-out worst-class accuracy
+            beats the original's in at least this share of class-stratified bootstrap resamples of the held-out
+            images; otherwise the original head is kept (0 turns the check off). Default chosen leave-one-world-out
+            on the proving ground.
+        n_bootstrap: resamples of that check.
     """
 
     enabled: bool = False
@@ -364,6 +369,8 @@ class NeuronTuneConfig:
     max_suppressed_fraction: float = 0.5
     select_on_holdout: bool = True
     holdout_fraction: float = 0.5
+    min_gain_confidence: float = 0.9
+    n_bootstrap: int = 1000
 
 
 @dataclass(frozen=True)
@@ -548,7 +555,7 @@ LIST_CHOICES: dict[str, tuple[str, ...]] = {
 """List-valued keys whose every entry must be one of the given values (each at most once)."""
 POSITIVE = {
     "data.batch_size", "data.image_size", "model.num_classes", "features.top_k", "verdicts.n_images", "verdicts.n_swaps",
-    "verdicts.n_donors", "gaps.min_k", "gaps.n_bootstrap", "tuning.n_per_class", "tuning.epochs", "neurontune.epochs",
+    "verdicts.n_donors", "gaps.min_k", "gaps.n_bootstrap", "tuning.n_per_class", "tuning.epochs", "neurontune.epochs", "neurontune.n_bootstrap",
     "discovery.max_clusters",
     "noise.n_flagged", "masks.points_per_side", "discovery.max_pool_images", "report.n_grid_images", "concepts.n_names",
     "features.shard_size", "features.ray_actors",
@@ -560,7 +567,7 @@ UNIT_INTERVAL = {
     "discovery.min_confidence", "masks.pred_iou_thresh", "masks.stability_score_thresh",
     "verdicts.min_activation_drop", "verdicts.reliance_threshold", "verdicts.swap_threshold", "verdicts.estimated_mask_swap_threshold", "verdicts.mixed_threshold", "verdicts.reliance_quantile",
     "verdicts.reliance_confidence", "concepts.min_enrichment", "concepts.max_redundancy",
-    "neurontune.max_suppressed_fraction", "data.max_skipped_fraction",
+    "neurontune.max_suppressed_fraction", "neurontune.min_gain_confidence", "data.max_skipped_fraction",
 }
 BELOW_ONE = {"tuning.validation_fit_fraction", "neurontune.holdout_fraction"}
 """Shares in ``[0, 1)``: some validation images must stay held out."""

@@ -32,6 +32,12 @@ Deviations from the paper, and why:
   the held-out part (ties: average accuracy) is kept. The original head is a candidate too,
   so the kept head is never worse than ERM on held-out data; the section records when it
   fell back to it (``fallback``). Only class labels are used, never group labels.
+* **A confidence check before replacing the original head** (``neurontune.min_gain_confidence``).
+  Winning on a few hundred held-out images is often luck: on the proving ground, heads
+  that won there lost up to 21 points of test worst-group accuracy. The winner is kept only
+  when it beats the original head's held-out worst-class accuracy in at least that share of
+  paired, class-stratified bootstrap resamples of the held-out images (``gain_confidence``
+  in the section); otherwise the original head is kept.
 * **Cap** (``max_suppressed_fraction``): at most this share of dimensions is suppressed.
 * **Standardised delta** (above), so one threshold fits every model.
 """
@@ -176,6 +182,58 @@ def bias_objective(delta: np.ndarray) -> float:
     return float(np.abs(delta[finite]).sum())
 
 
+def worst_class_gain_confidence(
+    candidate_correct: np.ndarray,
+    original_correct: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_bootstrap: int = 1000,
+    rng: np.random.Generator | None = None,
+) -> float:
+    """Share of bootstrap resamples in which a candidate head's worst-class accuracy beats the original's.
+
+    The resamples are paired (both heads are scored on the same images) and stratified by class
+    (each class keeps its size), so the worst class is always defined.
+
+    Args:
+        candidate_correct: bool ``(S,)`` the candidate head's correctness on held-out images.
+        original_correct: bool ``(S,)`` the original head's correctness on the same images.
+        labels: int ``(S,)`` their classes.
+        n_bootstrap: resamples.
+        rng: random generator (``default_rng(0)`` when None).
+
+    Returns:
+        A share in ``[0, 1]``: 1 when the candidate wins on every resample, 0 when it never does (ties lose).
+
+    Raises:
+        InvalidInputError: mismatched lengths or no images.
+
+    Example:
+        >>> labels = np.repeat([0, 1], 50)
+        >>> better = worst_class_gain_confidence(np.ones(100, bool), np.arange(100) % 2 == 0, labels)
+        >>> same = worst_class_gain_confidence(np.ones(100, bool), np.ones(100, bool), labels)
+        >>> better, same
+        (1.0, 0.0)
+    """
+    candidate_correct = np.asarray(candidate_correct, bool)
+    original_correct = np.asarray(original_correct, bool)
+    labels = np.asarray(labels)
+    if not len(candidate_correct) == len(original_correct) == len(labels) or len(labels) == 0:
+        raise InvalidInputError(
+            f"candidate ({len(candidate_correct)}), original ({len(original_correct)}) and labels ({len(labels)}) "
+            "must describe the same, non-empty set of images"
+        )
+    rng = np.random.default_rng(0) if rng is None else rng
+    candidate_worst = np.full(n_bootstrap, np.inf)
+    original_worst = np.full(n_bootstrap, np.inf)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        draws = members[rng.integers(0, len(members), size=(n_bootstrap, len(members)))]
+        candidate_worst = np.minimum(candidate_worst, candidate_correct[draws].mean(1))
+        original_worst = np.minimum(original_worst, original_correct[draws].mean(1))
+    return float((candidate_worst > original_worst).mean())
+
+
 def neurontune_head(
     train_activations: np.ndarray,
     train_labels: np.ndarray,
@@ -194,6 +252,9 @@ def neurontune_head(
     max_suppressed_fraction: float = 0.5,
     select_activations: np.ndarray | None = None,
     select_labels: np.ndarray | None = None,
+    min_gain_confidence: float = 0.9,
+    n_bootstrap: int = 1000,
+    rng: np.random.Generator | None = None,
 ) -> dict:
     """Identify biased dimensions, suppress them and retrain the head (class-balanced).
 
@@ -218,15 +279,20 @@ def neurontune_head(
             when given, the number of suppressed dimensions is chosen on them by worst-class
             accuracy, the original head included (see the module docstring).
         select_labels: int ``(S,)`` their labels.
+        min_gain_confidence: with a held-out set, the best candidate replaces the original head
+            only when :func:`worst_class_gain_confidence` is at least this (0: always).
+        n_bootstrap: resamples of that check.
+        rng: random generator of the check (``default_rng(0)`` when None).
 
     Returns:
         dict with ``weight (K, D)`` (zero columns on suppressed dimensions), ``bias (K,)``,
         ``suppressed`` (sorted int list), ``delta (K, D)`` of the original head,
         ``delta_after`` of the kept head, ``objective_before``/``objective_after``,
         ``epoch`` (kept checkpoint), ``epochs_run``, ``n_flagged`` (dimensions over the
-        threshold before the cap), ``fallback`` (the original head was kept) and
+        threshold before the cap), ``fallback`` (the original head was kept),
         ``candidates`` (held-out scores per number of suppressed dimensions; empty without
-        a held-out set).
+        a held-out set) and ``gain_confidence`` (the check's share for the best candidate;
+        None without a held-out set or when the original head scored best).
 
     Raises:
         InvalidInputError: shapes that do not match the head.
@@ -252,15 +318,18 @@ def neurontune_head(
     result = _retrain(train_activations, train_labels, ident, ident_labels, weight, bias, suppressed,
                       epochs=epochs, lr=lr, weight_decay=weight_decay, check_every=check_every)
     result.update(delta=delta, objective_before=bias_objective(np.where(np.isfinite(delta), delta, 0.0)),
-                  n_flagged=flagged, fallback=False, candidates=[])
+                  n_flagged=flagged, fallback=False, candidates=[], gain_confidence=None)
     if select_activations is None:
         return result
 
     select_x = np.asarray(select_activations, np.float64)
     select_y = np.asarray(select_labels, np.int64)
 
+    def correct_on_held_out(w: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (select_x @ np.asarray(w, np.float64).T + b).argmax(1) == select_y
+
     def held_out(w: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-        correct = (select_x @ np.asarray(w, np.float64).T + b).argmax(1) == select_y
+        correct = correct_on_held_out(w, b)
         per_class = [correct[select_y == c].mean() for c in np.unique(select_y)]
         return float(min(per_class)), float(correct.mean())
 
@@ -280,6 +349,16 @@ def neurontune_head(
         candidates.append({"n_suppressed": int(n), "worst_class_accuracy": score[0], "accuracy": score[1]})
         if score > best["score"]:
             best = {"score": score, "result": trial, "n": n}
+    confidence = None
+    if best["result"] is not None:
+        confidence = worst_class_gain_confidence(
+            correct_on_held_out(best["result"]["weight"], best["result"]["bias"]), correct_on_held_out(weight, bias),
+            select_y, n_bootstrap=n_bootstrap, rng=rng)
+        if confidence < min_gain_confidence:
+            logger.info("neurontune: the best candidate (%d dimensions suppressed) beats the original head on only "
+                        "%.0f%% of held-out resamples (< %.0f%%); keeping the original head",
+                        best["n"], 100 * confidence, 100 * min_gain_confidence)
+            best = {**best, "result": None}
     if best["result"] is None:
         kept = {"weight": weight.copy(), "bias": bias.copy(), "suppressed": [], "delta_after": delta,
                 "objective_after": result["objective_before"], "epoch": 0, "epochs_run": 0}
@@ -288,6 +367,7 @@ def neurontune_head(
         result = {**best["result"], "delta": delta, "objective_before": result["objective_before"], "n_flagged": flagged,
                   "fallback": False}
     result["candidates"] = candidates
+    result["gain_confidence"] = confidence
     return result
 
 
@@ -446,6 +526,8 @@ def run_neurontune(
         weight_decay=weight_decay, max_suppressed_fraction=config.max_suppressed_fraction,
         select_activations=ident_acts[select_rows] if len(select_rows) else None,
         select_labels=np.asarray(identification.labels)[select_rows] if len(select_rows) else None,
+        min_gain_confidence=config.min_gain_confidence, n_bootstrap=config.n_bootstrap,
+        rng=np.random.default_rng([seed, 3]),
     )
     seconds = time.perf_counter() - start
     acts = np.asarray(evaluation.activations)
@@ -471,6 +553,8 @@ def run_neurontune(
         "n_held_out_images": int(len(select_rows)),
         "candidates": result["candidates"],
         "fallback": result["fallback"],
+        "gain_confidence": result["gain_confidence"],
+        "min_gain_confidence": config.min_gain_confidence,
         "biased_by_class": per_class_biased,
         "overlap": spurious_overlap(result["suppressed"], spurious, core),
         "objective_before": result["objective_before"],

@@ -11,6 +11,7 @@ from auditor.neurontune import (
     neurontune_head,
     run_neurontune,
     spurious_overlap,
+    worst_class_gain_confidence,
 )
 from auditor.results import FeatureVerdict
 from auditor.tuning import fit_head
@@ -113,6 +114,25 @@ def test_run_neurontune_suppresses_the_spurious_dimensions():
     assert section["after"]["worst_class_accuracy"] > section["before"]["worst_class_accuracy"]
     assert section["after"]["mean_gap"] < section["before"]["mean_gap"]
     assert np.all(result.weight[:, [1, 2]] == 0) and result.weight.shape == (2, 4) and result.bias.shape == (2,)
+    assert not section["fallback"] and section["gain_confidence"] >= config.neurontune.min_gain_confidence
+
+
+def test_gain_confidence_separates_a_real_gain_from_a_lucky_one():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 100)
+    original = rng.random(200) < np.where(labels == 0, 0.6, 0.9)  # class 0 is the worst class
+    lucky, real = original.copy(), original.copy()
+    lucky[np.flatnonzero((labels == 0) & ~original)[:2]] = True  # two more right answers in the worst class
+    real[np.flatnonzero((labels == 0) & ~original)[:20]] = True
+    hurt = original.copy()
+    hurt[np.flatnonzero((labels == 0) & original)[:10]] = False
+    confidence = {name: worst_class_gain_confidence(correct, original, labels, rng=np.random.default_rng(1))
+                  for name, correct in (("lucky", lucky), ("real", real), ("hurt", hurt))}
+    assert confidence["real"] > 0.99
+    assert confidence["lucky"] < AuditConfig().neurontune.min_gain_confidence
+    assert confidence["hurt"] < 0.01
+    with pytest.raises(InvalidInputError):
+        worst_class_gain_confidence(real, original[:-1], labels)
 
 
 def planted_many(n_per_class, cue_rate, rng, n_core=4, n_noise=24):
