@@ -287,7 +287,9 @@ class TuningConfig:
         lr: learning rate (Adam).
         weight_decay: L2 penalty on the head.
         target_gap: stop once every class's validation gap is below this.
-        max_accuracy_drop: never return a head whose held-out accuracy is more than this below the original's.
+        max_accuracy_drop: never return a head that scores more than this below the original on the held-out
+            images: "reweight" compares the mean accuracy of the label-free groups (a skewed validation split's
+            plain accuracy rewards the cue, so it would block every debiasing head), "select" plain accuracy.
         baselines: other selections tuned the same way, each at most once ("random", "error").
         validation_fit_fraction: with validation data, this share of each class's validation images (a seeded
             split) may be fitted on; the rest is held out for checkpoint selection and every reported tuning
@@ -312,6 +314,11 @@ class TuningConfig:
             ``n_per_class``, ``epochs``, ``lr``, ``weight_decay``, ``val_fit_per_class_fraction``, ``size_scales``,
             ``start_from`` and ``target_gap`` apply to "select" only.
         inverse_l2_grid: "reweight": candidate inverse L2 strengths (``C`` of the logistic regression).
+        groups: "reweight", low-spuriosity tuning: which label-free groups are balanced. "auto" (default): heads
+            are fitted balancing the Otsu split of spuriosity and, separately, the model's own mistakes, and all
+            are judged on the held-out half by the worst spuriosity group; mistakes are used only when the audit
+            found a spurious feature. "spuriosity": the Otsu split only. Default chosen leave-one-world-out on
+            the proving ground.
         refit_on_validation: "reweight": after choosing ``C`` on the held-out half, refit the kept head on every
             validation image with that ``C`` (as DFR does). The reported ``after`` metrics are then those of the
             half-fitted head on the held-out half: a held-out estimate of the procedure, not of the kept head,
@@ -333,6 +340,7 @@ class TuningConfig:
     selection: str = "worst_group"
     mode: str = "reweight"
     inverse_l2_grid: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1, 0.3, 1.0, 3.0])
+    groups: str = "auto"
     refit_on_validation: bool = True
 
 
@@ -540,6 +548,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "tuning.start_from": ("best", "model", "scratch"),
     "tuning.selection": ("worst_group", "worst_decile", "gap"),
     "tuning.mode": ("reweight", "select"),
+    "tuning.groups": ("auto", "spuriosity"),
     "verdicts.swap_reference": ("donors", "classes"),
     "neurontune.identification_split": ("val", "train"),
     "neurontune.combine": ("any", "mean"),

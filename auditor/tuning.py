@@ -389,6 +389,51 @@ def tuning_groups(method: str, labels: np.ndarray, scores: np.ndarray, correct: 
     return groups
 
 
+LOW_SPURIOSITY_GROUPS = ("auto", "spuriosity")
+
+
+def label_free_groupings(method: str, labels: np.ndarray, scores: np.ndarray, correct: np.ndarray,
+                         low_spuriosity_groups: str = "auto") -> dict[str, np.ndarray]:
+    """The label-free groupings a reweighting method may balance, by name (see :func:`tuning_groups`).
+
+    "random" and "error" have one grouping each. Low-spuriosity tuning has the spuriosity
+    grouping, and with ``low_spuriosity_groups="auto"`` also the model's mistakes ("error"), but
+    only when the audit found a spurious feature in some class (a finite score): with no
+    spuriosity evidence at all there is nothing to repair. The first grouping is the one
+    candidates are judged by on held-out images. Why the mistakes are only a candidate and never
+    the judge: the original head is wrong on every image of its own "mistakes" group, so judged
+    by that group any change looks like progress; on a planted feature set with skewed
+    validation that choice fell 18 points below ERM.
+
+    Args:
+        method: "low_spuriosity", "random" or "error".
+        labels: int ``(N,)``; scores: float ``(N,)`` spuriosity (NaN without spurious features);
+        correct: bool ``(N,)`` the model was right.
+        low_spuriosity_groups: "auto" or "spuriosity" (``tuning.groups``).
+
+    Returns:
+        Ordered dict name -> int64 ``(N,)`` groups; names are "spuriosity", "random" or "error".
+
+    Raises:
+        ConfigError: unknown method or ``low_spuriosity_groups``.
+
+    Example:
+        >>> labels, correct = np.array([0, 0, 1, 1]), np.array([True, False, True, True])
+        >>> list(label_free_groupings("low_spuriosity", labels, np.array([0., 1., 0., 1.]), correct))
+        ['spuriosity', 'error']
+        >>> list(label_free_groupings("low_spuriosity", labels, np.full(4, np.nan), correct))
+        ['spuriosity']
+    """
+    if low_spuriosity_groups not in LOW_SPURIOSITY_GROUPS:
+        raise ConfigError(f"`tuning.groups` must be one of {list(LOW_SPURIOSITY_GROUPS)}; got {low_spuriosity_groups!r}")
+    if method != "low_spuriosity":
+        return {method: tuning_groups(method, labels, scores, correct)}
+    groupings = {"spuriosity": tuning_groups(method, labels, scores, correct)}
+    if low_spuriosity_groups == "auto" and np.isfinite(np.asarray(scores, np.float64)).any():
+        groupings["error"] = tuning_groups("error", labels, scores, correct)
+    return groupings
+
+
 def group_balanced_weights(labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """Sample weights giving every class the same total, split equally among the class's groups.
 
@@ -499,12 +544,14 @@ def reweight_head(
 ) -> tuple[TuningResult, np.ndarray, np.ndarray]:
     """DFR-style last-layer retraining with label-free group weights (``tuning.mode: reweight``).
 
-    The head is retrained from zero on ``fit_rows``, each class's groups
-    (:func:`tuning_groups`) weighted equally, once per ``config.inverse_l2_grid`` value; each
+    The head is retrained from zero on ``fit_rows``, each class's groups weighted equally, once
+    per grouping of :func:`label_free_groupings` and ``config.inverse_l2_grid`` value; each
     candidate and the original head are scored on ``held_out_rows`` by ``config.selection``
-    (the default scores the worst of the same label-free groups there), among candidates whose
-    held-out accuracy stays within ``max_accuracy_drop`` of the original's. The original head
-    is the first candidate, so the kept head never scores worse than it on that criterion.
+    (the default scores the worst of the method's own label-free groups there: for
+    low-spuriosity tuning the spuriosity groups, whichever grouping a candidate was fitted on),
+    among candidates whose held-out mean group accuracy stays within ``max_accuracy_drop`` of
+    the original's. The original head is the first candidate, so the kept head never scores
+    worse than it on that criterion.
 
     Args:
         method: "low_spuriosity", "random" or "error".
@@ -519,41 +566,45 @@ def reweight_head(
         ``(TuningResult, weight float32 (K, D), bias float32 (K,))``; ``after`` holds the
         held-out metrics of the chosen head, ``after["inverse_l2"]`` its ``C`` (None: the
         original head was kept), ``after["refit"]`` whether the kept head was refitted on every
-        image and ``after["refit_on"]`` what it was finally fitted on, in words.
+        image, ``after["refit_on"]`` what it was finally fitted on, in words, and
+        ``after["grouping"]`` which grouping it balanced (``groupings_tried``: all of them).
     """
     start = time.perf_counter()
     labels = np.asarray(data.labels)
     activations = np.asarray(data.activations, np.float64)
-    groups = tuning_groups(method, labels, scores, np.asarray(data.correct))
+    groupings = label_free_groupings(method, labels, scores, np.asarray(data.correct), config.groups)
     fit_rows, held = np.asarray(fit_rows, np.int64), np.asarray(held_out_rows, np.int64)
     held_x, held_y, held_scores = activations[held], labels[held], np.asarray(scores)[held]
+    judged_by = next(iter(groupings.values()))[held]  # candidates from every grouping are judged by the method's own
 
     def metrics_of(w: np.ndarray, b: np.ndarray) -> dict:
-        return held_out_metrics(w, b, held_x, held_y, held_scores, groups[held], gap_config)
+        return held_out_metrics(w, b, held_x, held_y, held_scores, judged_by, gap_config)
 
     def criterion(metrics: dict) -> tuple[float, float]:
         return selection_score(config.selection, metrics)
 
     before = metrics_of(weight, bias)
-    floor = before["accuracy"] - config.max_accuracy_drop
+    floor = before["mean_group_accuracy"] - config.max_accuracy_drop
     best = {"weight": np.asarray(weight, np.float64), "bias": np.asarray(bias, np.float64), "score": criterion(before),
-            "inverse_l2": None, "metrics": before}
+            "inverse_l2": None, "metrics": before, "grouping": None}
     fit_labels = labels[fit_rows]
     usable = fit_labels >= 0
     fit_rows, fit_labels = fit_rows[usable], fit_labels[usable]
-    sample_weights = group_balanced_weights(fit_labels, groups[fit_rows])
     if len(np.unique(fit_labels)) >= 2:
-        for inverse_l2 in config.inverse_l2_grid:
-            w, b = fit_weighted_logistic(activations[fit_rows], fit_labels, sample_weights, weight.shape[0], inverse_l2)
-            metrics = metrics_of(w, b)
-            score = criterion(metrics)
-            if metrics["accuracy"] >= floor and score < best["score"]:
-                best.update(weight=w, bias=b, score=score, inverse_l2=float(inverse_l2), metrics=metrics)
+        for grouping, groups in groupings.items():
+            sample_weights = group_balanced_weights(fit_labels, groups[fit_rows])
+            for inverse_l2 in config.inverse_l2_grid:
+                w, b = fit_weighted_logistic(activations[fit_rows], fit_labels, sample_weights, weight.shape[0], inverse_l2)
+                metrics = metrics_of(w, b)
+                score = criterion(metrics)
+                if metrics["mean_group_accuracy"] >= floor and score < best["score"]:
+                    best.update(weight=w, bias=b, score=score, inverse_l2=float(inverse_l2), metrics=metrics, grouping=grouping)
     after = dict(best["metrics"])
     refit_on = evaluated_on + ", fitting half" if best["inverse_l2"] is not None else None
     kept_w, kept_b = best["weight"], best["bias"]
     if best["inverse_l2"] is not None and config.refit_on_validation:
         rows = np.concatenate([fit_rows, held[held_y >= 0]])
+        groups = groupings[best["grouping"]]
         kept_w, kept_b = fit_weighted_logistic(activations[rows], labels[rows], group_balanced_weights(labels[rows], groups[rows]),
                                                weight.shape[0], best["inverse_l2"])
         refit_on = f"{evaluated_on}, every image (the metrics are those of the half-fitted head on the held-out half)"
@@ -561,9 +612,11 @@ def reweight_head(
     for metrics in (before, after):
         metrics.update(evaluated_on=where, n_evaluated=int(len(held)))
     n_fitted = int(len(fit_rows)) if best["inverse_l2"] is not None else 0
+    kept_groups = groupings[best["grouping"] or next(iter(groupings))]
     after.update(fitted_on={evaluated_on: n_fitted} if n_fitted else {}, inverse_l2=best["inverse_l2"], refit_on=refit_on,
                  refit=bool(best["inverse_l2"] is not None and config.refit_on_validation),
-                 n_groups=int(len(np.unique(groups[fit_rows]))) if len(fit_rows) else 0)
+                 grouping=best["grouping"], groupings_tried=list(groupings),
+                 n_groups=int(len(np.unique(kept_groups[fit_rows]))) if len(fit_rows) else 0)
     result = TuningResult(
         method=method,
         n_train_images=n_fitted,
@@ -574,8 +627,8 @@ def reweight_head(
         after=after,
         gaps_after=after["gaps"],
     )
-    logger.info("tuning %s (reweight, C=%s): %s accuracy %.3f -> %.3f, worst label-free group %.3f -> %.3f", method,
-                best["inverse_l2"], where, before["accuracy"], after["accuracy"], before["worst_group_accuracy"],
+    logger.info("tuning %s (reweight, %s groups, C=%s): %s accuracy %.3f -> %.3f, worst label-free group %.3f -> %.3f",
+                method, best["grouping"], best["inverse_l2"], where, before["accuracy"], after["accuracy"], before["worst_group_accuracy"],
                 after["worst_group_accuracy"])
     return result, np.asarray(kept_w, np.float32), np.asarray(kept_b, np.float32)
 

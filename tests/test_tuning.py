@@ -3,11 +3,12 @@ import pytest
 
 from auditor.config import GapConfig, TuningConfig
 from auditor.errors import ConfigError
+from auditor.evaluation import decile_accuracy
 from auditor.features import FeatureCache
 from auditor.ranking import spuriosity_scores
-from auditor.evaluation import decile_accuracy
 from auditor.tuning import (
     fit_head,
+    label_free_groupings,
     otsu_threshold,
     run_tuning,
     select_tuning_images,
@@ -222,6 +223,26 @@ def test_reweighting_lifts_the_worst_group_from_held_out_choices_only(val_cue_ra
     if val_cue_rate > 0.5:  # skewed validation: only the spuriosity groups upweight the rare cue-free images
         assert worst_group(w, b) > worst_group(*stage.heads["random"]) + 0.05
     assert rand.after["fitted_on"] in ({}, {"val": len(fit)})
+    # candidates balanced the spuriosity groups and the model's mistakes; all were judged by the spuriosity groups
+    assert ours.after["groupings_tried"] == ["spuriosity", "error"] and ours.after["grouping"] in ("spuriosity", "error")
+    assert ours.after["mean_group_accuracy"] >= ours.before["mean_group_accuracy"] - config.max_accuracy_drop
+
+
+def test_without_spurious_features_low_spuriosity_tuning_is_class_balanced_retraining():
+    rng = np.random.default_rng(5)
+    train_x, train_y, _ = planted_split(200, 0.95, rng)
+    val_x, val_y, _ = planted_split(150, 0.9, rng)
+    weight, bias = erm_head(train_x, train_y)
+    train, val = cache_for(train_x, train_y, weight, bias), cache_for(val_x, val_y, weight, bias)
+    no_scores = np.full(len(val_y), np.nan)
+    stage = run_tuning((weight, bias), train, np.full(len(train_y), np.nan), val, no_scores,
+                       TuningConfig(baselines=["random"]), GapConfig(), seed=0)
+    ours, rand = stage.results["low_spuriosity"], stage.results["random"]
+    assert ours.after["groupings_tried"] == ["spuriosity"]  # no spurious verdict: the mistakes are not upweighted
+    np.testing.assert_allclose(stage.heads["low_spuriosity"][0], stage.heads["random"][0], atol=1e-6)
+    assert ours.after["inverse_l2"] == rand.after["inverse_l2"]
+    with pytest.raises(ConfigError, match="tuning.groups"):
+        label_free_groupings("low_spuriosity", val_y, no_scores, np.ones(len(val_y), bool), "mistakes")
 
 
 def test_refit_on_validation_uses_every_image_and_says_so():
