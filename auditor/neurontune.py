@@ -310,8 +310,10 @@ def neurontune_head(
     flagged = int(suppressed.sum())
     suppressed = cap_suppression(delta, suppressed, combine, max_suppressed_fraction)
     if suppressed.sum() < flagged:
-        logger.warning(
-            "neurontune: %d of %d dimensions exceed threshold %s; suppressing only the %d most biased "
+        # With a held-out choice of how many to suppress (the default), the cap is routine, not a warning.
+        logger.log(
+            logging.INFO if select_activations is not None else logging.WARNING,
+            "neurontune: %d of %d dimensions exceed threshold %s; suppressing at most the %d most biased "
             "(max_suppressed_fraction=%s). Raise `neurontune.threshold` to suppress fewer.",
             flagged, d, threshold, int(suppressed.sum()), max_suppressed_fraction,
         )

@@ -153,11 +153,13 @@ def _audit_inputs(report, train, val, work: Path) -> _Inputs:
 
 TUNING_CANDIDATES = {
     "select": {"mode": "select", "selection": "worst_decile"},
-    "reweight": {"mode": "reweight", "refit_on_validation": False},
-    "reweight+refit": {"mode": "reweight", "refit_on_validation": True},
+    "reweight": {"mode": "reweight", "refit_on_validation": False, "groups": "spuriosity"},
+    "reweight+refit": {"mode": "reweight", "refit_on_validation": True, "groups": "spuriosity"},
+    "reweight+refit, auto groups": {"mode": "reweight", "refit_on_validation": True, "groups": "auto"},
 }
 """Tuning designs compared (and chosen leave-one-world-out) on the proving ground: the paper-literal rule
-(fine-tune on the least spurious images) and DFR-style group reweighting, without and with a final refit."""
+(fine-tune on the least spurious images), DFR-style group reweighting of the spuriosity groups without and
+with a final refit, and the same with heads balancing the model's mistakes as further candidates."""
 
 
 def skewed_val(world: ProvingWorld) -> ProvingSplit:

@@ -118,7 +118,9 @@ def _tuning_fit(result: Mapping, after: Mapping) -> str:
     if "inverse_l2" in after:
         if after.get("inverse_l2") is None:
             return "original head kept"
-        return f"reweighted, C={after['inverse_l2']:g}" + ("; refitted on all validation images" if after.get("refit") else "")
+        balanced = f", balancing {after['grouping']} groups" if after.get("grouping") else ""
+        return (f"reweighted{balanced}, C={after['inverse_l2']:g}"
+                + ("; refitted on all validation images" if after.get("refit") else ""))
     epochs = result.get("epochs")
     return f"{epochs} epochs" if epochs is not None else ""
 
