@@ -118,7 +118,7 @@ def run_seed(seed: int, world: WorldSpec, training, base_config: dict, work: Pat
     start = time.perf_counter()
     weight, bias = oracle_dfr(np.asarray(val_cache.activations), np.asarray(val_cache.labels), group_ids(val, world), seed=seed)
     rows["oracle_dfr"] = {**score(weight, bias), "seconds": time.perf_counter() - start}
-    info = {"low_spuriosity": {k: v for k, v in report.tuning["low_spuriosity"].after.items() if k in ("fitted_on", "evaluated_on")},
+    info = {"low_spuriosity": {k: v for k, v in report.tuning["low_spuriosity"].after.items() if k in ("fitted_on", "evaluated_on", "grouping", "inverse_l2")},
             "neurontune": {k: neurontune.get(k) for k in ("n_suppressed", "n_over_threshold", "fallback") if k in neurontune},
             "spurious_features": {report.class_names[c]: report.spurious_features(c) for c in range(len(report.class_names))}}
     purity = discovery_purity(report, world, val) if discovery else {}

@@ -198,6 +198,33 @@ def candidate_heads(report, ctx: "_Inputs", seed: int) -> dict[str, tuple[np.nda
     return out
 
 
+NEURONTUNE_CONFIDENCE_LEVELS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.99)
+"""Candidate ``neurontune.min_gain_confidence`` values, chosen leave-one-world-out (0: the unchecked held-out winner)."""
+
+
+def neurontune_unchecked(report, ctx, seed: int) -> tuple[float | None, tuple[np.ndarray, np.ndarray] | None]:
+    """NeuronTune's held-out winner before the confidence check: ``(gain_confidence, head)``; ``(None, None)``
+    when the original head itself won on the held-out images (every level then keeps it)."""
+    from auditor.config import AuditConfig
+    from auditor.neurontune import run_neurontune
+
+    config = AuditConfig()
+    nt_config = dataclasses.replace(config.neurontune, enabled=True, min_gain_confidence=0.0)
+    head = (ctx.adapter.head_weight().numpy(), ctx.adapter.head_bias().numpy())
+    result = run_neurontune(head, ctx.train_cache, ctx.val_cache, "val", ctx.val_cache, "val", None, report.verdicts,
+                            nt_config, config.gaps, config.tuning.weight_decay, seed=seed)
+    if result.section["fallback"]:
+        return None, None
+    return result.section["gain_confidence"], (result.weight, result.bias)
+
+
+def _neurontune_guard_scores(score, erm_scores: dict, report, ctx, seed: int) -> dict:
+    """Test scores of the unchecked NeuronTune winner, its held-out gain confidence and ERM's, for the LOWO table."""
+    confidence, head = neurontune_unchecked(report, ctx, seed)
+    return {"confidence": confidence, "candidate": score({"nt": head})["nt"] if head is not None else erm_scores,
+            "erm": erm_scores}
+
+
 def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, quick: bool,
             skewed: bool = False) -> tuple[dict, list[dict]]:
     """Train/load, audit and score one (world, model, mask source, seed); (table row, evidence records).
@@ -269,6 +296,7 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
         oracle = oracle_dfr(val_acts, np.asarray(ctx.val_cache.labels), group_ids(val, world), seed=seed)
         methods = score({"ERM": erm, **report.tuned_heads, "oracle": oracle})
         candidates = score(candidate_heads(report, ctx, seed))
+        nt_guard = _neurontune_guard_scores(score, methods["ERM"], report, ctx, seed)
         skewed_row = None
         if skewed:
             skew = skewed_val(world)
@@ -279,7 +307,8 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
             skew_oracle = oracle_dfr(np.asarray(skew_ctx.val_cache.activations), np.asarray(skew_ctx.val_cache.labels),
                                      group_ids(skew, world), seed=seed)
             skewed_row = {"methods": score({"ERM": erm, **skew_report.tuned_heads, "oracle": skew_oracle}),
-                          "candidates": score(candidate_heads(skew_report, skew_ctx, seed))}
+                          "candidates": score(candidate_heads(skew_report, skew_ctx, seed)),
+                          "neurontune_guard": _neurontune_guard_scores(score, methods["ERM"], skew_report, skew_ctx, seed)}
 
     row = {
         "world": world.name, "model": arch, "masks": masks, "seed": seed,
@@ -289,6 +318,7 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
         "recall": tp / positives if positives else math.nan,
         "controls_flagged": flagged_controls, "n_controls": len(world.control_classes),
         "cue_auroc": cue_auroc, "probe_ceiling": ceiling, "methods": methods, "candidates": candidates,
+        "neurontune_guard": nt_guard,
         "skewed": skewed_row, "seconds": seconds,
         "mask_provider": report.meta.get("mask_provider"),
     }
@@ -395,6 +425,51 @@ def print_tuning_calibration(rows: list[dict]) -> dict[str, str]:
         print("| " + " | ".join(cells) + " |")
     overall = {n: (np.mean(_wg(rows, n, "balanced") or [math.nan]), np.mean(_wg(rows, n, "skewed") or [math.nan])) for n in names}
     print("| **all worlds** | - | - | - | " + " | ".join(f"{_f(b)} / {_f(k)}" for b, k in overall.values()) + " |")
+    return chosen
+
+
+def print_neurontune_calibration(rows: list[dict]) -> dict[str, float]:
+    """Leave-one-world-out choice of ``neurontune.min_gain_confidence``; returns world -> level chosen without it.
+
+    A level keeps NeuronTune's held-out winner when its gain confidence reaches the level, else
+    ERM's head. Each world is scored with the level whose *worst* per-world mean test
+    worst-group gain over ERM (balanced and skewed validation) is highest on the other worlds,
+    ties broken by the mean gain: the bar is "never below ERM on any world".
+    """
+    rows = [r for r in rows if r.get("neurontune_guard")]
+    worlds = list(dict.fromkeys(r["world"] for r in rows))
+    if len(worlds) < 2:
+        return {}
+
+    def gain(guard: dict, level: float) -> float:
+        kept = guard["confidence"] is not None and guard["confidence"] >= level
+        return (guard["candidate"]["worst_group"] - guard["erm"]["worst_group"]) if kept else 0.0
+
+    def world_gain(world: str, level: float, part: str) -> float:
+        guards = [r["neurontune_guard"] if part == "balanced" else (r.get("skewed") or {}).get("neurontune_guard")
+                  for r in rows if r["world"] == world]
+        guards = [g for g in guards if g]
+        return float(np.mean([gain(g, level) for g in guards])) if guards else math.nan
+
+    def criterion(level: float, among: list[str]) -> tuple[float, float]:
+        gains = [world_gain(w, level, part) for w in among for part in ("balanced", "skewed")]
+        gains = [g for g in gains if math.isfinite(g)]
+        return (min(gains), float(np.mean(gains))) if gains else (-math.inf, -math.inf)
+
+    levels = NEURONTUNE_CONFIDENCE_LEVELS
+    print("\nLeave-one-world-out choice of `neurontune.min_gain_confidence` (test worst-group gain of NeuronTune over "
+          "ERM, mean over seeds; balanced / skewed validation):\n")
+    print("| world | chosen on other worlds | " + " | ".join(f"{lv:g} (bal / skew)" for lv in levels) + " |")
+    print("|" + "---|" * (2 + len(levels)))
+    chosen = {}
+    for world in worlds:
+        pick = max(levels, key=lambda lv: criterion(lv, [w for w in worlds if w != world]))
+        chosen[world] = pick
+        cells = [world, f"{pick:g}"] + [f"{world_gain(world, lv, 'balanced'):+.3f} / {world_gain(world, lv, 'skewed'):+.3f}"
+                                        for lv in levels]
+        print("| " + " | ".join(cells) + " |")
+    worst = [f"{criterion(lv, worlds)[0]:+.3f}" for lv in levels]
+    print("| **worst world** | - | " + " | ".join(worst) + " |")
     return chosen
 
 
@@ -532,6 +607,7 @@ def main(argv: list[str] | None = None) -> None:
         print_skewed_table(rows)
         print_repair_bar(rows)
         print_tuning_calibration(rows)
+        print_neurontune_calibration(rows)
         return
     if args.calibrate_only:
         print_calibration([r for path in args.calibrate_only for r in json.loads(Path(path).read_text())["records"]])
@@ -564,6 +640,7 @@ def main(argv: list[str] | None = None) -> None:
     print_skewed_table(rows)
     print_repair_bar(rows)
     print_tuning_calibration(rows)
+    print_neurontune_calibration(rows)
     print_calibration(records)
 
 
