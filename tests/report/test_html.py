@@ -61,7 +61,8 @@ SECTIONS = {
                    "n_suppressed": 2, "n_over_threshold": 2, "overlap": {"per_class": {"1": {"spurious_suppressed": [7]}},
                                                                           "spurious_recall": 0.5, "core_suppressed": 0.0},
                    "before": {"accuracy": 0.8, "worst_class_accuracy": 0.5, "class_accuracy": {"0": 0.9, "1": 0.5}, "mean_gap": 0.3},
-                   "after": {"accuracy": 0.82, "worst_class_accuracy": 0.6, "class_accuracy": {"0": 0.9, "1": 0.6}, "mean_gap": 0.1}},
+                   "after": {"accuracy": 0.82, "worst_class_accuracy": 0.6, "class_accuracy": {"0": 0.9, "1": 0.6}, "mean_gap": 0.1},
+                   "fallback": False, "gain_confidence": 0.97, "min_gain_confidence": 0.9},
     "discovery": {"pool": {"kind": "objects_removed", "split": "val", "n_images": 12}, "embedding": "vae", "min_confidence": 0.8,
                   "classes": {"1": {"class_name": "big_gap", "n_collected": 5, "spurious_features": [7],
                                     "clusters": [{"cluster": 1, "size": 5, "concepts": [], "spurious_activation": 1.2,
@@ -170,6 +171,7 @@ def test_every_registered_section_renders_its_heading(results, tmp_path):
         assert "could not be rendered" not in text
     assert "water &lt;b&gt;" in text and "water <b>" not in text  # concepts
     assert "2 of 4 dimensions suppressed" in text and "<td class=\"l\">big_gap</td><td>0.500</td><td>0.600</td>" in text  # neurontune
+    assert "beat the original on 97% of held-out resamples" in text  # neurontune's confidence check
     assert "cluster 1: 5 images" in text and _data_uri((1, 2, 3)) in text  # discovery exemplar inline
     assert "second object &lt;cropped&gt;" in text and _data_uri((6, 6, 6)) in text  # noise crop
     assert "resnet &lt;a&gt;" in text and "gap big_gap" in text and "+0.300" in text  # model comparison table
