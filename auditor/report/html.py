@@ -118,7 +118,8 @@ def _tuning_fit(result: Mapping, after: Mapping) -> str:
     if "inverse_l2" in after:
         if after.get("inverse_l2") is None:
             return "original head kept"
-        balanced = f", balancing {after['grouping']} groups" if after.get("grouping") else ""
+        groups = {"spuriosity": "low / high spuriosity", "error": "the model's right / wrong answers", "random": "classes"}
+        balanced = f", balancing {groups.get(after['grouping'], after['grouping'])}" if after.get("grouping") else ""
         return (f"reweighted{balanced}, C={after['inverse_l2']:g}"
                 + ("; refitted on all validation images" if after.get("refit") else ""))
     epochs = result.get("epochs")

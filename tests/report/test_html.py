@@ -267,3 +267,14 @@ def test_report_in_chromium(results, tmp_path):
     shot = np.asarray(Image.open(tmp_path / "shot.png").convert("RGB"))
     assert shot.shape[:2] == (1400, 1100)
     assert len(np.unique(shot.reshape(-1, 3), axis=0)) > 20  # something was drawn, not a blank page
+
+
+def test_tuning_table_says_how_each_reweighted_head_was_fitted(results, tmp_path):
+    metrics = {"accuracy": 0.8, "worst_class_accuracy": 0.5, "mean_gap": 0.2, "max_gap": 0.4, "decile_accuracy": [0.6] * 10}
+    results["tuning"]["error"] = {"method": "error", "n_train_images": 150, "epochs": 0, "before": metrics,
+                                  "after": {**metrics, "inverse_l2": 0.3, "refit": True, "grouping": "error"}}
+    results["tuning"]["random"] = {"method": "random", "n_train_images": 0, "epochs": 0, "before": metrics,
+                                   "after": {**metrics, "inverse_l2": None, "grouping": None}}
+    text = render_html(results, tmp_path, tmp_path / "report.html").read_text()
+    assert "reweighted, balancing the model&#39;s right / wrong answers, C=0.3; refitted on all validation images" in text
+    assert "original head kept" in text and "40 epochs" in text  # the select-mode head keeps its epoch count
