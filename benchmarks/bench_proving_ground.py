@@ -225,12 +225,25 @@ def _neurontune_guard_scores(score, erm_scores: dict, report, ctx, seed: int) ->
             "erm": erm_scores}
 
 
+def _with_overrides(config: dict, overrides: dict[str, object]) -> dict:
+    """``config`` with dotted keys (``{"features.top_k": 10}``) set in its nested dicts (a copy)."""
+    config = json.loads(json.dumps(config))
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = config
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return config
+
+
 def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, quick: bool,
-            skewed: bool = False) -> tuple[dict, list[dict]]:
+            skewed: bool = False, overrides: dict[str, object] | None = None) -> tuple[dict, list[dict]]:
     """Train/load, audit and score one (world, model, mask source, seed); (table row, evidence records).
 
     With ``skewed``, the world is audited a second time with a validation split as skewed as
-    training, and every mitigation is scored again (``row["skewed"]``).
+    training, and every mitigation is scored again (``row["skewed"]``). ``overrides``: dotted
+    audit-config keys set on top of the benchmark's settings (``--set``).
     """
     model, info = load_or_train(world, model_spec(arch, seed))
     train, val, test = (load_split(world, s) for s in ("train", "val", "test"))
@@ -249,6 +262,7 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
         config["masks"]["cache_dir"] = str(cache_root() / "proving" / "sam_masks" / f"{world.name}-{world.fingerprint()}")
     else:
         config["masks"] = {"provider": "dataset"}
+    config = _with_overrides(config, overrides or {})
     start = time.perf_counter()
     report = audit(model, WorldDataset(train, with_masks=masks == "dataset"), WorldDataset(val, with_masks=False),
                    class_names=world.class_names, config=config)
@@ -597,7 +611,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows-json", default=None, help="write the table's rows here")
     parser.add_argument("--calibrate-only", nargs="+", default=None, help="skip auditing; calibrate on these evidence JSONs (merged)")
     parser.add_argument("--table-only", nargs="+", default=None, help="skip auditing; print the table of these --rows-json files")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="audit-config overrides for an experiment, e.g. features.top_k=10 (values parsed as YAML)")
     args = parser.parse_args(argv)
+    import yaml
+
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key] = yaml.safe_load(value)
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
 
@@ -624,7 +648,7 @@ def main(argv: list[str] | None = None) -> None:
                 for masks in args.masks:
                     for seed in args.seeds:
                         row, recs = run_one(world, arch, masks, seed, Path(tmp) / f"{name}-{arch}-{masks}-{seed}",
-                                            args.quick, skewed=args.skewed_val)
+                                            args.quick, skewed=args.skewed_val, overrides=overrides)
                         rows.append(row)
                         records.extend(recs)
                         logging.getLogger("proving").warning(
@@ -635,7 +659,8 @@ def main(argv: list[str] | None = None) -> None:
                         if args.rows_json:
                             Path(args.rows_json).write_text(json.dumps(rows, indent=1))
     print(f"worlds: {', '.join(names)}; models: {', '.join(args.models)}; masks: {', '.join(args.masks)}; "
-          f"seeds: {', '.join(map(str, args.seeds))}; truth: feature AUROC (own cue vs not, val) >= {TRUTH_AUROC}\n")
+          f"seeds: {', '.join(map(str, args.seeds))}; truth: feature AUROC (own cue vs not, val) >= {TRUTH_AUROC}"
+          + (f"; overrides: {overrides}" if overrides else "") + "\n")
     print_table(rows)
     print_skewed_table(rows)
     print_repair_bar(rows)
