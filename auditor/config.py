@@ -160,6 +160,10 @@ class VerdictConfig:
         estimated_mask_swap_threshold: ``swap_threshold`` when the masks are estimated (SAM, boxes) rather than
             the dataset's: an imperfect mask leaves object pixels in the "background" and the swap effect grows
             by itself. Chosen leave-one-world-out on the proving ground's SAM-mask evidence (7 of 9 folds).
+        background_dilation: pixels by which each object mask is grown before the object is removed to make
+            a background (donor backgrounds and the object-removed image); 0 uses the masks as they are.
+        estimated_mask_background_dilation: ``background_dilation`` when the masks are estimated (SAM, boxes): a
+            grown mask leaves fewer object pixels in the "backgrounds".
         mixed_threshold: object reliance (drop when the object is replaced by its own background)
             from which a spurious feature is reported "mixed": it uses the object too.
         reliance_quantile: quantile of the other classes' backgrounds used as the reference; above
@@ -185,6 +189,8 @@ class VerdictConfig:
     reliance_threshold: float = 0.3
     swap_threshold: float = 0.125
     estimated_mask_swap_threshold: float = 0.2
+    background_dilation: int = 0
+    estimated_mask_background_dilation: int = 0
     mixed_threshold: float = 0.1
     reliance_quantile: float = 0.75
     swap_reference: str = "classes"
@@ -569,7 +575,7 @@ POSITIVE = {
     "noise.n_flagged", "masks.points_per_side", "discovery.max_pool_images", "report.n_grid_images", "concepts.n_names",
     "features.shard_size", "features.ray_actors",
 }
-NON_NEGATIVE = {"data.num_workers"}
+NON_NEGATIVE = {"data.num_workers", "verdicts.background_dilation", "verdicts.estimated_mask_background_dilation"}
 UNIT_INTERVAL = {
     "gaps.top_fraction", "gaps.confidence", "tuning.target_gap", "tuning.max_accuracy_drop",
     "tuning.val_fit_per_class_fraction",

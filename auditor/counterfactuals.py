@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from auditor.errors import InvalidInputError
 
@@ -55,6 +56,33 @@ def _shift(tensor: torch.Tensor, dy: int, dx: int, fill) -> torch.Tensor:
     xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
     out[..., yd, xd] = tensor[..., ys, xs]
     return out
+
+
+def dilate_masks(masks: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Grow bool masks by ``pixels`` in every direction (a square structuring element).
+
+    Args:
+        masks: bool ``(N, H, W)``.
+        pixels: non-negative growth; 0 returns the masks unchanged.
+
+    Returns:
+        bool ``(N, H, W)``.
+
+    Raises:
+        InvalidInputError: negative ``pixels`` or masks that are not ``(N, H, W)``.
+
+    Example:
+        >>> m = torch.zeros(1, 5, 5, dtype=torch.bool); m[0, 2, 2] = True
+        >>> int(dilate_masks(m, 1).sum()), int(dilate_masks(m, 0).sum())
+        (9, 1)
+    """
+    masks = torch.as_tensor(masks).to(torch.bool)
+    if pixels < 0 or masks.ndim != 3:
+        raise InvalidInputError(f"dilate_masks needs bool (N, H, W) masks and pixels >= 0; got {tuple(masks.shape)} and {pixels}")
+    if pixels == 0:
+        return masks
+    grown = F.max_pool2d(masks[:, None].float(), 2 * pixels + 1, stride=1, padding=pixels)
+    return grown[:, 0] > 0
 
 
 def fill_from_background(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

@@ -51,6 +51,7 @@ from auditor.counterfactuals import (
     background_contrast,
     class_swap_contrast,
     clean_backgrounds,
+    dilate_masks,
     paste_object,
     pick_donors,
     reliance_scores,
@@ -186,17 +187,18 @@ class _Masks:
 
 
 class _Backgrounds:
-    """Object-free backgrounds of donor images (their own object filled with their own background)."""
+    """Object-free backgrounds of donor images (their own object, grown by ``dilation`` pixels, filled with
+    their own background)."""
 
-    def __init__(self, source: ImageSource, masks: _Masks):
-        self.source, self.masks = source, masks
+    def __init__(self, source: ImageSource, masks: _Masks, dilation: int = 0):
+        self.source, self.masks, self.dilation = source, masks, dilation
         self.memo: dict[int, torch.Tensor] = {}
 
     def get(self, indices: np.ndarray) -> torch.Tensor:
         missing = sorted({int(i) for i in indices} - set(self.memo))
         if missing:
             images, _, _ = self.source.load(missing)
-            masks = torch.from_numpy(self.masks.get(np.asarray(missing), images))
+            masks = dilate_masks(torch.from_numpy(self.masks.get(np.asarray(missing), images)), self.dilation)
             self.memo.update(zip(missing, clean_backgrounds(images, masks)))
         return torch.stack([self.memo[int(i)] for i in indices])
 
@@ -330,7 +332,7 @@ def run_verdicts(
     labels = np.asarray(cache.labels)
     valid = np.flatnonzero(labels >= 0)
     masks = _Masks(source, mask_provider, labels)
-    backgrounds = _Backgrounds(source, masks)
+    backgrounds = _Backgrounds(source, masks, config.background_dilation)
     swap = config.counterfactual == "swap"
     batch = max(1, source.batch_size)
     pool = np.sort(rng.choice(valid, size=min(config.n_donors, len(valid)), replace=False)) if swap else valid[:0]
@@ -372,7 +374,7 @@ def run_verdicts(
                                   for s in range(n_swaps)], 1)
             rand_acts = np.stack([_features(adapter, paste_object(images, mask_tensor, backgrounds.get(rand_donors[:, s])), batch)
                                   for s in range(n_swaps)], 1)
-            removed = _features(adapter, remove_object(images, mask_tensor), batch)
+            removed = _features(adapter, remove_object(images, dilate_masks(mask_tensor, config.background_dilation)), batch)
             for index in set(same_pool.tolist()) - pool_set:  # not needed by later classes
                 backgrounds.memo.pop(int(index), None)
         elif swap:

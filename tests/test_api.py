@@ -215,3 +215,5 @@ def test_estimated_masks_get_the_stricter_swap_threshold():
     assert _verdict_config(config, without).swap_threshold == config.verdicts.estimated_mask_swap_threshold == 0.2
     sam = load_config(**{"masks.provider": "sam"})
     assert _verdict_config(sam, with_masks).swap_threshold == 0.2
+    grown = load_config(**{"verdicts.estimated_mask_background_dilation": 2})
+    assert _verdict_config(grown, without).background_dilation == 2 and _verdict_config(grown, with_masks).background_dilation == 0

@@ -6,6 +6,7 @@ from auditor.counterfactuals import (
     background_contrast,
     class_swap_contrast,
     clean_backgrounds,
+    dilate_masks,
     fill_from_background,
     paste_object,
     pick_donors,
@@ -169,3 +170,13 @@ def test_class_swap_contrast_needs_enough_swaps_per_class_and_matching_shapes():
     assert np.isnan(value).all() and np.isnan(low).all() and np.isnan(high).all()
     with pytest.raises(InvalidInputError, match="class swap contrast"):
         class_swap_contrast(same, random, np.array([[1, 2, 3]] * 3), np.array([1.0]), rng)
+
+
+def test_dilated_masks_grow_by_the_given_pixels_and_refuse_negative_growth():
+    masks = torch.zeros(2, 9, 9, dtype=torch.bool)
+    masks[0, 4, 4] = True
+    masks[1, 0, 0] = True  # at the border the growth is clipped
+    grown = dilate_masks(masks, 2)
+    assert grown[0].sum() == 25 and grown[1].sum() == 9 and bool((grown | masks).eq(grown).all())
+    with pytest.raises(InvalidInputError):
+        dilate_masks(masks, -1)
