@@ -163,7 +163,9 @@ class VerdictConfig:
         background_dilation: pixels by which each object mask is grown before the object is removed to make
             a background (donor backgrounds and the object-removed image); 0 uses the masks as they are.
         estimated_mask_background_dilation: ``background_dilation`` when the masks are estimated (SAM, boxes): a
-            grown mask leaves fewer object pixels in the "backgrounds".
+            grown mask leaves fewer object pixels in the "backgrounds". 0 by default: on the proving ground's
+            SAM masks, 1 or 2 pixels did not beat the shipped swap threshold leave-one-world-out
+            (``benchmarks/RESULTS.md``).
         mixed_threshold: object reliance (drop when the object is replaced by its own background)
             from which a spurious feature is reported "mixed": it uses the object too.
         reliance_quantile: quantile of the other classes' backgrounds used as the reference; above
