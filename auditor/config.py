@@ -323,10 +323,11 @@ class TuningConfig:
             ``start_from`` and ``target_gap`` apply to "select" only.
         inverse_l2_grid: "reweight": candidate inverse L2 strengths (``C`` of the logistic regression).
         groups: "reweight", low-spuriosity tuning: which label-free groups are balanced. "auto" (default): heads
-            are fitted balancing the Otsu split of spuriosity and, separately, the model's own mistakes, and all
-            are judged on the held-out half by the worst spuriosity group; mistakes are used only when the audit
-            found a spurious feature. "spuriosity": the Otsu split only. Default chosen leave-one-world-out on
-            the proving ground.
+            are fitted balancing the Otsu split of spuriosity and, separately, the model's own mistakes; on the
+            held-out half the retrained heads are compared by their worst group over both groupings, and the
+            winner is kept only if it is at least as good as the original head on the spuriosity groups (else
+            the best by the spuriosity groups). Mistakes are used only when the audit found a spurious feature.
+            "spuriosity": the Otsu split only. Default chosen leave-one-world-out on the proving ground.
         refit_on_validation: "reweight": after choosing ``C`` on the held-out half, refit the kept head on every
             validation image with that ``C`` (as DFR does). The reported ``after`` metrics are then those of the
             half-fitted head on the held-out half: a held-out estimate of the procedure, not of the kept head,

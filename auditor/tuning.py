@@ -16,8 +16,9 @@ the user's model is never modified. Two designs (``tuning.mode``):
   label-free groups (``tuning.selection``), and with ``tuning.refit_on_validation`` the winner's
   grouping and ``C`` are refitted on all validation images. With ``tuning.groups: auto`` (the
   default) low-spuriosity tuning also fits heads balancing the model's mistakes, when the audit
-  found a spurious feature, and judges them by the spuriosity groups too
-  (:func:`label_free_groupings`). The reported ``before`` / ``after`` figures are measured on
+  found a spurious feature (:func:`label_free_groupings`); retrained heads are compared by their
+  worst group over both groupings, and none is kept that loses to the original head on the
+  spuriosity groups (:func:`reweight_head`). The reported ``before`` / ``after`` figures are measured on
   the held-out half only. Without validation data, the training split is halved instead (a
   warning says so: features of memorised images).
 * **select**: the paper-literal rule of Moayeri et al.: fine-tune (Adam) on the ``n_per_class``
@@ -407,11 +408,11 @@ def label_free_groupings(method: str, labels: np.ndarray, scores: np.ndarray, co
     "random" and "error" have one grouping each. Low-spuriosity tuning has the spuriosity
     grouping, and with ``low_spuriosity_groups="auto"`` also the model's mistakes ("error"), but
     only when the audit found a spurious feature in some class (a finite score): with no
-    spuriosity evidence at all there is nothing to repair. The first grouping is the one
-    candidates are judged by on held-out images. Why the mistakes are only a candidate and never
-    the judge: the original head is wrong on every image of its own "mistakes" group, so judged
-    by that group any change looks like progress; on a planted feature set with skewed
-    validation that choice fell 18 points below ERM.
+    spuriosity evidence at all there is nothing to repair. The first grouping is the method's own:
+    no kept head may lose to the original head on it. Why the mistakes never judge against the
+    original head: it is wrong on every image of its own "mistakes" group, so judged by that
+    group any change looks like progress; on a planted feature set with skewed validation that
+    choice fell 18 points below ERM.
 
     Args:
         method: "low_spuriosity", "random" or "error".
@@ -537,6 +538,35 @@ def selection_score(selection: str, metrics: dict) -> tuple[float, float]:
     return (max(finite), 0.0) if finite else (np.inf, np.inf)
 
 
+def _choose_reweighted(candidates: list[dict], original_score: tuple[float, float], groupings: dict[str, np.ndarray],
+                       held: np.ndarray, held_x: np.ndarray, held_y: np.ndarray, selection: str) -> dict | None:
+    """The reweighted candidate to keep, or None to keep the original head (see :func:`reweight_head`).
+
+    With one grouping: the best candidate by its selection score, if it beats the original head.
+    With several (``tuning.groups: auto``) and worst-group selection, two stages. First, among the
+    retrained candidates, the one whose worst group over *every* grouping is best (ties: the
+    method's own score); between retrained heads the mistakes grouping is a fair judge. Second, it
+    is kept only if it is at least as good as the original head by the method's own groups: the
+    original head is wrong on every image of its own "mistakes" group, so that grouping cannot
+    judge against it. Otherwise the best candidate by the method's own groups, if it beats the
+    original head.
+    """
+    best_own = min(candidates, key=lambda c: c["score"], default=None)
+    if best_own is not None and not best_own["score"] < original_score:
+        best_own = None
+    if len(groupings) < 2 or selection != "worst_group" or not candidates:
+        return best_own
+    others = {name: groups[held] for name, groups in list(groupings.items())[1:]}
+
+    def worst_over_groupings(candidate: dict) -> tuple[float, float]:
+        worst = min([candidate["metrics"]["worst_group_accuracy"]]
+                    + [group_accuracies(candidate["weight"], candidate["bias"], held_x, held_y, g)[0] for g in others.values()])
+        return (-worst, candidate["score"][1])
+
+    first = min(candidates, key=worst_over_groupings)
+    return first if first["score"] <= original_score else best_own
+
+
 def reweight_head(
     method: str,
     weight: np.ndarray,
@@ -558,8 +588,9 @@ def reweight_head(
     (the default scores the worst of the method's own label-free groups there: for
     low-spuriosity tuning the spuriosity groups, whichever grouping a candidate was fitted on),
     among candidates whose held-out mean group accuracy stays within ``max_accuracy_drop`` of
-    the original's. The original head is the first candidate, so the kept head never scores
-    worse than it on that criterion.
+    the original's. With several groupings, the retrained candidates are first compared by
+    their worst group over every grouping (:func:`_choose_reweighted`). The kept head never
+    scores worse than the original head on the method's own criterion.
 
     Args:
         method: "low_spuriosity", "random" or "error".
@@ -598,15 +629,19 @@ def reweight_head(
     fit_labels = labels[fit_rows]
     usable = fit_labels >= 0
     fit_rows, fit_labels = fit_rows[usable], fit_labels[usable]
+    candidates = []
     if len(np.unique(fit_labels)) >= 2:
         for grouping, groups in groupings.items():
             sample_weights = group_balanced_weights(fit_labels, groups[fit_rows])
             for inverse_l2 in config.inverse_l2_grid:
                 w, b = fit_weighted_logistic(activations[fit_rows], fit_labels, sample_weights, weight.shape[0], inverse_l2)
                 metrics = metrics_of(w, b)
-                score = criterion(metrics)
-                if metrics["mean_group_accuracy"] >= floor and score < best["score"]:
-                    best.update(weight=w, bias=b, score=score, inverse_l2=float(inverse_l2), metrics=metrics, grouping=grouping)
+                if metrics["mean_group_accuracy"] >= floor:
+                    candidates.append({"weight": w, "bias": b, "score": criterion(metrics), "inverse_l2": float(inverse_l2),
+                                       "metrics": metrics, "grouping": grouping})
+    chosen = _choose_reweighted(candidates, best["score"], groupings, held, held_x, held_y, config.selection)
+    if chosen is not None:
+        best = chosen
     after = dict(best["metrics"])
     refit_on = evaluated_on + ", fitting half" if best["inverse_l2"] is not None else None
     kept_w, kept_b = best["weight"], best["bias"]

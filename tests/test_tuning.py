@@ -268,3 +268,32 @@ def test_reweighting_needs_a_fitting_share():
     with pytest.raises(ConfigError, match="validation_fit_fraction"):
         load_config(**{"tuning.validation_fit_fraction": 0.0})
     assert load_config(**{"tuning.validation_fit_fraction": 0.0, "tuning.mode": "select"}).tuning.mode == "select"
+
+
+def test_auto_groups_compare_retrained_heads_on_every_grouping_but_never_lose_to_the_original_on_spuriosity():
+    from auditor.tuning import _choose_reweighted
+
+    held_y = np.repeat([0, 1], 4)
+    held_x = np.eye(8)
+    groupings = {"spuriosity": 2 * held_y, "error": 2 * held_y + np.tile([0, 0, 1, 1], 2)}  # 2 mistakes per class
+
+    def head(predictions):  # a head on one-hot features that predicts the given classes
+        weight = np.zeros((2, 8))
+        weight[predictions, np.arange(8)] = 1.0
+        return weight, np.zeros(2)
+
+    def candidate(predictions, own_worst, own_mean):
+        weight, bias = head(np.array(predictions))
+        return {"weight": weight, "bias": bias, "score": (-own_worst, -own_mean), "grouping": "x",
+                "metrics": {"worst_group_accuracy": own_worst}}
+
+    fixes_nothing = candidate([0, 0, 1, 1, 1, 1, 0, 0], 0.8, 0.9)  # wrong on every "mistake" image
+    fixes_mistakes = candidate([0, 0, 0, 1, 1, 1, 1, 0], 0.8, 0.85)  # right on half of them
+    original = (-0.7, -0.8)
+    args = (groupings, np.arange(8), held_x, held_y, "worst_group")
+    assert _choose_reweighted([fixes_nothing, fixes_mistakes], original, *args) is fixes_mistakes
+    worse_than_original = candidate([0, 0, 0, 1, 1, 1, 1, 0], 0.6, 0.85)
+    assert _choose_reweighted([fixes_nothing, worse_than_original], original, *args) is fixes_nothing
+    assert _choose_reweighted([worse_than_original], original, *args) is None
+    one_grouping = ({"spuriosity": groupings["spuriosity"]}, *args[1:])
+    assert _choose_reweighted([fixes_nothing, fixes_mistakes], original, *one_grouping) is fixes_nothing
