@@ -39,7 +39,7 @@ chosen leave-one-world-out; every fold chose reweighting with refit and ``groups
 the nine proving worlds x 3 seeds with balanced validation, the reweighting design reached the
 oracle DFR's test worst-group accuracy on average, and the select design stayed 18 points below
 it; the Otsu split needs no threshold. With validation as skewed as training, low-spuriosity
-tuning stayed 6 points below the oracle on average; the error baseline reached it, at a cost of
+tuning stayed 4 points below the oracle on average; the error baseline reached it, at a cost of
 6 points of worst group on the cue-free world. The "select" defaults (100 training
 images per class, 40% of the fitting half, one size, both starts, worst-decile selection) were
 chosen on the quick world and a planted feature set.
