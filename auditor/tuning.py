@@ -18,9 +18,9 @@ the user's model is never modified. Two designs (``tuning.mode``):
   default) low-spuriosity tuning also fits heads balancing the model's mistakes, when the audit
   found a spurious feature (:func:`label_free_groupings`); retrained heads are compared by their
   worst group over both groupings, and none is kept that loses to the original head on the
-  spuriosity groups (:func:`reweight_head`). The reported ``before`` / ``after`` figures are measured on
-  the held-out half only. Without validation data, the training split is halved instead (a
-  warning says so: features of memorised images).
+  spuriosity groups (:func:`reweight_head`). The reported ``before`` / ``after`` figures are
+  measured on the held-out half only. Without validation data, the training split is halved
+  instead (a warning says so: features of memorised images).
 * **select**: the paper-literal rule of Moayeri et al.: fine-tune (Adam) on the ``n_per_class``
   least spurious training images per class, plus ``val_fit_per_class_fraction`` of each class
   of the first validation half picked by the same rule, from the model's head and from zero
@@ -32,7 +32,7 @@ group accuracy; select: accuracy), and the original head is the first candidate,
 head never scores worse than it on the held-out criterion. Why reweighting does not floor plain
 accuracy: on a validation split as skewed as training, plain accuracy rewards the cue, and that
 floor blocked the debiasing heads (proving ground, skewed validation: error reweighting's mean
-test worst group 0.246 with it, 0.286 without it).
+test worst group 0.246 with it, 0.286 with the mean-group floor).
 
 How the defaults were chosen: see ``benchmarks/RESULTS.md`` ("Proving ground", tuning design
 chosen leave-one-world-out; every fold chose reweighting with refit and ``groups: auto``). On
