@@ -26,7 +26,8 @@ decided (``decided_by``) and why (``explanation``).
 
 Spurious when the background reliance reaches ``reliance_threshold`` or the swap
 reliance reaches ``swap_threshold`` while backgrounds alone do not point the other way
-(background reliance >= 0), each with its interval above 0 ("mixed" when the
+(background reliance >= 0), each with its interval above 0 (the swap's above ``swap_margin``;
+"mixed" when the
 object reliance reaches ``reliance_threshold`` too); or when the heat density puts the
 evidence outside the object and either removing the object raises the feature (object
 reliance interval below 0: a background feature even if other classes share that
@@ -262,13 +263,13 @@ def decide_verdict(
             f"With the objects removed, the feature responds more to its class's own backgrounds than to "
             f"other classes' ({ci}, at least {threshold:g} and above 0){tail}."
         )
-    if swap_low > 0 and swap_value >= swap_threshold and value >= 0:
+    if swap_low > config.swap_margin and swap_value >= swap_threshold and value >= 0:
         others = ("than on the backgrounds of the other class that suits it best" if config.swap_reference == "classes"
                   else "than on other classes'")
         return True, "swap", True, mixed, (
             f"With the object kept, the feature is higher on its class's own backgrounds {others} "
-            f"({swap_ci}, at least {swap_threshold:g} and above 0), although backgrounds alone barely "
-            f"move it ({ci}): it needs the object and the background together{tail}."
+            f"({swap_ci}, at least {swap_threshold:g} and its interval above {config.swap_margin:g}), although "
+            f"backgrounds alone barely move it ({ci}): it needs the object and the background together{tail}."
         )
     if heat_spurious and object_high < 0:
         return True, "object", True, False, (
@@ -285,7 +286,8 @@ def decide_verdict(
     return False, "background", False, False, (
         f"The feature responds about as much to other classes' backgrounds as to its own ({ci}, "
         f"threshold {threshold:g}; {swap_ci}, threshold {swap_threshold:g}; a reliance counts when it reaches "
-        f"its threshold with its interval above 0); object reliance {_fmt(object_reliance)}{heat}."
+        f"its threshold with its interval above 0, the swap's above {config.swap_margin:g}); object reliance "
+        f"{_fmt(object_reliance)}{heat}."
     )
 
 

@@ -529,7 +529,8 @@ def swap_rule(record: dict, params: dict) -> bool:
     if not math.isfinite(float(record.get("background_reliance", math.nan) or math.nan)):
         return bool(record.get("label") == "spurious")  # no swap was possible: the legacy rule decided
     config = VerdictConfig(reliance_threshold=params["reliance"], swap_threshold=params["swap"],
-                           swap_reference=params.get("reference", "donors"))
+                           swap_reference=params.get("reference", "donors"),
+                           swap_margin=params.get("margin", VerdictConfig().swap_margin))
     value = lambda key: float(record.get(key) if record.get(key) is not None else math.nan)  # noqa: E731
     density = value("density_ratio")
     swap = (value("swap_reliance"), value("swap_ci_low"), value("swap_ci_high"))
@@ -546,11 +547,12 @@ def _shipped_verdict_defaults() -> dict:
     from auditor.config import VerdictConfig
 
     shipped = VerdictConfig()
-    return {"reliance": shipped.reliance_threshold, "swap": shipped.swap_threshold, "reference": shipped.swap_reference}
+    return {"reliance": shipped.reliance_threshold, "swap": shipped.swap_threshold, "reference": shipped.swap_reference,
+            "margin": shipped.swap_margin}
 
 
-SWAP_GRID = [{"reliance": r, "swap": w, "reference": ref} for ref in ("donors", "classes")
-             for r in (0.05, 0.1, 0.15, 0.2, 0.3) for w in (0.1, 0.125, 0.15, 0.2, 0.3)]
+SWAP_GRID = [{"reliance": r, "swap": w, "reference": ref, "margin": m} for ref in ("donors", "classes")
+             for r in (0.05, 0.1, 0.15, 0.2, 0.3) for w in (0.1, 0.125, 0.15, 0.2, 0.3) for m in (0.0, 0.05, 0.1)]
 SWAP_DEFAULT = _shipped_verdict_defaults()
 
 
@@ -568,7 +570,7 @@ def print_calibration(records: list[dict]) -> dict:
             from auditor.config import VerdictConfig
 
             default["swap"] = VerdictConfig().estimated_mask_swap_threshold
-        rules["shipped (reliance_threshold, swap_threshold, swap_reference)"] = (swap_rule, SWAP_GRID, default)
+        rules["shipped (reliance_threshold, swap_threshold, swap_reference, swap_margin)"] = (swap_rule, SWAP_GRID, default)
         for reference in ("donors", "classes"):
             grid = [p for p in SWAP_GRID if p["reference"] == reference]
             rules[f"shipped rule, swap_reference {reference} only"] = (swap_rule, grid, {**default, "reference": reference})
