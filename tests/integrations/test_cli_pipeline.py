@@ -11,7 +11,6 @@ from auditor.cli import main
 from tests.test_cli import _config, world  # noqa: F401  (the module-scoped world fixture: ImageFolders + a trained CNN)
 
 
-
 @pytest.mark.slow
 def test_audit_logs_to_mlflow_with_human_labels_then_exports_to_fiftyone(world, tmp_path, capsys, monkeypatch):  # noqa: F811
     monkeypatch.chdir(tmp_path)  # the SQLite store keeps artifacts in ./mlruns
