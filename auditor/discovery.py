@@ -19,10 +19,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from auditor.config import DiscoveryConfig
+from auditor.counterfactuals import dilate_masks
 from auditor.errors import ConfigError, InvalidInputError
 from auditor.noise import thumbnail_uri
 
@@ -54,9 +54,7 @@ def remove_objects(images: torch.Tensor, masks: np.ndarray | torch.Tensor, dilat
     masks = torch.as_tensor(np.asarray(masks, bool))
     if masks.shape != (images.shape[0], *images.shape[-2:]):
         raise InvalidInputError(f"masks have shape {tuple(masks.shape)}; expected {(images.shape[0], *images.shape[-2:])}")
-    m = masks[:, None].float()
-    if dilate > 0:
-        m = F.max_pool2d(m, 2 * dilate + 1, stride=1, padding=dilate)
+    m = dilate_masks(masks, dilate)[:, None].float()
     background = 1 - m
     count = background.sum((2, 3), keepdim=True).clamp(min=1)
     mean = (images * background).sum((2, 3), keepdim=True) / count
