@@ -63,6 +63,7 @@ from sklearn.metrics import roc_auc_score
 from _common import oracle_dfr, skewed_val_spec
 
 from auditor.api import audit
+from auditor.config import load_config
 from auditor.data import ImageSource
 from auditor.demo.world.dataset import WorldDataset
 from auditor.demo.world.train import cache_root
@@ -225,18 +226,6 @@ def _neurontune_guard_scores(score, erm_scores: dict, report, ctx, seed: int) ->
             "erm": erm_scores}
 
 
-def _with_overrides(config: dict, overrides: dict[str, object]) -> dict:
-    """``config`` with dotted keys (``{"features.top_k": 10}``) set in its nested dicts (a copy)."""
-    config = json.loads(json.dumps(config))
-    for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
-        node = config
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return config
-
-
 def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, quick: bool,
             skewed: bool = False, overrides: dict[str, object] | None = None) -> tuple[dict, list[dict]]:
     """Train/load, audit and score one (world, model, mask source, seed); (table row, evidence records).
@@ -262,7 +251,7 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
         config["masks"]["cache_dir"] = str(cache_root() / "proving" / "sam_masks" / f"{world.name}-{world.fingerprint()}")
     else:
         config["masks"] = {"provider": "dataset"}
-    config = _with_overrides(config, overrides or {})
+    config = load_config(config, **(overrides or {}))
     start = time.perf_counter()
     report = audit(model, WorldDataset(train, with_masks=masks == "dataset"), WorldDataset(val, with_masks=False),
                    class_names=world.class_names, config=config)
@@ -316,7 +305,7 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
             skew = skewed_val(world)
             skew_work = work.parent / (work.name + "-skewed")
             skew_report = audit(model, WorldDataset(train, with_masks=masks == "dataset"), WorldDataset(skew, with_masks=False),
-                                class_names=world.class_names, config={**config, "features": {"cache_dir": str(skew_work)}})
+                                class_names=world.class_names, config=config.replace(**{"features.cache_dir": str(skew_work)}))
             skew_ctx = _audit_inputs(skew_report, train, skew, skew_work)
             skew_oracle = oracle_dfr(np.asarray(skew_ctx.val_cache.activations), np.asarray(skew_ctx.val_cache.labels),
                                      group_ids(skew, world), seed=seed)
