@@ -262,7 +262,8 @@ def audit(
             logger.warning("no validation data: head tuning is fitted and reported on the training data, whose "
                            "features the model has memorised; give validation data for a held-out repair")
         tuned = run_tuning((weight, bias), train_cache, rankings["train"], evaluation, rankings[evaluation_split],
-                           config.tuning, config.gaps, config.seed, has_validation=evaluation_split == "val")
+                           config.tuning, config.gaps, config.seed, has_validation=evaluation_split == "val",
+                           spurious=spurious)
         tuning, tuned_heads = dict(tuned.results), dict(tuned.heads)
 
     if config.neurontune.enabled:

@@ -333,6 +333,15 @@ class TuningConfig:
             winner is kept only if it is at least as good as the original head on the spuriosity groups (else
             the best by the spuriosity groups). Mistakes are used only when the audit found a spurious feature.
             "spuriosity": the Otsu split only. Default chosen leave-one-world-out on the proving ground.
+        skewed_validation_share: "reweight", ``groups: auto``: validation counts as skewed like training when,
+            averaged over the classes with spurious features, fewer than this share of a class's validation images
+            are less spurious than the least spurious 10% of its training images (raw spurious-feature
+            activations; an i.i.d. split of a model that did not memorise would give 0.1). The spuriosity split
+            then holds too few cue-free images to balance or judge by, so the heads balancing the model's mistakes
+            (JTT-style) are preferred and compared by the mistakes, still only among heads within
+            ``max_accuracy_drop`` of the original on the spuriosity groups' mean accuracy. 0 turns the check off.
+            Default 0.5, chosen leave-one-world-out on the proving ground with balanced, intermediate (75% cue)
+            and training-skewed validation.
         refit_on_validation: "reweight": after choosing ``C`` on the held-out half, refit the kept head on every
             validation image with that ``C`` (as DFR does). The reported ``after`` metrics are then those of the
             half-fitted head on the held-out half: a held-out estimate of the procedure, not of the kept head,
@@ -355,6 +364,7 @@ class TuningConfig:
     mode: str = "reweight"
     inverse_l2_grid: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1, 0.3, 1.0, 3.0])
     groups: str = "auto"
+    skewed_validation_share: float = 0.5
     refit_on_validation: bool = True
 
 
@@ -586,7 +596,7 @@ POSITIVE = {
 NON_NEGATIVE = {"data.num_workers", "verdicts.background_dilation", "verdicts.estimated_mask_background_dilation"}
 UNIT_INTERVAL = {
     "gaps.top_fraction", "gaps.confidence", "tuning.target_gap", "tuning.max_accuracy_drop",
-    "tuning.val_fit_per_class_fraction",
+    "tuning.val_fit_per_class_fraction", "tuning.skewed_validation_share",
     "discovery.min_confidence", "masks.pred_iou_thresh", "masks.stability_score_thresh",
     "verdicts.min_activation_drop", "verdicts.reliance_threshold", "verdicts.swap_threshold", "verdicts.swap_margin", "verdicts.estimated_mask_swap_threshold", "verdicts.mixed_threshold", "verdicts.reliance_quantile",
     "verdicts.reliance_confidence", "concepts.min_enrichment", "concepts.max_redundancy",

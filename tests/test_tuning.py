@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from auditor.ranking import spuriosity_scores
 from auditor.tuning import (
     fit_head,
     label_free_groupings,
+    low_spuriosity_share,
     otsu_threshold,
     run_tuning,
     select_tuning_images,
@@ -237,6 +240,49 @@ def test_reweighting_lifts_the_worst_group_from_held_out_choices_only(val_cue_ra
     assert ours.after["mean_group_accuracy"] >= ours.before["mean_group_accuracy"] - config.max_accuracy_drop
 
 
+def test_low_spuriosity_share_compares_a_split_with_the_class_training_tail():
+    p_like_training, p_balanced = planted_problem(0.95), planted_problem(0.5)
+    like_training = low_spuriosity_share(p_like_training.train_x, p_like_training.train_y, p_like_training.val_x,
+                                         p_like_training.val_y, p_like_training.spurious)
+    balanced = low_spuriosity_share(p_balanced.train_x, p_balanced.train_y, p_balanced.val_x, p_balanced.val_y,
+                                    p_balanced.spurious)
+    assert 0.0 < like_training < 0.3 < 0.45 < balanced < 0.7  # about the 10% tail itself vs. half the split cue-free
+    # the training split against itself sits at the tail by construction; no spurious class gives no evidence
+    itself = low_spuriosity_share(p_balanced.train_x, p_balanced.train_y, p_balanced.train_x, p_balanced.train_y, p_balanced.spurious)
+    assert itself == pytest.approx(0.1, abs=0.01)
+    assert np.isnan(low_spuriosity_share(p_balanced.train_x, p_balanced.train_y, p_balanced.val_x, p_balanced.val_y, {0: [], 1: []}))
+
+
+@pytest.mark.parametrize("val_cue_rate", [0.5, 0.95])
+def test_auto_groups_balance_the_mistakes_when_validation_is_as_skewed_as_training(val_cue_rate):
+    p = planted_problem(val_cue_rate)
+    config = TuningConfig(baselines=[])
+    stage = run_tuning((p.weight, p.bias), p.train, spuriosity_scores(p.train_x, p.train_y, p.spurious), p.val,
+                       spuriosity_scores(p.val_x, p.val_y, p.spurious), config, GapConfig(), seed=0, spurious=p.spurious)
+    after = stage.results["low_spuriosity"].after
+    skew = after["validation_skew"]
+    assert skew["threshold"] == config.skewed_validation_share and skew["training_tail"] == 0.1
+    assert skew["skewed"] is (val_cue_rate > 0.5) and (skew["low_spuriosity_share"] < config.skewed_validation_share) is skew["skewed"]
+    assert after["groupings_tried"] == ["spuriosity", "error"]
+    erm = planted_worst_group(p.weight, p.bias, p.test_x, p.test_y, p.test_cues)
+    ours = planted_worst_group(*stage.heads["low_spuriosity"], p.test_x, p.test_y, p.test_cues)
+    assert ours > erm + 0.08 if not skew["skewed"] else ours >= erm
+    if skew["skewed"]:
+        # 10 of the 600 validation images are mistakes, mostly ambiguous ones: a head balancing them inverts the core
+        # feature (the `error` baseline keeps it); the floor on the spuriosity groups refuses it
+        error_baseline = run_tuning((p.weight, p.bias), p.train, spuriosity_scores(p.train_x, p.train_y, p.spurious), p.val,
+                                    spuriosity_scores(p.val_x, p.val_y, p.spurious), dataclasses.replace(config, baselines=["error"]),
+                                    GapConfig(), seed=0, spurious=p.spurious)
+        assert planted_worst_group(*error_baseline.heads["error"], p.test_x, p.test_y, p.test_cues) < erm - 0.2
+        assert after["grouping"] != "error"
+    # the check can be turned off, and never runs without spurious features or with `groups: spuriosity`
+    for off, kwargs in ((dataclasses.replace(config, skewed_validation_share=0.0), {"spurious": p.spurious}),
+                        (dataclasses.replace(config, groups="spuriosity"), {"spurious": p.spurious}), (config, {})):
+        quiet = run_tuning((p.weight, p.bias), p.train, spuriosity_scores(p.train_x, p.train_y, p.spurious), p.val,
+                           spuriosity_scores(p.val_x, p.val_y, p.spurious), off, GapConfig(), seed=0, **kwargs)
+        assert "validation_skew" not in quiet.results["low_spuriosity"].after
+
+
 def test_without_spurious_features_low_spuriosity_tuning_is_class_balanced_retraining():
     rng = np.random.default_rng(5)
     train_x, train_y, _ = planted_split(200, 0.95, rng)
@@ -306,3 +352,10 @@ def test_auto_groups_compare_retrained_heads_on_every_grouping_but_never_lose_to
     assert _choose_reweighted([worse_than_original], original, *args) is None
     one_grouping = ({"spuriosity": groupings["spuriosity"]}, *args[1:])
     assert _choose_reweighted([fixes_nothing, fixes_mistakes], original, *one_grouping) is fixes_nothing
+    # validation as skewed as training: the heads fitted on the mistakes come first, judged by the mistakes, even
+    # against a head that looks better on the (then uninformative) spuriosity groups; without one, the rule above
+    mistakes_head = dict(candidate([0, 0, 0, 1, 1, 1, 1, 0], 0.6, 0.85), grouping="error")
+    mistakes_head_worse = dict(candidate([0, 0, 1, 1, 1, 1, 0, 0], 0.8, 0.9), grouping="error")
+    preferred = _choose_reweighted([fixes_nothing, mistakes_head_worse, mistakes_head], original, *args, prefer_mistakes=True)
+    assert preferred is mistakes_head
+    assert _choose_reweighted([fixes_nothing, fixes_mistakes], original, *args, prefer_mistakes=True) is fixes_mistakes

@@ -63,6 +63,9 @@ def test_corner_tag_world_flags_both_cues_keeps_controls_clean_and_tuning_lifts_
                                   class_names=world.class_names, config=CONFIG)
     tuned_skewed = _worst_group(head_predictions(cache.activations, *skewed_report.tuned_heads["low_spuriosity"]), test)
     assert tuned_skewed >= erm, (erm, tuned_skewed)
+    # the skew check tells the two validation splits apart from the images alone (no cue flags)
+    assert report.tuning["low_spuriosity"].after["validation_skew"]["skewed"] is False
+    assert skewed_report.tuning["low_spuriosity"].after["validation_skew"]["skewed"] is True
 
 
 @pytest.mark.slow
