@@ -74,7 +74,7 @@ from auditor.demo.worlds.calibration import (
     current_rule,
     field_rule,
 )
-from auditor.demo.worlds.catalog import WORLDS, get_world
+from auditor.demo.worlds.catalog import HELD_OUT_WORLDS, WORLDS, get_world
 from auditor.demo.worlds.generator import ProvingSplit, ProvingWorld
 from auditor.demo.worlds.train import MODELS, load_or_train, load_split, model_spec
 from auditor.features import FeatureCache, extract_features
@@ -156,11 +156,22 @@ TUNING_CANDIDATES = {
     "select": {"mode": "select", "selection": "worst_decile"},
     "reweight": {"mode": "reweight", "refit_on_validation": False, "groups": "spuriosity"},
     "reweight+refit": {"mode": "reweight", "refit_on_validation": True, "groups": "spuriosity"},
-    "reweight+refit, auto groups": {"mode": "reweight", "refit_on_validation": True, "groups": "auto"},
+    "reweight+refit, auto groups": {"mode": "reweight", "refit_on_validation": True, "groups": "auto",
+                                    "skewed_validation_share": 0.0},
+    "reweight+refit, auto groups, skew check": {"mode": "reweight", "refit_on_validation": True, "groups": "auto",
+                                                "skewed_validation_share": 0.5},
 }
 """Tuning designs compared (and chosen leave-one-world-out) on the proving ground: the paper-literal rule
 (fine-tune on the least spurious images), DFR-style group reweighting of the spuriosity groups without and
-with a final refit, and the same with heads balancing the model's mistakes as further candidates."""
+with a final refit, the same with heads balancing the model's mistakes as further candidates, and those
+preferred when validation looks as skewed as training (``tuning.skewed_validation_share``)."""
+
+SKEW_SHARES = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0)
+"""Candidate ``tuning.skewed_validation_share`` values, chosen leave-one-world-out (0: never prefer the mistakes;
+1: always, once a spurious feature is found)."""
+
+MID_CUE_RATE, MID_OTHER_RATE = 0.75, 0.15
+"""The intermediate validation split of ``--skewed-val``: each class's own cue at 75%, another class's at 15%."""
 
 
 def skewed_val(world: ProvingWorld) -> ProvingSplit:
@@ -184,19 +195,52 @@ def probe_ceiling(acts: np.ndarray, labels: np.ndarray, flags: np.ndarray, c: in
     return float(roc_auc_score(y, scores))
 
 
-def candidate_heads(report, ctx: "_Inputs", seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The low-spuriosity head of every design in :data:`TUNING_CANDIDATES`, fitted on this audit's caches and rankings."""
+def mid_val(world: ProvingWorld) -> ProvingSplit:
+    """A validation split between balanced and training-skewed: fresh images, each class's own cue at
+    :data:`MID_CUE_RATE` and another class's at :data:`MID_OTHER_RATE`, ``n_val`` per class."""
+    classes = tuple(dataclasses.replace(c, cue_rate=MID_CUE_RATE) if c.cue is not None else c for c in world.classes)
+    spec = dataclasses.replace(skewed_val_spec(world, seed_offset=4243), classes=classes, cue_rate_other_train=MID_OTHER_RATE)
+    return load_split(spec, "train")
+
+
+def _spurious_of(report, n_classes: int) -> dict[int, list[int]]:
+    return {c: [int(f) for f in report.spurious_features(c)] for c in range(n_classes)}
+
+
+def candidate_heads(report, ctx: "_Inputs", seed: int, val_cache: FeatureCache | None = None,
+                    val_scores: np.ndarray | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The low-spuriosity head of every design in :data:`TUNING_CANDIDATES` and every ``tuning.skewed_validation_share``
+    of :data:`SKEW_SHARES` (named ``skew share <x>``), fitted on this audit's caches and rankings, or on ``val_cache``
+    with its spuriosity ``val_scores`` in place of the audit's validation split."""
     from auditor.config import GapConfig, TuningConfig
     from auditor.tuning import run_tuning
 
     head = (ctx.adapter.head_weight().numpy(), ctx.adapter.head_bias().numpy())
+    val_cache = ctx.val_cache if val_cache is None else val_cache
+    val_scores = report.spuriosity("val") if val_scores is None else val_scores
+    spurious = _spurious_of(report, head[0].shape[0])
+    designs = {**TUNING_CANDIDATES, **{f"skew share {level:g}": {"skewed_validation_share": level} for level in SKEW_SHARES}}
     out = {}
-    for name, overrides in TUNING_CANDIDATES.items():
+    for name, overrides in designs.items():
         config = dataclasses.replace(TuningConfig(), baselines=[], **overrides)
-        stage = run_tuning(head, ctx.train_cache, report.spuriosity("train"), ctx.val_cache, report.spuriosity("val"),
-                           config, GapConfig(), seed)
+        stage = run_tuning(head, ctx.train_cache, report.spuriosity("train"), val_cache, val_scores, config, GapConfig(), seed,
+                           spurious=spurious)
         out[name] = stage.heads["low_spuriosity"]
     return out
+
+
+def mid_row(report, ctx: "_Inputs", world: ProvingWorld, seed: int, work: Path, score) -> dict:
+    """ERM, the oracle and every tuning design on the intermediate validation split (:func:`mid_val`); the verdicts
+    and spurious features are the balanced audit's, the spuriosity is recomputed from them on the new split."""
+    from auditor.ranking import spuriosity_scores
+
+    mid = mid_val(world)
+    cache = extract_features(ctx.adapter, ImageSource(WorldDataset(mid, with_masks=False), name="mid"), work / "mid", progress=False)
+    acts, labels = np.asarray(cache.activations), np.asarray(cache.labels)
+    scores = spuriosity_scores(acts, labels, _spurious_of(report, len(world.class_names)))
+    oracle = oracle_dfr(acts, labels, group_ids(mid, world), seed=seed)
+    erm = (ctx.adapter.head_weight().numpy(), ctx.adapter.head_bias().numpy())
+    return {"methods": score({"ERM": erm, "oracle": oracle}), "candidates": score(candidate_heads(report, ctx, seed, cache, scores))}
 
 
 NEURONTUNE_CONFIDENCE_LEVELS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.99)
@@ -312,6 +356,7 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
             skewed_row = {"methods": score({"ERM": erm, **skew_report.tuned_heads, "oracle": skew_oracle}),
                           "candidates": score(candidate_heads(skew_report, skew_ctx, seed)),
                           "neurontune_guard": _neurontune_guard_scores(score, methods["ERM"], skew_report, skew_ctx, seed)}
+            skewed_row["mid"] = mid_row(report, ctx, world, seed, work, score)
 
     row = {
         "world": world.name, "model": arch, "masks": masks, "seed": seed,
@@ -428,6 +473,59 @@ def print_tuning_calibration(rows: list[dict]) -> dict[str, str]:
         print("| " + " | ".join(cells) + " |")
     overall = {n: (np.mean(_wg(rows, n, "balanced") or [math.nan]), np.mean(_wg(rows, n, "skewed") or [math.nan])) for n in names}
     print("| **all worlds** | - | - | - | " + " | ".join(f"{_f(b)} / {_f(k)}" for b, k in overall.values()) + " |")
+    return chosen
+
+
+def _skew_share_wg(rows: list[dict], level: float, part: str) -> list[float]:
+    """Test worst-group accuracies of the ``skew share`` design over rows; part: "balanced", "mid" or "skewed"."""
+    name = f"skew share {level:g}"
+    if part == "balanced":
+        parts = [r.get("candidates") for r in rows]
+    elif part == "skewed":
+        parts = [(r.get("skewed") or {}).get("candidates") for r in rows]
+    else:
+        parts = [((r.get("skewed") or {}).get("mid") or {}).get("candidates") for r in rows]
+    return [p[name]["worst_group"] for p in parts if p and name in p]
+
+
+def print_skew_share_calibration(rows: list[dict]) -> dict[str, float]:
+    """Leave-one-world-out choice of ``tuning.skewed_validation_share``; returns world -> level chosen without it.
+
+    Each cue world is scored with the level whose mean test worst-group accuracy over the other cue
+    worlds is highest, averaged over balanced, intermediate (:data:`MID_CUE_RATE`) and training-skewed
+    validation; ties go to the middle of the tied levels. The cue-free world is listed, not used:
+    without a spurious verdict the check never runs.
+    """
+    rows = [r for r in rows if (r.get("skewed") or {}).get("mid")]
+    worlds = [w for w in dict.fromkeys(r["world"] for r in rows) if get_world(w).cue_of_class]
+    if len(worlds) < 2:
+        return {}
+
+    def mean_wg(level: float, among: list[str]) -> float:
+        picked = [r for r in rows if r["world"] in among]
+        return float(np.mean([np.mean(_skew_share_wg(picked, level, part)) for part in ("balanced", "mid", "skewed")]))
+
+    print("\nLeave-one-world-out choice of `tuning.skewed_validation_share` (test worst-group accuracy of the low-spuriosity "
+          "head, mean over seeds; balanced / 75% cue / skewed validation):\n")
+    print("| world | chosen on other worlds | " + " | ".join(f"{lv:g}" for lv in SKEW_SHARES) + " |")
+    print("|" + "---|" * (2 + len(SKEW_SHARES)))
+    chosen = {}
+    for world in dict.fromkeys(r["world"] for r in rows):
+        others = [w for w in worlds if w != world]
+        scores = {lv: round(mean_wg(lv, others), 6) for lv in SKEW_SHARES}
+        tied = [lv for lv in SKEW_SHARES if scores[lv] == max(scores.values())]
+        pick = tied[len(tied) // 2]
+        chosen[world] = pick
+        mine = [r for r in rows if r["world"] == world]
+        cells = [world, f"{pick:g}"] + [" / ".join(_f(np.mean(_skew_share_wg(mine, lv, part)), 3)
+                                                   for part in ("balanced", "mid", "skewed")) for lv in SKEW_SHARES]
+        print("| " + " | ".join(cells) + " |")
+    held = {part: [np.mean(_skew_share_wg([r for r in rows if r["world"] == w], chosen[w], part)) for w in worlds]
+            for part in ("balanced", "mid", "skewed")}
+    means = [" / ".join(_f(np.mean(_skew_share_wg([r for r in rows if r["world"] in worlds], lv, part)), 3)
+                        for part in ("balanced", "mid", "skewed")) for lv in SKEW_SHARES]
+    print("| **cue worlds, mean** | held out: " + " / ".join(_f(float(np.mean(v)), 3) for v in held.values()) + " | "
+          + " | ".join(means) + " |")
     return chosen
 
 
@@ -590,7 +688,9 @@ def print_calibration(records: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--worlds", nargs="+", default=None, help=f"world names or 'all' (choices: {', '.join(WORLDS)})")
+    parser.add_argument("--worlds", nargs="+", default=None,
+                        help=f"world names, 'all' (the calibration worlds: {', '.join(WORLDS)}) or 'held-out' (never used to "
+                             f"choose a default: {', '.join(HELD_OUT_WORLDS)})")
     parser.add_argument("--models", nargs="+", default=["cnn16"], choices=MODELS)
     parser.add_argument("--masks", nargs="+", default=["dataset"], choices=("dataset", "sam"))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -622,6 +722,7 @@ def main(argv: list[str] | None = None) -> None:
         print_skewed_table(rows)
         print_repair_bar(rows)
         print_tuning_calibration(rows)
+        print_skew_share_calibration(rows)
         print_neurontune_calibration(rows)
         return
     if args.calibrate_only:
@@ -629,6 +730,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.worlds in (None, ["all"]):
         names = list(QUICK_WORLDS) if args.quick and args.worlds is None else list(WORLDS)
+    elif args.worlds == ["held-out"]:
+        names = list(HELD_OUT_WORLDS)
     else:
         names = args.worlds
     rows, records = [], []
@@ -656,6 +759,7 @@ def main(argv: list[str] | None = None) -> None:
     print_skewed_table(rows)
     print_repair_bar(rows)
     print_tuning_calibration(rows)
+    print_skew_share_calibration(rows)
     print_neurontune_calibration(rows)
     print_calibration(records)
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from auditor.demo.worlds import (
+    HELD_OUT_WORLDS,
     WORLDS,
     ProvingClass,
     ProvingWorld,
@@ -27,7 +28,7 @@ def small(name: str, n_train: int = 8, n_val: int = 8) -> ProvingWorld:
     return get_world(name, n_train=n_train, n_val=n_val, n_test=2)
 
 
-@pytest.mark.parametrize("name", list(WORLDS))
+@pytest.mark.parametrize("name", [*WORLDS, *HELD_OUT_WORLDS])
 def test_world_generates_with_masks_flags_and_a_control(name):
     world = small(name)
     split = generate_split(world, "val")
