@@ -139,20 +139,24 @@ def _tuning_view(tuning: Any) -> dict:
     chosen = next(r for r in rows if r["method"] == main)
     plot = plots.decile_plot(chosen["before"].get("decile_accuracy"), chosen["after"].get("decile_accuracy"),
                              title="accuracy by spuriosity decile, all classes")
-    return {"rows": rows, "main": main, "plot": plot, "skew": _validation_skew_sentence(chosen["after"].get("validation_skew"))}
+    return {"rows": rows, "main": main, "plot": plot, "skew": _validation_skew_sentence(chosen["after"])}
 
 
-def _validation_skew_sentence(skew: Any) -> str | None:
+def _validation_skew_sentence(after: Mapping) -> str | None:
     """What the validation skew check (``tuning.skewed_validation_share``) found, in one sentence; None without one."""
+    skew = after.get("validation_skew")
     if not isinstance(skew, Mapping) or not is_finite(skew.get("low_spuriosity_share")):
         return None
     share, tail, threshold = skew["low_spuriosity_share"], skew.get("training_tail", 0.1), skew.get("threshold")
     found = (f"{share:.0%} of the validation images are less spurious than the least spurious {tail:.0%} of their class's "
              f"training images (threshold {threshold:.0%}): ")
-    if skew.get("skewed"):
-        return found + ("validation is about as skewed as training, so its least spurious images are too few to balance "
-                        "or judge by; the model's right and wrong answers were balanced instead.")
-    return found + "validation holds enough low-spuriosity images to balance the spuriosity split."
+    if not skew.get("skewed"):
+        return found + "validation holds enough low-spuriosity images to balance the spuriosity split."
+    found += "validation is about as skewed as training, so its least spurious images are too few to balance or judge by; "
+    if after.get("grouping") == "error":
+        return found + "a head balancing the model's right and wrong answers was kept."
+    return found + ("no head balancing the model's right and wrong answers stayed within the accuracy floor on the "
+                    "spuriosity groups, so the usual comparison decided.")
 
 
 def _skipped_images_view(records: Any) -> dict | None:

@@ -280,13 +280,16 @@ def test_tuning_table_says_how_each_reweighted_head_was_fitted(results, tmp_path
     assert "original head kept" in text and "40 epochs" in text  # the select-mode head keeps its epoch count
 
 
-@pytest.mark.parametrize("skewed", [True, False])
-def test_tuning_section_reports_the_validation_skew_check(results, tmp_path, skewed):
+@pytest.mark.parametrize(("skewed", "grouping"), [(True, "error"), (True, "spuriosity"), (False, "spuriosity")])
+def test_tuning_section_reports_the_validation_skew_check(results, tmp_path, skewed, grouping):
     results["tuning"]["low_spuriosity"]["after"]["validation_skew"] = {
         "low_spuriosity_share": 0.18 if skewed else 0.64, "training_tail": 0.1, "threshold": 0.5, "skewed": skewed}
+    results["tuning"]["low_spuriosity"]["after"]["grouping"] = grouping
     text = render_html(results, tmp_path, tmp_path / "report.html").read_text()
     share = "18%" if skewed else "64%"
     assert f"Validation skew check: {share} of the validation images are less spurious than the least spurious 10%" in text
     assert ("about as skewed as training" in text) is skewed and ("holds enough low-spuriosity images" in text) is not skewed
+    assert ("wrong answers was kept" in text) is (grouping == "error")
+    assert ("stayed within the accuracy floor" in text) is (skewed and grouping != "error")
     del results["tuning"]["low_spuriosity"]["after"]["validation_skew"]
     assert "Validation skew check" not in render_html(results, tmp_path, tmp_path / "report2.html").read_text()
