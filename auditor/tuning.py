@@ -43,7 +43,7 @@ the nine proving worlds x 3 seeds with balanced validation, the reweighting desi
 oracle DFR's test worst-group accuracy on average, and the select design stayed 18 points below
 it; the Otsu split needs no threshold. With validation as skewed as training, low-spuriosity
 tuning stayed 4 points below the oracle on average; the error baseline reached it, at a cost of
-6 points of worst group on the cue-free world. The skew check narrows that gap (0.250 -> 0.269
+6 points of worst group on the cue-free world. The skew check narrows that gap (0.251 -> 0.269
 mean worst group, the oracle 0.289) without the cost: it prefers the mistakes only on a skewed
 split, only after a spurious verdict, and only within the floor. The "select" defaults (100
 training images per class, 40% of the fitting half, one size, both starts, worst-decile
