@@ -161,6 +161,12 @@ class VerdictConfig:
             swap effect must be at least this large with confidence. Chosen leave-one-world-out on the proving
             ground's dataset-mask evidence (9 of 9 folds); with estimated masks the higher swap threshold already
             implies it.
+        swap_min_background_drop: a swap verdict also needs the class's own background to raise the feature
+            against a neutral one: replacing the examined images' backgrounds with ``ablation_fill`` (object kept)
+            must lower the feature by at least this fraction (``background_drop``). A feature that every other
+            class's cue suppresses passes the swap against other classes without it, since its own plain
+            backgrounds are the best on offer; against a neutral fill it gains nothing. 0 turns the gate off.
+            Chosen leave-one-world-out on the proving ground's cnn16 and cnn32 dataset-mask evidence.
         estimated_mask_swap_threshold: ``swap_threshold`` when the masks are estimated (SAM, boxes) rather than
             the dataset's: an imperfect mask leaves object pixels in the "background" and the swap effect grows
             by itself. Chosen leave-one-world-out on the proving ground's SAM-mask evidence (7 of 9 folds).
@@ -195,6 +201,7 @@ class VerdictConfig:
     reliance_threshold: float = 0.3
     swap_threshold: float = 0.125
     swap_margin: float = 0.05
+    swap_min_background_drop: float = 0.15
     estimated_mask_swap_threshold: float = 0.2
     background_dilation: int = 0
     estimated_mask_background_dilation: int = 0
@@ -598,7 +605,7 @@ UNIT_INTERVAL = {
     "gaps.top_fraction", "gaps.confidence", "tuning.target_gap", "tuning.max_accuracy_drop",
     "tuning.val_fit_per_class_fraction", "tuning.skewed_validation_share",
     "discovery.min_confidence", "masks.pred_iou_thresh", "masks.stability_score_thresh",
-    "verdicts.min_activation_drop", "verdicts.reliance_threshold", "verdicts.swap_threshold", "verdicts.swap_margin", "verdicts.estimated_mask_swap_threshold", "verdicts.mixed_threshold", "verdicts.reliance_quantile",
+    "verdicts.min_activation_drop", "verdicts.reliance_threshold", "verdicts.swap_threshold", "verdicts.swap_margin", "verdicts.swap_min_background_drop", "verdicts.estimated_mask_swap_threshold", "verdicts.mixed_threshold", "verdicts.reliance_quantile",
     "verdicts.reliance_confidence", "concepts.min_enrichment", "concepts.max_redundancy",
     "neurontune.max_suppressed_fraction", "neurontune.min_gain_confidence", "data.max_skipped_fraction",
 }

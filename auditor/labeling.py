@@ -222,14 +222,16 @@ def decide_verdict(
     """The verdict rule on one (class, feature)'s measured evidence; replayable on recorded evidence.
 
     Args:
-        config: the thresholds (``reliance_threshold``, ``swap_threshold``, ``density_threshold``,
-            ``min_activation_drop``) and the counterfactual in use.
+        config: the thresholds (``reliance_threshold``, ``swap_threshold``, ``swap_margin``,
+            ``swap_min_background_drop``, ``density_threshold``, ``min_activation_drop``) and the
+            counterfactual in use.
         background: ``(background reliance, CI low, CI high)``, or None when no swap was possible.
         swap: ``(swap reliance, CI low, CI high)``.
         object_reliance: drop when the object is replaced by its own background; object_high its CI's upper end.
         heat_spurious: the heat density is below ``density_threshold``.
         density: the heat density ratio.
-        object_drop, background_drop: the legacy fill ablation's drops (used when ``background`` is None).
+        object_drop, background_drop: the legacy fill ablation's drops (the verdict when ``background`` is
+            None; otherwise ``background_drop`` gates the swap, see ``swap_min_background_drop``).
 
     Returns:
         ``(spurious, decided_by, counterfactual says spurious, mixed, explanation)``.
@@ -263,12 +265,16 @@ def decide_verdict(
             f"With the objects removed, the feature responds more to its class's own backgrounds than to "
             f"other classes' ({ci}, at least {threshold:g} and above 0){tail}."
         )
-    if swap_low > config.swap_margin and swap_value >= swap_threshold and value >= 0:
+    # Against other classes' backgrounds only, a feature that every other class's cue suppresses would pass
+    # (its own plain backgrounds are the best on offer); its own backgrounds must also beat a neutral one.
+    raised_by_own = not background_drop < config.swap_min_background_drop
+    if swap_low > config.swap_margin and swap_value >= swap_threshold and value >= 0 and raised_by_own:
         others = ("than on the backgrounds of the other class that suits it best" if config.swap_reference == "classes"
                   else "than on other classes'")
         return True, "swap", True, mixed, (
             f"With the object kept, the feature is higher on its class's own backgrounds {others} "
-            f"({swap_ci}, at least {swap_threshold:g} and its interval above {config.swap_margin:g}), although "
+            f"({swap_ci}, at least {swap_threshold:g} and its interval above {config.swap_margin:g}) and than on a "
+            f"neutral background (drop {_fmt(background_drop)}, at least {config.swap_min_background_drop:g}), although "
             f"backgrounds alone barely move it ({ci}): it needs the object and the background together{tail}."
         )
     if heat_spurious and object_high < 0:

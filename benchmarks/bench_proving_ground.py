@@ -617,7 +617,8 @@ def swap_rule(record: dict, params: dict) -> bool:
         return bool(record.get("label") == "spurious")  # no swap was possible: the legacy rule decided
     config = VerdictConfig(reliance_threshold=params["reliance"], swap_threshold=params["swap"],
                            swap_reference=params.get("reference", "donors"),
-                           swap_margin=params.get("margin", VerdictConfig().swap_margin))
+                           swap_margin=params.get("margin", VerdictConfig().swap_margin),
+                           swap_min_background_drop=params.get("drop", VerdictConfig().swap_min_background_drop))
     value = lambda key: float(record.get(key) if record.get(key) is not None else math.nan)  # noqa: E731
     density = value("density_ratio")
     swap = (value("swap_reliance"), value("swap_ci_low"), value("swap_ci_high"))
@@ -635,12 +636,14 @@ def _shipped_verdict_defaults() -> dict:
 
     shipped = VerdictConfig()
     return {"reliance": shipped.reliance_threshold, "swap": shipped.swap_threshold, "reference": shipped.swap_reference,
-            "margin": shipped.swap_margin}
+            "margin": shipped.swap_margin, "drop": shipped.swap_min_background_drop}
 
 
 SWAP_GRID = [{"reliance": r, "swap": w, "reference": ref, "margin": m} for ref in ("donors", "classes")
              for r in (0.05, 0.1, 0.15, 0.2, 0.3) for w in (0.1, 0.125, 0.15, 0.2, 0.3) for m in (0.0, 0.05, 0.1)]
 SWAP_DEFAULT = _shipped_verdict_defaults()
+SWAP_DROP_LEVELS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25)
+"""Candidate ``verdicts.swap_min_background_drop`` values, calibrated with the other thresholds at their shipped values."""
 
 
 def print_calibration(records: list[dict]) -> dict:
@@ -657,7 +660,10 @@ def print_calibration(records: list[dict]) -> dict:
             from auditor.config import VerdictConfig
 
             default["swap"] = VerdictConfig().estimated_mask_swap_threshold
-        rules["shipped (reliance_threshold, swap_threshold, swap_reference, swap_margin)"] = (swap_rule, SWAP_GRID, default)
+        rules["shipped (reliance_threshold, swap_threshold, swap_reference, swap_margin)"] = (
+            swap_rule, [{**p, "drop": default["drop"]} for p in SWAP_GRID], default)
+        rules["swap_min_background_drop, the rest shipped"] = (
+            swap_rule, [{**default, "drop": level} for level in SWAP_DROP_LEVELS], default)
         for reference in ("donors", "classes"):
             grid = [p for p in SWAP_GRID if p["reference"] == reference]
             rules[f"shipped rule, swap_reference {reference} only"] = (swap_rule, grid, {**default, "reference": reference})

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -218,6 +219,24 @@ def test_a_feature_that_needs_object_and_background_together_is_found_by_the_swa
     assert abs(joint.background_reliance) < 0.05
     assert joint.label == "spurious" and joint.decided_by == "swap" and joint.mixed
     assert joint.swap_ci_low > 0.15 and "needs the object and the background together" in joint.explanation
+
+
+def test_a_swap_needs_the_own_background_to_beat_a_neutral_one_too():
+    from auditor.config import VerdictConfig
+    from auditor.labeling import decide_verdict
+
+    config = VerdictConfig()
+    # own backgrounds beat every other class's (whose cues suppress the feature) but not a neutral fill
+    evidence = dict(background=(0.03, -0.01, 0.07), swap=(0.19, 0.10, 0.28), object_reliance=0.97, object_high=1.0,
+                    heat_spurious=False, density=3.0, object_drop=0.9)
+    spurious, decided_by, *_ = decide_verdict(config, **evidence, background_drop=0.06)
+    assert not spurious and decided_by == "background"
+    spurious, decided_by, _, _, explanation = decide_verdict(config, **evidence, background_drop=0.4)
+    assert spurious and decided_by == "swap" and "neutral background (drop +0.40" in explanation
+    # 0 turns the gate off
+    spurious, decided_by, *_ = decide_verdict(dataclasses.replace(config, swap_min_background_drop=0.0), **evidence,
+                                              background_drop=0.06)
+    assert spurious and decided_by == "swap"
 
 
 def test_a_background_feature_shared_by_every_class_is_still_spurious(tmp_path):
