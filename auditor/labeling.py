@@ -22,11 +22,15 @@ decided (``decided_by``) and why (``explanation``).
 * **heat density ratio**: the heatmap's mass per unit area inside the object divided by
   its mass per unit area outside (normalised for object area).
 * **legacy fill ablation** (``object_drop``, ``background_drop``): object or background
-  replaced by a grey+noise or blurred fill.
+  replaced by a grey+noise or blurred fill. ``background_drop`` also gates the swap: the
+  class's own backgrounds must beat a neutral one by ``swap_min_background_drop``, so a
+  feature that every other class's cue suppresses does not pass the swap on its class's
+  plain backgrounds.
 
 Spurious when the background reliance reaches ``reliance_threshold`` or the swap
 reliance reaches ``swap_threshold`` while backgrounds alone do not point the other way
-(background reliance >= 0), each with its interval above 0 (the swap's above ``swap_margin``;
+(background reliance >= 0) and the neutral fill costs the feature at least
+``swap_min_background_drop``, each with its interval above 0 (the swap's above ``swap_margin``;
 "mixed" when the
 object reliance reaches ``reliance_threshold`` too); or when the heat density puts the
 evidence outside the object and either removing the object raises the feature (object
