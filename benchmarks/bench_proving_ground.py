@@ -203,6 +203,11 @@ def mid_val(world: ProvingWorld) -> ProvingSplit:
     return load_split(spec, "train")
 
 
+def _skew_share_name(level: float) -> str:
+    """The name :func:`candidate_heads` gives the design with ``tuning.skewed_validation_share = level``."""
+    return f"skew share {level:g}"
+
+
 def _spurious_of(report, n_classes: int) -> dict[int, list[int]]:
     return {c: [int(f) for f in report.spurious_features(c)] for c in range(n_classes)}
 
@@ -219,19 +224,22 @@ def candidate_heads(report, ctx: "_Inputs", seed: int, val_cache: FeatureCache |
     val_cache = ctx.val_cache if val_cache is None else val_cache
     val_scores = report.spuriosity("val") if val_scores is None else val_scores
     spurious = _spurious_of(report, head[0].shape[0])
-    designs = {**TUNING_CANDIDATES, **{f"skew share {level:g}": {"skewed_validation_share": level} for level in SKEW_SHARES}}
-    out = {}
+    designs = {**TUNING_CANDIDATES, **{_skew_share_name(level): {"skewed_validation_share": level} for level in SKEW_SHARES}}
+    out, fitted = {}, {}
     for name, overrides in designs.items():
         config = dataclasses.replace(TuningConfig(), baselines=[], **overrides)
-        stage = run_tuning(head, ctx.train_cache, report.spuriosity("train"), val_cache, val_scores, config, GapConfig(), seed,
-                           spurious=spurious)
-        out[name] = stage.heads["low_spuriosity"]
+        if repr(config) not in fitted:  # e.g. "skew share 0.5" is the shipped "auto groups, skew check" design
+            stage = run_tuning(head, ctx.train_cache, report.spuriosity("train"), val_cache, val_scores, config, GapConfig(),
+                               seed, spurious=spurious)
+            fitted[repr(config)] = stage.heads["low_spuriosity"]
+        out[name] = fitted[repr(config)]
     return out
 
 
-def mid_row(report, ctx: "_Inputs", world: ProvingWorld, seed: int, work: Path, score) -> dict:
-    """ERM, the oracle and every tuning design on the intermediate validation split (:func:`mid_val`); the verdicts
-    and spurious features are the balanced audit's, the spuriosity is recomputed from them on the new split."""
+def mid_row(report, ctx: "_Inputs", world: ProvingWorld, seed: int, work: Path, score, erm: tuple) -> dict:
+    """ERM (the model's head ``erm``), the oracle and every tuning design on the intermediate validation split
+    (:func:`mid_val`); the verdicts and spurious features are the balanced audit's, the spuriosity is recomputed
+    from them on the new split."""
     from auditor.ranking import spuriosity_scores
 
     mid = mid_val(world)
@@ -239,7 +247,6 @@ def mid_row(report, ctx: "_Inputs", world: ProvingWorld, seed: int, work: Path, 
     acts, labels = np.asarray(cache.activations), np.asarray(cache.labels)
     scores = spuriosity_scores(acts, labels, _spurious_of(report, len(world.class_names)))
     oracle = oracle_dfr(acts, labels, group_ids(mid, world), seed=seed)
-    erm = (ctx.adapter.head_weight().numpy(), ctx.adapter.head_bias().numpy())
     return {"methods": score({"ERM": erm, "oracle": oracle}), "candidates": score(candidate_heads(report, ctx, seed, cache, scores))}
 
 
@@ -356,7 +363,7 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
             skewed_row = {"methods": score({"ERM": erm, **skew_report.tuned_heads, "oracle": skew_oracle}),
                           "candidates": score(candidate_heads(skew_report, skew_ctx, seed)),
                           "neurontune_guard": _neurontune_guard_scores(score, methods["ERM"], skew_report, skew_ctx, seed)}
-            skewed_row["mid"] = mid_row(report, ctx, world, seed, work, score)
+            skewed_row["mid"] = mid_row(report, ctx, world, seed, work, score, erm)
 
     row = {
         "world": world.name, "model": arch, "masks": masks, "seed": seed,
@@ -437,10 +444,18 @@ CLASS_ONLY = "reweight+refit, class groups only"
 """The default design without spuriosity: the audit's own "random" head (plain class-balanced retraining)."""
 
 
+def _part(row: dict, which: str) -> dict:
+    """The part of a row scored with one validation split: "balanced" (the row), "skewed" or "mid" (75% cue)."""
+    if which == "balanced":
+        return row
+    skewed = row.get("skewed") or {}
+    return skewed if which == "skewed" else skewed.get("mid") or {}
+
+
 def _wg(rows: list[dict], candidate: str, which: str) -> list[float]:
-    """Test worst-group accuracies of one tuning design over rows (``which``: "balanced" or "skewed")."""
+    """Test worst-group accuracies of one tuning design over rows (``which``: "balanced", "skewed" or "mid")."""
     key, source = ("candidates", candidate) if candidate != CLASS_ONLY else ("methods", "random")
-    parts = [r.get(key) if which == "balanced" else (r.get("skewed") or {}).get(key) for r in rows]
+    parts = [_part(r, which).get(key) for r in rows]
     return [p[source]["worst_group"] for p in parts if p and source in p]
 
 
@@ -476,18 +491,6 @@ def print_tuning_calibration(rows: list[dict]) -> dict[str, str]:
     return chosen
 
 
-def _skew_share_wg(rows: list[dict], level: float, part: str) -> list[float]:
-    """Test worst-group accuracies of the ``skew share`` design over rows; part: "balanced", "mid" or "skewed"."""
-    name = f"skew share {level:g}"
-    if part == "balanced":
-        parts = [r.get("candidates") for r in rows]
-    elif part == "skewed":
-        parts = [(r.get("skewed") or {}).get("candidates") for r in rows]
-    else:
-        parts = [((r.get("skewed") or {}).get("mid") or {}).get("candidates") for r in rows]
-    return [p[name]["worst_group"] for p in parts if p and name in p]
-
-
 def print_skew_share_calibration(rows: list[dict]) -> dict[str, float]:
     """Leave-one-world-out choice of ``tuning.skewed_validation_share``; returns world -> level chosen without it.
 
@@ -503,7 +506,7 @@ def print_skew_share_calibration(rows: list[dict]) -> dict[str, float]:
 
     def mean_wg(level: float, among: list[str]) -> float:
         picked = [r for r in rows if r["world"] in among]
-        return float(np.mean([np.mean(_skew_share_wg(picked, level, part)) for part in ("balanced", "mid", "skewed")]))
+        return float(np.mean([np.mean(_wg(picked, _skew_share_name(level), part)) for part in ("balanced", "mid", "skewed")]))
 
     print("\nLeave-one-world-out choice of `tuning.skewed_validation_share` (test worst-group accuracy of the low-spuriosity "
           "head, mean over seeds; balanced / 75% cue / skewed validation):\n")
@@ -517,12 +520,12 @@ def print_skew_share_calibration(rows: list[dict]) -> dict[str, float]:
         pick = tied[len(tied) // 2]
         chosen[world] = pick
         mine = [r for r in rows if r["world"] == world]
-        cells = [world, f"{pick:g}"] + [" / ".join(_f(np.mean(_skew_share_wg(mine, lv, part)), 3)
+        cells = [world, f"{pick:g}"] + [" / ".join(_f(np.mean(_wg(mine, _skew_share_name(lv), part)), 3)
                                                    for part in ("balanced", "mid", "skewed")) for lv in SKEW_SHARES]
         print("| " + " | ".join(cells) + " |")
-    held = {part: [np.mean(_skew_share_wg([r for r in rows if r["world"] == w], chosen[w], part)) for w in worlds]
+    held = {part: [np.mean(_wg([r for r in rows if r["world"] == w], _skew_share_name(chosen[w]), part)) for w in worlds]
             for part in ("balanced", "mid", "skewed")}
-    means = [" / ".join(_f(np.mean(_skew_share_wg([r for r in rows if r["world"] in worlds], lv, part)), 3)
+    means = [" / ".join(_f(np.mean(_wg([r for r in rows if r["world"] in worlds], _skew_share_name(lv), part)), 3)
                         for part in ("balanced", "mid", "skewed")) for lv in SKEW_SHARES]
     print("| **cue worlds, mean** | held out: " + " / ".join(_f(float(np.mean(v)), 3) for v in held.values()) + " | "
           + " | ".join(means) + " |")
