@@ -808,7 +808,8 @@ def run_tuning(
                         "threshold": float(config.skewed_validation_share), "skewed": bool(share < config.skewed_validation_share)}
                 logger.info("tuning: %.0f%% of validation images are below the training %.0f%% tail of spuriosity (threshold %.0f%%): %s",
                             100 * share, 100 * TRAINING_TAIL, 100 * config.skewed_validation_share,
-                            "as skewed as training, balancing the model's mistakes" if skew["skewed"] else "balancing the spuriosity split")
+                            "as skewed as training: preferring heads that balance the model's mistakes" if skew["skewed"]
+                            else "enough low-spuriosity images: both groupings compared as usual")
         results, heads = {}, {}
         for method in ["low_spuriosity", *config.baselines]:
             result, w, b = reweight_head(method, weight, bias, data, data_scores, config, gap_config, fit_rows, held_rows,
