@@ -62,7 +62,8 @@ def test_cue_rates_train_and_eval():
     assert np.array_equal(val.own_cue[val.labels == circle], tag_val[val.labels == circle])
 
 
-@pytest.mark.parametrize("cue", ["tag", "border", "cat", "tree", "grass", "stripes", "warm", "cool"])
+@pytest.mark.parametrize("cue", ["tag", "border", "cat", "tree", "watermark", "grass", "page", "stripes", "warm", "cool",
+                                 "vignette"])
 def test_cue_changes_the_image_where_intended(cue):
     world = ProvingWorld("t", (ProvingClass("a", "digit:3", cue), ProvingClass("b", "shape:plus")), n_train=2, n_val=2, n_test=2)
     rng = np.random.default_rng(7)
@@ -74,13 +75,28 @@ def test_cue_changes_the_image_where_intended(cue):
     assert not cue_mask0.any()
     if cue in LOCAL_CUES:  # only the cue's own pixels change
         assert cue_mask1.any() and not (changed & ~cue_mask1).any()
-    elif cue in ("grass", "stripes"):  # the background changes, the object does not
+    elif cue in ("grass", "page", "stripes"):  # the background changes, the object does not
         assert not changed[mask1].any() and changed[~mask1].mean() > 0.5
+    elif cue == "vignette":  # darker towards the corners, the centre untouched
+        darker = (plain - cued).mean(2)
+        assert darker[0, 0] > 0.1 and darker[-1, -1] > 0.1 and (darker > -1e-6).all()
+        assert np.abs(darker[14:18, 14:18]).max() < 1e-6
     else:  # a colour cast shifts every pixel's colour one way
         shift = (cued - plain).reshape(-1, 3).mean(0)
         assert (shift[0] > shift[2]) == (cue == "warm")
     if cue not in ("tag", "border"):
         assert np.array_equal(mask0, mask1)
+
+
+def test_watermark_moves_and_stays_off_the_object():
+    world = small("held-out-page-watermark", n_train=40)
+    split = generate_split(world, "train")
+    marked = split.cue_flag("watermark")
+    ink = split.cue_masks[marked]
+    assert marked.sum() > 20 and ink.any((1, 2)).all()
+    assert not (ink & split.masks[marked]).any()
+    corners = {tuple(np.argwhere(m).min(0) // 8) for m in ink}
+    assert len(corners) > 3, "a watermark's place varies from image to image, unlike the corner tag"
 
 
 def test_tag_sits_in_the_top_left_corner():

@@ -97,6 +97,29 @@ HELD_OUT_WORLDS: dict[str, ProvingWorld] = {
             seed=202,
             description="mid-to-large shapes with a brick texture, a corner tag and a half-strength warm cast",
         ),
+        # Round 2 (stop 18): specified and committed before their first audit, with cue kinds no calibration world has
+        # (a page of printed text, a watermark that moves, a vignette over object and background alike).
+        ProvingWorld(
+            "held-out-page-watermark",
+            (C("one", "digit:1", "page"), C("five", "digit:5", "watermark"), C("nine", "digit:9", "vignette", cue_rate=0.9),
+             C("zero", "digit:0"), C("six", "digit:6")),
+            background="photos",
+            object_area=(0.1, 0.2),
+            seed=303,
+            description="real digits on real photographs: a printed-page texture, a moving translucent watermark and a "
+                        "vignette; two controls",
+        ),
+        ProvingWorld(
+            "held-out-weak-cues",
+            (C("square", "shape:square", "page", cue_rate=0.85, strength=0.6),
+             C("triangle", "shape:triangle", "watermark", cue_rate=0.85, strength=0.7),
+             C("ring", "shape:ring", "tree", cue_rate=0.9, strength=0.7),
+             C("diamond", "shape:diamond", "vignette", cue_rate=0.85, strength=0.7),
+             C("circle", "shape:circle")),
+            object_area=(0.15, 0.3),
+            seed=404,
+            description="shapes with weaker cues (85-90% rate, 60-70% strength): the model learns object and cue",
+        ),
     )
 }
 """Worlds kept out of every default's choice: no threshold, design or default was chosen on them, so their

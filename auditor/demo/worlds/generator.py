@@ -8,13 +8,16 @@ class carries one cue in training (rate ``cue_rate``, default 95%); in validatio
 test every cue of the world is present in 50% of the images of every class,
 independently of the class. Cue kinds (:data:`CUE_KINDS`):
 
-* ``grass`` / ``brick`` / ``gravel``: the background is a crop of that real photograph
-  (``skimage.data``), instead of the world's usual backdrop;
+* ``grass`` / ``brick`` / ``gravel`` / ``page``: the background is a crop of that real photograph
+  (``skimage.data``; ``page`` is a scanned page of printed text), instead of the world's usual backdrop;
 * ``cat``: a co-occurring real object, a small patch cut from a photograph of a cat's
   face (``skimage.data.chelsea``), placed beside the class object;
 * ``warm`` / ``cool``: a colour cast over the whole scene;
 * ``tag``: a small white "R" (like a hospital side token or a photographer's watermark)
   in the fixed top-left corner, drawn with PIL's default font;
+* ``watermark``: a translucent white "TM" stamped at a random place beside the object (a watermark
+  that moves, unlike ``tag``);
+* ``vignette``: the image darkens towards its corners, over object and background alike;
 * ``border``: a thin yellow frame around the image;
 * ``stripes`` / ``tree``: the built-in world's striped background and small tree.
 
@@ -36,10 +39,13 @@ import numpy as np
 from auditor.demo.world.generator import COLOURS, SHAPES, _grid, _tree_masks, shape_mask
 
 GENERATOR_VERSION = 1
-TEXTURE_CUES = ("grass", "brick", "gravel")
-CUE_KINDS = (*TEXTURE_CUES, "cat", "warm", "cool", "tag", "border", "stripes", "tree")
+TEXTURE_CUES = ("grass", "brick", "gravel", "page")
+CUE_KINDS = (*TEXTURE_CUES, "cat", "warm", "cool", "tag", "border", "stripes", "tree", "watermark", "vignette")
 # Cues whose pixels are localised (their pixels are recorded in ``cue_masks``).
-LOCAL_CUES = ("cat", "tag", "border", "tree")
+LOCAL_CUES = ("cat", "tag", "border", "tree", "watermark")
+# Watermark placements reuse the second half of the co-object placement draws: adding the cue kind changed no
+# earlier world's images, and a watermark is placed independently of a co-object in the same image.
+_WATERMARK_PLACES = slice(25, None)
 BACKGROUNDS = ("plain", "photos")
 SPLIT_OFFSETS = {"train": 0, "val": 1, "test": 2}
 # Photographs (not used as cues) whose crops make the "photos" backdrop.
@@ -418,6 +424,20 @@ def render(world: ProvingWorld, obj: str, cues: dict[str, float], p: dict) -> tu
     colour = np.asarray(COLOURS[list(COLOURS)[p["colour"]]], np.float32) + p["colour_jitter"].astype(np.float32)
     image[mask] = colour
     cue_mask &= ~mask
+    if "watermark" in cues:
+        glyph = _tag_glyph("TM")
+        h, w = glyph.shape
+        half = max(h, w) / 2 / size
+        placement = {**p, "co_place": p["co_place"][_WATERMARK_PLACES]}
+        tx, ty = _co_place(placement, cx, cy, extent + half + 0.04, half + 1.0 / size)
+        x0 = int(np.clip(round(tx * size - w / 2), 0, size - w))
+        y0 = int(np.clip(round(ty * size - h / 2), 0, size - h))
+        stamp = np.zeros((size, size), bool)
+        stamp[y0 : y0 + h, x0 : x0 + w] = glyph
+        stamp &= ~mask
+        a = 0.6 * cues["watermark"] * p["tag_jitter"]
+        image[stamp] = (1 - a) * image[stamp] + a * 1.0
+        cue_mask |= stamp
 
     for cast, (gain, offset) in {"warm": ((1.25, 0.95, 0.6), (0.08, 0.03, 0.0)),
                                  "cool": ((0.65, 0.95, 1.25), (0.0, 0.03, 0.08))}.items():
@@ -425,6 +445,11 @@ def render(world: ProvingWorld, obj: str, cues: dict[str, float], p: dict) -> tu
             a = cues[cast]
             gain_a = 1 + a * (np.asarray(gain, np.float32) - 1)
             image = image * gain_a + a * np.asarray(offset, np.float32)
+
+    if "vignette" in cues:
+        radius = np.hypot(xx - 0.5, yy - 0.5)
+        darkening = cues["vignette"] * 0.65 * np.clip((radius - 0.3) / 0.4, 0, 1)
+        image = image * (1 - darkening)[..., None].astype(np.float32)
 
     image = image + p["noise"]
     if "border" in cues:
