@@ -167,6 +167,11 @@ class VerdictConfig:
             class's cue suppresses passes the swap against other classes without it, since its own plain
             backgrounds are the best on offer; against a neutral fill it gains nothing. 0 turns the gate off.
             Chosen leave-one-world-out on the proving ground's cnn16 and cnn32 dataset-mask evidence.
+        swap_background_check: a swap verdict also needs backgrounds alone (objects removed) not to point the other
+            way. "interval": the background reliance's confidence interval reaches 0 (it is not lower on the class's
+            own backgrounds with confidence); "point": the estimate itself is at least 0 (the rule before stop 18,
+            which missed faint colour casts whose estimate sat just below 0). Chosen leave-one-world-out on the
+            proving ground's cnn16 and cnn32 dataset-mask evidence (10 of 11 folds).
         estimated_mask_swap_threshold: ``swap_threshold`` when the masks are estimated (SAM, boxes) rather than
             the dataset's: an imperfect mask leaves object pixels in the "background" and the swap effect grows
             by itself. Chosen leave-one-world-out on the proving ground's SAM-mask evidence (7 of 9 folds).
@@ -202,6 +207,7 @@ class VerdictConfig:
     swap_threshold: float = 0.125
     swap_margin: float = 0.05
     swap_min_background_drop: float = 0.15
+    swap_background_check: str = "interval"
     estimated_mask_swap_threshold: float = 0.2
     background_dilation: int = 0
     estimated_mask_background_dilation: int = 0
@@ -581,6 +587,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "tuning.mode": ("reweight", "select"),
     "tuning.groups": ("auto", "spuriosity"),
     "verdicts.swap_reference": ("donors", "classes"),
+    "verdicts.swap_background_check": ("interval", "point"),
     "neurontune.identification_split": ("val", "train"),
     "neurontune.combine": ("any", "mean"),
     "discovery.embedding": ("auto", "clip", "vae"),

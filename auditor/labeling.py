@@ -29,7 +29,7 @@ decided (``decided_by``) and why (``explanation``).
 
 Spurious when the background reliance reaches ``reliance_threshold`` or the swap
 reliance reaches ``swap_threshold`` while backgrounds alone do not point the other way
-(background reliance >= 0) and the neutral fill costs the feature at least
+(the background reliance's interval reaches 0, ``swap_background_check``) and the neutral fill costs the feature at least
 ``swap_min_background_drop``, each with its interval above 0 (the swap's above ``swap_margin``;
 "mixed" when the
 object reliance reaches ``reliance_threshold`` too); or when the heat density puts the
@@ -227,8 +227,8 @@ def decide_verdict(
 
     Args:
         config: the thresholds (``reliance_threshold``, ``swap_threshold``, ``swap_margin``,
-            ``swap_min_background_drop``, ``density_threshold``, ``min_activation_drop``) and the
-            counterfactual in use.
+            ``swap_min_background_drop``, ``swap_background_check``, ``density_threshold``,
+            ``min_activation_drop``) and the counterfactual in use.
         background: ``(background reliance, CI low, CI high)``, or None when no swap was possible.
         swap: ``(swap reliance, CI low, CI high)``.
         object_reliance: drop when the object is replaced by its own background; object_high its CI's upper end.
@@ -272,7 +272,8 @@ def decide_verdict(
     # Against other classes' backgrounds only, a feature that every other class's cue suppresses would pass
     # (its own plain backgrounds are the best on offer); its own backgrounds must also beat a neutral one.
     raised_by_own = not background_drop < config.swap_min_background_drop
-    if swap_low > config.swap_margin and swap_value >= swap_threshold and value >= 0 and raised_by_own:
+    backgrounds_agree = (high if config.swap_background_check == "interval" else value) >= 0
+    if swap_low > config.swap_margin and swap_value >= swap_threshold and backgrounds_agree and raised_by_own:
         others = ("than on the backgrounds of the other class that suits it best" if config.swap_reference == "classes"
                   else "than on other classes'")
         return True, "swap", True, mixed, (

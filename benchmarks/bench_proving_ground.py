@@ -621,7 +621,8 @@ def swap_rule(record: dict, params: dict) -> bool:
     config = VerdictConfig(reliance_threshold=params["reliance"], swap_threshold=params["swap"],
                            swap_reference=params.get("reference", "donors"),
                            swap_margin=params.get("margin", VerdictConfig().swap_margin),
-                           swap_min_background_drop=params.get("drop", VerdictConfig().swap_min_background_drop))
+                           swap_min_background_drop=params.get("drop", VerdictConfig().swap_min_background_drop),
+                           swap_background_check=params.get("check", VerdictConfig().swap_background_check))
     value = lambda key: float(record.get(key) if record.get(key) is not None else math.nan)  # noqa: E731
     density = value("density_ratio")
     swap = (value("swap_reliance"), value("swap_ci_low"), value("swap_ci_high"))
@@ -639,7 +640,8 @@ def _shipped_verdict_defaults() -> dict:
 
     shipped = VerdictConfig()
     return {"reliance": shipped.reliance_threshold, "swap": shipped.swap_threshold, "reference": shipped.swap_reference,
-            "margin": shipped.swap_margin, "drop": shipped.swap_min_background_drop}
+            "margin": shipped.swap_margin, "drop": shipped.swap_min_background_drop,
+            "check": shipped.swap_background_check}
 
 
 SWAP_GRID = [{"reliance": r, "swap": w, "reference": ref, "margin": m} for ref in ("donors", "classes")
@@ -647,6 +649,8 @@ SWAP_GRID = [{"reliance": r, "swap": w, "reference": ref, "margin": m} for ref i
 SWAP_DEFAULT = _shipped_verdict_defaults()
 SWAP_DROP_LEVELS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25)
 """Candidate ``verdicts.swap_min_background_drop`` values, calibrated with the other thresholds at their shipped values."""
+SWAP_BACKGROUND_CHECKS = ("point", "interval")
+"""Candidate ``verdicts.swap_background_check`` values ("point", the rule before stop 18, first: ties keep it)."""
 
 
 def print_calibration(records: list[dict]) -> dict:
@@ -664,9 +668,11 @@ def print_calibration(records: list[dict]) -> dict:
 
             default["swap"] = VerdictConfig().estimated_mask_swap_threshold
         rules["shipped (reliance_threshold, swap_threshold, swap_reference, swap_margin)"] = (
-            swap_rule, [{**p, "drop": default["drop"]} for p in SWAP_GRID], default)
+            swap_rule, [{**p, "drop": default["drop"], "check": default["check"]} for p in SWAP_GRID], default)
         rules["swap_min_background_drop, the rest shipped"] = (
             swap_rule, [{**default, "drop": level} for level in SWAP_DROP_LEVELS], default)
+        rules["swap_background_check, the rest shipped"] = (
+            swap_rule, [{**default, "check": check} for check in SWAP_BACKGROUND_CHECKS], default)
         for reference in ("donors", "classes"):
             grid = [p for p in SWAP_GRID if p["reference"] == reference]
             rules[f"shipped rule, swap_reference {reference} only"] = (swap_rule, grid, {**default, "reference": reference})

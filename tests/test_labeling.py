@@ -239,6 +239,26 @@ def test_a_swap_needs_the_own_background_to_beat_a_neutral_one_too():
     assert spurious and decided_by == "swap"
 
 
+def test_a_swap_forgives_backgrounds_alone_only_within_their_interval():
+    from auditor.config import VerdictConfig
+    from auditor.labeling import decide_verdict
+
+    config = VerdictConfig()
+    assert config.swap_background_check == "interval"
+    # a faint colour cast: a strong swap, and backgrounds alone a hair below 0 with an interval reaching above it
+    evidence = dict(swap=(0.35, 0.22, 0.48), object_reliance=0.6, object_high=0.7, heat_spurious=False, density=2.0,
+                    object_drop=0.5, background_drop=0.3)
+    spurious, decided_by, *_ = decide_verdict(config, background=(-0.02, -0.09, 0.05), **evidence)
+    assert spurious and decided_by == "swap"
+    point = dataclasses.replace(config, swap_background_check="point")
+    spurious, decided_by, *_ = decide_verdict(point, background=(-0.02, -0.09, 0.05), **evidence)
+    assert not spurious and decided_by == "background"
+    # backgrounds alone lower it with confidence: no swap verdict under either check
+    for check in (config, point):
+        spurious, *_ = decide_verdict(check, background=(-0.15, -0.22, -0.08), **evidence)
+        assert not spurious
+
+
 def test_a_background_feature_shared_by_every_class_is_still_spurious(tmp_path):
     # Every class has the striped background, so class backgrounds do not differ; but removing the
     # object (filled with the image's own stripes) raises the stripe feature and its heat lies outside.
