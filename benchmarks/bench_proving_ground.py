@@ -39,6 +39,7 @@ Usage::
     python benchmarks/bench_proving_ground.py --worlds all --models cnn16 --masks dataset \
         --evidence-json proving_evidence.json
     python benchmarks/bench_proving_ground.py --worlds corner-tag --models cnn16 vit --masks dataset sam
+    python benchmarks/bench_proving_ground.py --worlds held-out --seeds 0 1 2   # worlds no default was chosen on
     python benchmarks/bench_proving_ground.py --calibrate-only proving_evidence.json
 """
 
@@ -74,7 +75,7 @@ from auditor.demo.worlds.calibration import (
     current_rule,
     field_rule,
 )
-from auditor.demo.worlds.catalog import HELD_OUT_WORLDS, WORLDS, get_world
+from auditor.demo.worlds.catalog import HELD_OUT_WORLDS, PROMOTED_WORLDS, WORLDS, get_world
 from auditor.demo.worlds.generator import ProvingSplit, ProvingWorld
 from auditor.demo.worlds.train import MODELS, load_or_train, load_split, model_spec
 from auditor.features import FeatureCache, extract_features
@@ -704,7 +705,8 @@ def print_calibration(records: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worlds", nargs="+", default=None,
-                        help=f"world names, 'all' (the calibration worlds: {', '.join(WORLDS)}) or 'held-out' (never used to "
+                        help=f"world names, 'all' (the calibration worlds: {', '.join(WORLDS)}), 'promoted' (held out at "
+                             f"first, calibration evidence since: {', '.join(PROMOTED_WORLDS)}) or 'held-out' (never used to "
                              f"choose a default: {', '.join(HELD_OUT_WORLDS)})")
     parser.add_argument("--models", nargs="+", default=["cnn16"], choices=MODELS)
     parser.add_argument("--masks", nargs="+", default=["dataset"], choices=("dataset", "sam"))
@@ -747,6 +749,8 @@ def main(argv: list[str] | None = None) -> None:
         names = list(QUICK_WORLDS) if args.quick and args.worlds is None else list(WORLDS)
     elif args.worlds == ["held-out"]:
         names = list(HELD_OUT_WORLDS)
+    elif args.worlds == ["promoted"]:
+        names = list(PROMOTED_WORLDS)
     else:
         names = args.worlds
     rows, records = [], []

@@ -7,6 +7,7 @@ import pytest
 
 from auditor.demo.worlds import (
     HELD_OUT_WORLDS,
+    PROMOTED_WORLDS,
     WORLDS,
     ProvingClass,
     ProvingWorld,
@@ -28,7 +29,7 @@ def small(name: str, n_train: int = 8, n_val: int = 8) -> ProvingWorld:
     return get_world(name, n_train=n_train, n_val=n_val, n_test=2)
 
 
-@pytest.mark.parametrize("name", [*WORLDS, *HELD_OUT_WORLDS])
+@pytest.mark.parametrize("name", [*WORLDS, *PROMOTED_WORLDS, *HELD_OUT_WORLDS])
 def test_world_generates_with_masks_flags_and_a_control(name):
     world = small(name)
     split = generate_split(world, "val")

@@ -73,6 +73,7 @@ def fit_erm(
     weight_decay: float,
     seed: int,
     flip: bool,
+    shift: int = 0,
     progress: bool = False,
     name: str = "model",
 ) -> nn.Module:
@@ -83,6 +84,8 @@ def fit_erm(
         images: float ``(N, 3, H, W)``; labels: int64 ``(N,)``.
         epochs, batch_size, lr, weight_decay, seed: the recipe.
         flip: random horizontal flips (off where a cue's position matters, e.g. a corner tag).
+        shift: random translations by up to this many pixels each way, edges replicated (0: none); a corner
+            tag stays near its corner.
         progress: show a progress bar.
         name: for the log lines and the bar.
 
@@ -106,6 +109,8 @@ def fit_erm(
             if flip:
                 flipped = torch.rand(len(batch), generator=generator) < 0.5
                 x[flipped] = x[flipped].flip(-1)
+            if shift:
+                x = _random_shift(x, shift, generator)
             loss = loss_fn(model(x), labels[batch])
             optimizer.zero_grad()
             loss.backward()
@@ -114,6 +119,14 @@ def fit_erm(
             total += loss.item() * len(batch)
         logger.info("%s epoch %d: train loss %.4f", name, epoch + 1, total / len(labels))
     return model.eval()
+
+
+def _random_shift(x: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image of ``x`` (float ``(N, C, H, W)``) by its own random offset in ``[-shift, shift]``."""
+    height, width = x.shape[-2:]
+    padded = nn.functional.pad(x, (shift, shift, shift, shift), mode="replicate")
+    offsets = torch.randint(0, 2 * shift + 1, (len(x), 2), generator=generator)
+    return torch.stack([padded[i, :, dy : dy + height, dx : dx + width] for i, (dy, dx) in enumerate(offsets.tolist())])
 
 
 def train_model(train: WorldSplit, n_classes: int, spec: TrainSpec, progress: bool = True) -> SmallCNN:

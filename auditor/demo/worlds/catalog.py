@@ -76,7 +76,7 @@ WORLDS: dict[str, ProvingWorld] = {
 }
 
 
-HELD_OUT_WORLDS: dict[str, ProvingWorld] = {
+PROMOTED_WORLDS: dict[str, ProvingWorld] = {
     w.name: w
     for w in (
         ProvingWorld(
@@ -97,6 +97,16 @@ HELD_OUT_WORLDS: dict[str, ProvingWorld] = {
             seed=202,
             description="mid-to-large shapes with a brick texture, a corner tag and a half-strength warm cast",
         ),
+    )
+}
+"""The first held-out worlds (stop 17). Reported as held out once, then promoted: since stop 18 they are calibration
+evidence (``verdicts.swap_background_check`` was chosen on them with the calibration worlds), so their names keep
+the "held-out" prefix of their first report but they no longer estimate unseen data."""
+
+
+HELD_OUT_WORLDS: dict[str, ProvingWorld] = {
+    w.name: w
+    for w in (
         # Round 2 (stop 18): specified and committed before their first audit, with cue kinds no calibration world has
         # (a page of printed text, a watermark that moves, a vignette over object and background alike).
         ProvingWorld(
@@ -127,14 +137,14 @@ table estimates how the defaults do on data the project has not tuned for (``ben
 
 
 def get_world(name: str, **overrides) -> ProvingWorld:
-    """A named world (calibration or held-out), optionally with fields replaced (e.g. ``n_train=50`` for tests).
+    """A named world (calibration, promoted or held-out), optionally with fields replaced (e.g. ``n_train=50`` for tests).
 
     Raises:
         ValueError: for an unknown name.
     """
     import dataclasses
 
-    known = {**WORLDS, **HELD_OUT_WORLDS}
+    known = {**WORLDS, **PROMOTED_WORLDS, **HELD_OUT_WORLDS}
     if name not in known:
         raise ValueError(f"unknown proving world {name!r}; choose one of {sorted(known)}")
     return dataclasses.replace(known[name], **overrides)
