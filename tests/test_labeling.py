@@ -246,8 +246,8 @@ def test_a_swap_forgives_backgrounds_alone_only_within_their_interval():
     config = VerdictConfig()
     assert config.swap_background_check == "interval"
     # a faint colour cast: a strong swap, and backgrounds alone a hair below 0 with an interval reaching above it
-    evidence = dict(swap=(0.35, 0.22, 0.48), object_reliance=0.6, object_high=0.7, heat_spurious=False, density=2.0,
-                    object_drop=0.5, background_drop=0.3)
+    evidence = {"swap": (0.35, 0.22, 0.48), "object_reliance": 0.6, "object_high": 0.7, "heat_spurious": False,
+                "density": 2.0, "object_drop": 0.5, "background_drop": 0.3}
     spurious, decided_by, *_ = decide_verdict(config, background=(-0.02, -0.09, 0.05), **evidence)
     assert spurious and decided_by == "swap"
     point = dataclasses.replace(config, swap_background_check="point")

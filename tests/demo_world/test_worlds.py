@@ -148,3 +148,32 @@ def test_calibrate_lowo_chooses_on_other_worlds():
     assert result["E"]["held_out"]["precision"] == 0.0  # thresholds learnt on A-D fail on E
     s = scores(records, current_rule, CURRENT_DEFAULT)  # no conclusive ablation: density < 1 decides
     assert math.isclose(s["recall"], 8 / 10) and math.isclose(s["precision"], 8 / 10) and len(CURRENT_GRID) > 10
+
+
+def test_random_shift_translates_each_image_and_replicates_edges():
+    import torch
+
+    from auditor.demo.world.train import _random_shift
+
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6)
+    shifted = _random_shift(x, 2, torch.Generator().manual_seed(0))
+    assert shifted.shape == x.shape
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="replicate")
+    for i in range(2):  # each output is one 6 x 6 window of its own padded image
+        windows = [padded[i, :, dy : dy + 6, dx : dx + 6] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(shifted[i], w) for w in windows)
+
+
+def test_a_recipe_field_at_its_default_keeps_the_cached_model_key():
+    import dataclasses
+
+    from auditor.demo.world.train import model_key
+    from auditor.demo.worlds.train import model_spec
+
+    world = get_world("corner-tag")
+    spec = model_spec("cnn16")
+    assert spec.shift == 0
+    plain = model_key(world, spec, omit_defaults=("shift",))
+    assert plain != model_key(world, spec)  # the field is in the key unless omitted
+    assert model_key(world, dataclasses.replace(spec, shift=3), omit_defaults=("shift",)) != plain
+    assert model_spec("resnet18").shift > 0

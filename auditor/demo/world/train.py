@@ -43,9 +43,18 @@ def cache_root() -> Path:
     return Path(root).expanduser() if root else Path.home() / ".cache" / "auditor"
 
 
-def model_key(world, spec) -> str:
-    """Cache key of a model trained with ``spec`` (a dataclass) on ``world`` (anything with ``fingerprint()``)."""
-    text = json.dumps([world.fingerprint(), dataclasses.asdict(spec)], sort_keys=True)
+def model_key(world, spec, omit_defaults: tuple[str, ...] = ()) -> str:
+    """Cache key of a model trained with ``spec`` (a dataclass) on ``world`` (anything with ``fingerprint()``).
+
+    Fields named in ``omit_defaults`` are left out of the key while they hold their default, so a field added to
+    a recipe later keeps the keys (and cached models) of the recipes that do not use it.
+    """
+    fields = dataclasses.asdict(spec)
+    defaults = {f.name: f.default for f in dataclasses.fields(spec)}
+    for name in omit_defaults:
+        if fields[name] == defaults[name]:
+            del fields[name]
+    text = json.dumps([world.fingerprint(), fields], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

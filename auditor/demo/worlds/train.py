@@ -30,7 +30,7 @@ MODELS = ("cnn16", "cnn32", "resnet18", "vit")
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One architecture and its ERM training recipe (plain cross-entropy, no augmentation).
+    """One architecture and its ERM training recipe (plain cross-entropy, no flips).
 
     Args:
         arch: one of :data:`MODELS`.
@@ -39,6 +39,9 @@ class ModelSpec:
         weight_decay: AdamW weight decay.
         batch_size: minibatch size.
         seed: training seed.
+        shift: random translations by up to this many pixels (0: no augmentation). Without it the
+            ResNet-18 memorised corner-tag (train 1.00, val 0.26 at 20 epochs); with 3 pixels and 15
+            epochs it reached val 0.70 (the SmallCNN: 0.61).
     """
 
     arch: str
@@ -47,6 +50,7 @@ class ModelSpec:
     weight_decay: float = 1e-4
     batch_size: int = 64
     seed: int = 0
+    shift: int = 0
 
     def __post_init__(self):
         if self.arch not in MODELS:
@@ -56,7 +60,7 @@ class ModelSpec:
 DEFAULT_SPECS = {
     "cnn16": ModelSpec("cnn16", epochs=12, lr=2e-3),
     "cnn32": ModelSpec("cnn32", epochs=12, lr=2e-3),
-    "resnet18": ModelSpec("resnet18", epochs=6, lr=2e-3, weight_decay=5e-4),
+    "resnet18": ModelSpec("resnet18", epochs=15, lr=2e-3, weight_decay=5e-4, shift=3),
     "vit": ModelSpec("vit", epochs=30, lr=1e-3, weight_decay=0.05),
 }
 
@@ -174,14 +178,14 @@ def load_split(world: ProvingWorld, split: str, cache: bool = True) -> ProvingSp
 
 
 def train_classifier(train: ProvingSplit, n_classes: int, spec: ModelSpec, image_size: int = 32) -> nn.Module:
-    """Train ``spec.arch`` by ERM on a split (no augmentation: a flip would move the corner tag).
+    """Train ``spec.arch`` by ERM on a split (no flips: a flip would move the corner tag; ``spec.shift`` translations).
 
     Returns:
         The trained model in eval mode.
     """
     return fit_erm(lambda: build_model(spec.arch, n_classes, image_size), images_to_tensor(train.images),
                    torch.from_numpy(train.labels), epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
-                   weight_decay=spec.weight_decay, seed=spec.seed, flip=False, name=spec.arch)
+                   weight_decay=spec.weight_decay, seed=spec.seed, flip=False, shift=spec.shift, name=spec.arch)
 
 
 def load_or_train(world: ProvingWorld, spec: ModelSpec) -> tuple[nn.Module, dict]:
@@ -191,7 +195,8 @@ def load_or_train(world: ProvingWorld, spec: ModelSpec) -> tuple[nn.Module, dict
         ``(model in eval mode, info)`` where info has ``train_seconds`` (0 when loaded),
         ``val_accuracy`` and ``train_accuracy``.
     """
-    path = _root() / "models" / f"{world.name}-{spec.arch}-{model_key(world, spec)}.pt"
+    key = model_key(world, spec, omit_defaults=("shift",))
+    path = _root() / "models" / f"{world.name}-{spec.arch}-{key}.pt"
     info_path = path.with_suffix(".json")
     model = build_model(spec.arch, len(world.classes), world.image_size)
     if path.exists() and info_path.exists():
