@@ -130,6 +130,28 @@ HELD_OUT_WORLDS: dict[str, ProvingWorld] = {
             seed=404,
             description="shapes with weaker cues (85-90% rate, 60-70% strength): the model learns object and cue",
         ),
+        # Round 3 (stop 18): specified and committed before their first audit, after round 2 was reported and with no
+        # default changed since: a larger image size and twice the classes.
+        ProvingWorld(
+            "held-out-64px",
+            (C("three", "digit:3", "gravel"), C("four", "digit:4", "tag"), C("seven", "digit:7", "cat", cue_rate=0.9),
+             C("one", "digit:1"), C("eight", "digit:8")),
+            image_size=64,
+            background="photos",
+            object_area=(0.08, 0.2),
+            seed=505,
+            description="64 px: real digits on real photographs with a gravel texture, a corner tag (now a quarter of its "
+                        "relative size) and a co-object; two controls",
+        ),
+        ProvingWorld(
+            "held-out-eight-classes",
+            (C("circle", "shape:circle", "brick"), C("square", "shape:square", "border"), C("two", "digit:2", "cool"),
+             C("five", "digit:5", "watermark"), C("triangle", "shape:triangle"), C("plus", "shape:plus"),
+             C("six", "digit:6"), C("nine", "digit:9")),
+            object_area=(0.12, 0.25),
+            seed=606,
+            description="eight classes, shapes and digits together: four cues and four controls",
+        ),
     )
 }
 """Worlds kept out of every default's choice: no threshold, design or default was chosen on them, so their
