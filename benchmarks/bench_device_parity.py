@@ -19,13 +19,19 @@ import time
 import numpy as np
 import torch
 
-from auditor.demo.run import DEMO_TRAINING, DEMO_WORLD, QUICK_TRAINING, QUICK_WORLD, run_demo
+from auditor.demo.run import (
+    DEMO_TRAINING,
+    DEMO_WORLD,
+    QUICK_TRAINING,
+    QUICK_WORLD,
+    run_demo,
+)
 from auditor.demo.world.train import load_or_train_model
 
 RUNS = {
-    "quick": (dict(quick=True, concepts=True), {}),
-    "quick-sam": (dict(quick=True), {"masks": {"provider": "sam", "sam_model_type": "tiny"}}),
-    "full": (dict(quick=False), {}),
+    "quick": ({"quick": True, "concepts": True}, {}),
+    "quick-sam": ({"quick": True}, {"masks": {"provider": "sam", "sam_model_type": "tiny"}}),
+    "full": ({"quick": False}, {}),
 }
 VARIANTS = {
     "cpu": {"model": {"device": "cpu"}},
@@ -87,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 result = run_demo(output_dir=None, progress=False, config={**extra, **overrides}, **demo_kwargs)
                 results[f"{run}/{variant}"] = summarise(result, time.perf_counter() - start)
-            except Exception as error:  # a failing device must show in the table, not hide the rest
+            except Exception as error:  # noqa: BLE001 - a failing device must show in the table, not hide the rest
                 results[f"{run}/{variant}"] = {"error": f"{type(error).__name__}: {error}"}
             print(table_row(run, variant, results), flush=True)
             if args.json:  # after every run, so that a run cut short keeps what it measured

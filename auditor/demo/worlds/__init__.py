@@ -1,6 +1,11 @@
 """Proving-ground worlds: a family of generated datasets with known cues, masks and cue flags."""
 
-from auditor.demo.worlds.catalog import HELD_OUT_WORLDS, PROMOTED_WORLDS, WORLDS, get_world
+from auditor.demo.worlds.catalog import (
+    HELD_OUT_WORLDS,
+    PROMOTED_WORLDS,
+    WORLDS,
+    get_world,
+)
 from auditor.demo.worlds.generator import (
     CUE_KINDS,
     ProvingClass,
