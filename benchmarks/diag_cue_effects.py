@@ -7,9 +7,14 @@ for images with the cue against images without it (above 0.5: the cue raises the
 it lowers it), and the share of the feature's mean activation that the class's own cue adds,
 ``(mean with - mean without) / mean``.
 
+With ``--swaps top`` or ``--swaps random`` it also pastes 16 of the class's training objects (its
+top-activating images for the feature, as the verdicts examine, or a random 16) onto 32 cleaned
+backgrounds of each class, as the verdicts' swaps do, and prints the feature's mean activation
+relative to the originals, per donor class.
+
 Usage (the model is trained, or read from the cache, as the proving ground does)::
 
-    python diag_cue_effects.py --world held-out-eight-classes --model cnn16 --seed 0 --class square --features 44 19 42 61 20
+    python diag_cue_effects.py --world held-out-eight-classes --model cnn16 --seed 0 --class square --features 44 19 42 61 20 --swaps top
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from auditor.counterfactuals import clean_backgrounds, paste_object
 from auditor.demo.world.dataset import images_to_tensor
 from auditor.demo.worlds import get_world
 from auditor.demo.worlds.train import load_or_train, load_split, model_spec
@@ -38,6 +44,41 @@ def class_activations(world, model: torch.nn.Module, class_name: str) -> tuple[n
     return np.concatenate(activations), np.concatenate(cues)
 
 
+def swaps_by_donor_class(world, model: torch.nn.Module, class_name: str, feature: int, which: str,
+                         rng: np.random.Generator, n_objects: int = 16, n_donors: int = 32) -> list[float]:
+    """Mean activation of ``feature`` with the class's objects pasted onto each class's backgrounds, relative to the originals.
+
+    Args:
+        world: the proving world; model: its classifier; class_name: the class whose objects are pasted.
+        feature: the penultimate feature; which: "top" (its top-activating training images) or "random".
+        rng: picks the random objects and the donors; n_objects: objects pasted; n_donors: donors per class
+            (a multiple of ``n_objects``: each object goes onto ``n_donors / n_objects`` backgrounds of each class).
+
+    Returns:
+        One ratio per class, in label order.
+    """
+    adapter = ModelAdapter(model)
+    train = load_split(world, "train")
+    members = np.flatnonzero(train.labels == world.class_names.index(class_name))
+    with torch.no_grad():
+        activations = adapter.forward(images_to_tensor(train.images[members])).features.numpy()[:, feature]
+    chosen = members[np.argsort(-activations)[:n_objects]] if which == "top" else rng.choice(members, n_objects, replace=False)
+    objects, masks = images_to_tensor(train.images[chosen]), torch.from_numpy(train.masks[chosen])
+    with torch.no_grad():
+        original = adapter.forward(objects).features.numpy()[:, feature].mean()
+    ratios = []
+    for k in range(len(world.class_names)):
+        donors = rng.choice(np.flatnonzero(train.labels == k), size=n_donors, replace=False)
+        backgrounds = clean_backgrounds(images_to_tensor(train.images[donors]), torch.from_numpy(train.masks[donors]))
+        swapped = []
+        for start in range(0, n_donors, n_objects):
+            with torch.no_grad():
+                pasted = paste_object(objects, masks, backgrounds[start : start + n_objects])
+                swapped.append(adapter.forward(pasted).features.numpy()[:, feature])
+        ratios.append(float(np.concatenate(swapped).mean() / original))
+    return ratios
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", required=True)
@@ -45,6 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--class", dest="class_name", required=True)
     parser.add_argument("--features", type=int, nargs="+", required=True)
+    parser.add_argument("--swaps", choices=("top", "random"), default=None,
+                        help="also paste the class's objects onto each class's backgrounds (top-activating or random objects)")
     args = parser.parse_args(argv)
 
     world = get_world(args.world)
@@ -66,6 +109,14 @@ def main(argv: list[str] | None = None) -> None:
             present = cues[:, cue_names.index(own)]
             share = f"{(activations[present, f].mean() - activations[~present, f].mean()) / activations[:, f].mean():.2f}"
         print(f"| {f} | " + " | ".join(f"{a:.2f}" for a in aurocs) + f" | {share} |")
+    if args.swaps:
+        rng = np.random.default_rng(args.seed)
+        print(f"\nObjects ({args.swaps} 16 training images per feature) pasted onto each class's backgrounds, activation / original:")
+        print("| feature | " + " | ".join(world.class_names) + " |")
+        print("|---" * (len(world.class_names) + 1) + "|")
+        for f in args.features:
+            ratios = swaps_by_donor_class(world, model, args.class_name, f, args.swaps, rng)
+            print(f"| {f} | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
 
 
 if __name__ == "__main__":
