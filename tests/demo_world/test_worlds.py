@@ -177,3 +177,14 @@ def test_a_recipe_field_at_its_default_keeps_the_cached_model_key():
     assert plain != model_key(world, spec)  # the field is in the key unless omitted
     assert model_key(world, dataclasses.replace(spec, shift=3), omit_defaults=("shift",)) != plain
     assert model_spec("resnet18").shift > 0
+
+
+def test_a_photo_crop_that_would_be_too_small_uses_a_smaller_shrink_factor():
+    from auditor.demo.worlds.generator import _crop, _photo_scaled
+
+    page = _crop("page", 5, 64, 0.5, 0.5)  # the page shrunk 5 times is 38 px high
+    assert page.shape == (64, 64, 3)
+    fitting = _crop("page", 5, 32, 0.0, 0.0)
+    assert np.array_equal(fitting, _photo_scaled("page", 5)[:32, :32])  # crops that fitted are unchanged
+    with pytest.raises(ValueError, match="smaller than"):
+        _crop("page", 1, 4096, 0.5, 0.5)

@@ -221,7 +221,20 @@ def _photo_scaled(name: str, factor: int) -> np.ndarray:
 
 
 def _crop(name: str, factor: int, size: int, u: float, v: float) -> np.ndarray:
+    """A ``size`` x ``size`` crop of the photograph shrunk by ``factor``, at relative position (u, v).
+
+    A photograph that the factor would shrink below ``size`` (the printed page at 48 px and up) is shrunk by the
+    largest factor that still covers the crop; crops that fitted before are unchanged.
+
+    Raises:
+        ValueError: the photograph is smaller than ``size`` even unshrunk.
+    """
     image = _photo_scaled(name, factor)
+    while factor > 1 and min(image.shape[:2]) < size:
+        factor -= 1
+        image = _photo_scaled(name, factor)
+    if min(image.shape[:2]) < size:
+        raise ValueError(f"the photograph {name!r} ({image.shape[0]} x {image.shape[1]}) is smaller than a {size} px crop")
     h, w = image.shape[:2]
     y, x = int(u * (h - size)), int(v * (w - size))
     return image[y : y + size, x : x + size]
