@@ -12,6 +12,11 @@ top-activating images for the feature, as the verdicts examine, or a random 16) 
 backgrounds of each class, as the verdicts' swaps do, and prints the feature's mean activation
 relative to the originals, per donor class.
 
+With ``--paired`` it renders 64 images of the class twice, with and without the class's own cue
+(every other random choice identical), and compares the cue's effect on each feature in the
+rendered images with its effect when the cue-free objects are pasted onto the cleaned backgrounds
+of other such images rendered with and without the cue: whether the swap can see the cue at all.
+
 Usage (the model is trained, or read from the cache, as the proving ground does)::
 
     python diag_cue_effects.py --world held-out-eight-classes --model cnn16 --seed 0 --class square --features 44 19 42 61 20 --swaps top
@@ -27,6 +32,7 @@ from sklearn.metrics import roc_auc_score
 from auditor.counterfactuals import clean_backgrounds, paste_object
 from auditor.demo.world.dataset import images_to_tensor
 from auditor.demo.worlds import get_world
+from auditor.demo.worlds.generator import render, sample_params
 from auditor.demo.worlds.train import load_or_train, load_split, model_spec
 from auditor.model import ModelAdapter
 
@@ -79,6 +85,40 @@ def swaps_by_donor_class(world, model: torch.nn.Module, class_name: str, feature
     return ratios
 
 
+def paired_cue_effects(world, model: torch.nn.Module, class_name: str, features: list[int],
+                       rng: np.random.Generator, n: int = 64) -> dict[int, tuple[float, float, float]]:
+    """The class's own cue, rendered in and out of the same images, against the same cue seen through a swap.
+
+    Args:
+        world: the proving world (its class ``class_name`` must have a cue); model: its classifier.
+        features: penultimate features; rng: draws the images' random choices; n: images rendered.
+
+    Returns:
+        feature -> (rendered with the cue, cue-free object pasted on a cue background, pasted on the same
+        background without the cue), each the mean activation relative to the cue-free renders.
+    """
+    spec = world.classes[world.class_names.index(class_name)]
+    adapter = ModelAdapter(model)
+    draws = [sample_params(rng, world, spec.obj, "val") for _ in range(n)]
+
+    def rendered(with_cue: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        images, masks = zip(*(render(world, spec.obj, {spec.cue: spec.strength} if with_cue else {}, p)[:2] for p in draws))
+        return images_to_tensor(np.round(np.stack(images) * 255).astype(np.uint8)), torch.from_numpy(np.stack(masks))
+
+    with_cue, with_masks = rendered(True)
+    without, without_masks = rendered(False)
+    donors = np.roll(np.arange(n), 1)  # each object goes onto another image's background
+    with torch.no_grad():
+        outputs = [adapter.forward(x).features.numpy() for x in (
+            without,
+            with_cue,
+            paste_object(without, without_masks, clean_backgrounds(with_cue[donors], with_masks[donors])),
+            paste_object(without, without_masks, clean_backgrounds(without[donors], without_masks[donors])),
+        )]
+    base = outputs[0]
+    return {f: tuple(float(o[:, f].mean() / base[:, f].mean()) for o in outputs[1:]) for f in features}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", required=True)
@@ -88,6 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--features", type=int, nargs="+", required=True)
     parser.add_argument("--swaps", choices=("top", "random"), default=None,
                         help="also paste the class's objects onto each class's backgrounds (top-activating or random objects)")
+    parser.add_argument("--paired", action="store_true",
+                        help="also render the class's images with and without its cue and compare with the swap's view of it")
     args = parser.parse_args(argv)
 
     world = get_world(args.world)
@@ -117,6 +159,15 @@ def main(argv: list[str] | None = None) -> None:
         for f in args.features:
             ratios = swaps_by_donor_class(world, model, args.class_name, f, args.swaps, rng)
             print(f"| {f} | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
+    if args.paired:
+        if own is None:
+            raise SystemExit(f"--paired needs a cue class; {args.class_name!r} is a control")
+        effects = paired_cue_effects(world, model, args.class_name, args.features, np.random.default_rng(args.seed + 1000))
+        print(f"\nThe same 64 {args.class_name} images rendered with and without {own}, activation / cue-free render:")
+        print(f"| feature | rendered with {own} | cue-free object on a background with {own} | on the same background without |")
+        print("|---|---|---|---|")
+        for f, (natural, pasted_cue, pasted_plain) in effects.items():
+            print(f"| {f} | {natural:.2f} | {pasted_cue:.2f} | {pasted_plain:.2f} |")
 
 
 if __name__ == "__main__":
