@@ -19,6 +19,7 @@ import time
 import numpy as np
 import torch
 
+from auditor.concepts.stage import rank_correlations
 from auditor.demo.run import (
     DEMO_TRAINING,
     DEMO_WORLD,
@@ -56,13 +57,13 @@ def summarise(result, seconds: float) -> dict:
 
 
 def spearman(a: list, b: list) -> float:
-    """Rank correlation over the images both runs scored (NaN when fewer than 3)."""
+    """Spearman correlation over the images both runs scored (NaN when fewer than 3; ties share their mean rank)."""
     x = np.array([np.nan if v is None else v for v in a], dtype=float)
     y = np.array([np.nan if v is None else v for v in b], dtype=float)
     both = ~np.isnan(x) & ~np.isnan(y)
     if both.sum() < 3:
         return float("nan")
-    return float(np.corrcoef(np.argsort(np.argsort(x[both])), np.argsort(np.argsort(y[both])))[0, 1])
+    return float(rank_correlations(x[both], y[both][:, None])[0])
 
 
 def cuda_device_name() -> str:

@@ -37,60 +37,61 @@ from auditor.demo.worlds.train import load_or_train, load_split, model_spec
 from auditor.model import ModelAdapter
 
 
-def class_activations(world, model: torch.nn.Module, class_name: str) -> tuple[np.ndarray, np.ndarray]:
+def features_of(adapter: ModelAdapter, images: torch.Tensor) -> np.ndarray:
+    """Penultimate activations ``(N, D)`` of float images ``(N, C, H, W)``."""
+    with torch.no_grad():
+        return adapter.forward(images).features.numpy()
+
+
+def class_activations(world, adapter: ModelAdapter, class_name: str) -> tuple[np.ndarray, np.ndarray]:
     """Penultimate activations ``(N, D)`` and cue flags ``(N, n_cues)`` of the class's validation and test images."""
-    adapter = ModelAdapter(model)
     activations, cues = [], []
     for split_name in ("val", "test"):
         split = load_split(world, split_name)
         chosen = split.labels == world.class_names.index(class_name)
-        with torch.no_grad():
-            activations.append(adapter.forward(images_to_tensor(split.images[chosen])).features.numpy())
+        activations.append(features_of(adapter, images_to_tensor(split.images[chosen])))
         cues.append(split.cues[chosen])
     return np.concatenate(activations), np.concatenate(cues)
 
 
-def swaps_by_donor_class(world, model: torch.nn.Module, class_name: str, feature: int, which: str,
-                         rng: np.random.Generator, n_objects: int = 16, n_donors: int = 32) -> list[float]:
-    """Mean activation of ``feature`` with the class's objects pasted onto each class's backgrounds, relative to the originals.
+def swaps_by_donor_class(world, adapter: ModelAdapter, class_name: str, features: list[int], which: str,
+                         rng: np.random.Generator, n_objects: int = 16, n_donors: int = 32) -> dict[int, list[float]]:
+    """Mean activation of each feature with the class's objects pasted onto each class's backgrounds, relative to the originals.
 
     Args:
-        world: the proving world; model: its classifier; class_name: the class whose objects are pasted.
-        feature: the penultimate feature; which: "top" (its top-activating training images) or "random".
+        world: the proving world; adapter: its classifier; class_name: the class whose objects are pasted.
+        features: penultimate features; which: "top" (each feature's top-activating training images) or "random".
         rng: picks the random objects and the donors; n_objects: objects pasted; n_donors: donors per class
             (a multiple of ``n_objects``: each object goes onto ``n_donors / n_objects`` backgrounds of each class).
 
     Returns:
-        One ratio per class, in label order.
+        feature -> one ratio per class, in label order.
     """
-    adapter = ModelAdapter(model)
     train = load_split(world, "train")
     members = np.flatnonzero(train.labels == world.class_names.index(class_name))
-    with torch.no_grad():
-        activations = adapter.forward(images_to_tensor(train.images[members])).features.numpy()[:, feature]
-    chosen = members[np.argsort(-activations)[:n_objects]] if which == "top" else rng.choice(members, n_objects, replace=False)
-    objects, masks = images_to_tensor(train.images[chosen]), torch.from_numpy(train.masks[chosen])
-    with torch.no_grad():
-        original = adapter.forward(objects).features.numpy()[:, feature].mean()
-    ratios = []
-    for k in range(len(world.class_names)):
-        donors = rng.choice(np.flatnonzero(train.labels == k), size=n_donors, replace=False)
-        backgrounds = clean_backgrounds(images_to_tensor(train.images[donors]), torch.from_numpy(train.masks[donors]))
-        swapped = []
-        for start in range(0, n_donors, n_objects):
-            with torch.no_grad():
-                pasted = paste_object(objects, masks, backgrounds[start : start + n_objects])
-                swapped.append(adapter.forward(pasted).features.numpy()[:, feature])
-        ratios.append(float(np.concatenate(swapped).mean() / original))
+    activations = features_of(adapter, images_to_tensor(train.images[members]))
+    ratios: dict[int, list[float]] = {}
+    for feature in features:
+        rows = np.argsort(-activations[:, feature])[:n_objects] if which == "top" else rng.choice(len(members), n_objects, replace=False)
+        chosen = members[rows]
+        objects, masks = images_to_tensor(train.images[chosen]), torch.from_numpy(train.masks[chosen])
+        original = activations[rows, feature].mean()
+        ratios[feature] = []
+        for k in range(len(world.class_names)):
+            donors = rng.choice(np.flatnonzero(train.labels == k), size=n_donors, replace=False)
+            backgrounds = clean_backgrounds(images_to_tensor(train.images[donors]), torch.from_numpy(train.masks[donors]))
+            swapped = [features_of(adapter, paste_object(objects, masks, backgrounds[start : start + n_objects]))[:, feature]
+                       for start in range(0, n_donors, n_objects)]
+            ratios[feature].append(float(np.concatenate(swapped).mean() / original))
     return ratios
 
 
-def paired_cue_effects(world, model: torch.nn.Module, class_name: str, features: list[int],
+def paired_cue_effects(world, adapter: ModelAdapter, class_name: str, features: list[int],
                        rng: np.random.Generator, n: int = 64) -> dict[int, tuple[float, float, float]]:
     """The class's own cue, rendered in and out of the same images, against the same cue seen through a swap.
 
     Args:
-        world: the proving world (its class ``class_name`` must have a cue); model: its classifier.
+        world: the proving world (its class ``class_name`` must have a cue); adapter: its classifier.
         features: penultimate features; rng: draws the images' random choices; n: images rendered.
 
     Returns:
@@ -98,7 +99,6 @@ def paired_cue_effects(world, model: torch.nn.Module, class_name: str, features:
         background without the cue), each the mean activation relative to the cue-free renders.
     """
     spec = world.classes[world.class_names.index(class_name)]
-    adapter = ModelAdapter(model)
     draws = [sample_params(rng, world, spec.obj, "val") for _ in range(n)]
 
     def rendered(with_cue: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,13 +108,12 @@ def paired_cue_effects(world, model: torch.nn.Module, class_name: str, features:
     with_cue, with_masks = rendered(True)
     without, without_masks = rendered(False)
     donors = np.roll(np.arange(n), 1)  # each object goes onto another image's background
-    with torch.no_grad():
-        outputs = [adapter.forward(x).features.numpy() for x in (
-            without,
-            with_cue,
-            paste_object(without, without_masks, clean_backgrounds(with_cue[donors], with_masks[donors])),
-            paste_object(without, without_masks, clean_backgrounds(without[donors], without_masks[donors])),
-        )]
+    outputs = [features_of(adapter, x) for x in (
+        without,
+        with_cue,
+        paste_object(without, without_masks, clean_backgrounds(with_cue[donors], with_masks[donors])),
+        paste_object(without, without_masks, clean_backgrounds(without[donors], without_masks[donors])),
+    )]
     base = outputs[0]
     return {f: tuple(float(o[:, f].mean() / base[:, f].mean()) for o in outputs[1:]) for f in features}
 
@@ -136,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.class_name not in world.class_names:
         raise SystemExit(f"{args.world} has no class {args.class_name!r}; its classes are {world.class_names}")
     model, _ = load_or_train(world, model_spec(args.model, args.seed))
-    activations, cues = class_activations(world, model, args.class_name)
+    adapter = ModelAdapter(model)
+    activations, cues = class_activations(world, adapter, args.class_name)
     cue_names = list(world.cues)
     own = dict(zip(world.class_names, (c.cue for c in world.classes)))[args.class_name]
 
@@ -156,13 +156,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\nObjects ({args.swaps} 16 training images per feature) pasted onto each class's backgrounds, activation / original:")
         print("| feature | " + " | ".join(world.class_names) + " |")
         print("|---" * (len(world.class_names) + 1) + "|")
-        for f in args.features:
-            ratios = swaps_by_donor_class(world, model, args.class_name, f, args.swaps, rng)
+        for f, ratios in swaps_by_donor_class(world, adapter, args.class_name, args.features, args.swaps, rng).items():
             print(f"| {f} | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
     if args.paired:
         if own is None:
             raise SystemExit(f"--paired needs a cue class; {args.class_name!r} is a control")
-        effects = paired_cue_effects(world, model, args.class_name, args.features, np.random.default_rng(args.seed + 1000))
+        effects = paired_cue_effects(world, adapter, args.class_name, args.features, np.random.default_rng(args.seed + 1000))
         print(f"\nThe same 64 {args.class_name} images rendered with and without {own}, activation / cue-free render:")
         print(f"| feature | rendered with {own} | cue-free object on a background with {own} | on the same background without |")
         print("|---|---|---|---|")
