@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from auditor.data import ImageSource
 from auditor.features import FeatureCache, extract_features
 from auditor.model import ModelAdapter
+from auditor.tuning import fit_weighted_logistic
 
 
 def report_adapter(report) -> ModelAdapter:
@@ -98,9 +99,6 @@ def oracle_dfr(
     Returns:
         ``(weight (K, D), bias (K,))`` float32 acting on the raw (unstandardised) features.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
     if balancing not in ("reweight", "subsample"):
         raise ValueError(f"balancing must be 'reweight' or 'subsample'; got {balancing!r}")
     x = np.asarray(val_activations, np.float64)
@@ -108,8 +106,6 @@ def oracle_dfr(
     g = np.asarray(val_groups, np.int64)
     k = int(y.max()) + 1
     rng = np.random.default_rng(seed)
-    scaler = StandardScaler().fit(x)
-    xs = scaler.transform(x)
 
     def balanced(rows: np.ndarray) -> np.ndarray:
         present = np.unique(g[rows])
@@ -124,30 +120,22 @@ def oracle_dfr(
 
     def fit(rows: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
         if balancing == "subsample":
-            rows, weights = balanced(rows), None
+            rows = balanced(rows)
+            weights = np.ones(len(rows))
         else:
             weights = group_weights(rows)
-        model = LogisticRegression(C=c, max_iter=2000).fit(xs[rows], y[rows], sample_weight=weights)
-        w, b = np.zeros((k, x.shape[1])), np.zeros(k)
-        if len(model.classes_) == 2 and k == 2:
-            w[1], b[1] = model.coef_[0], model.intercept_[0]
-        else:
-            w[model.classes_], b[model.classes_] = model.coef_, model.intercept_
-        return w, b
+        return fit_weighted_logistic(x[rows], y[rows], weights, k, c)
 
     order = rng.permutation(len(y))
     half_a, half_b = order[: len(y) // 2], order[len(y) // 2:]
     best_c, best_score = c_grid[0], -1.0
     for c in c_grid:
         w, b = fit(half_b, c)
-        _, worst = group_accuracy((xs[half_a] @ w.T + b).argmax(1), y[half_a], g[half_a])
+        _, worst = group_accuracy((x[half_a] @ w.T + b).argmax(1), y[half_a], g[half_a])
         if worst > best_score:
             best_c, best_score = c, worst
     everything = np.arange(len(y))
     fits = [fit(everything, best_c) for _ in range(n_subsamples if balancing == "subsample" else 1)]
-    w = np.mean([f[0] for f in fits], 0)
-    b = np.mean([f[1] for f in fits], 0)
-    # fold the standardisation into the head: (x - mu) / sd @ w.T + b
-    weight = w / scaler.scale_
-    bias = b - (scaler.mean_ / scaler.scale_) @ w.T
+    weight = np.mean([f[0] for f in fits], 0)
+    bias = np.mean([f[1] for f in fits], 0)
     return weight.astype(np.float32), bias.astype(np.float32)
