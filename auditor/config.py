@@ -143,7 +143,11 @@ class VerdictConfig:
     the legacy fill ablation decides.
 
     Attributes:
-        n_images: top-activating images of the class examined per (class, feature).
+        n_images: images of the class examined per (class, feature).
+        image_selection: which ``n_images`` of the class's images are examined: "top" (the most activating) or
+            "spread" (evenly spaced over the class's images ranked by the feature's activation, from the top one
+            down). A cue's share of a feature's activation can be smallest at its top images, where the object
+            already drives it; "spread" measures it across the range the feature actually takes.
         heatmap: heatmap backend ("cam" on the last spatial layer, or "gradient").
         counterfactual: the causal test that decides: "swap" (real backgrounds from the dataset),
             or the legacy fill ablation "neutral" (grey with pixel noise) or "blur", where
@@ -199,6 +203,7 @@ class VerdictConfig:
     """
 
     n_images: int = 16
+    image_selection: str = "top"
     heatmap: str = "cam"
     counterfactual: str = "swap"
     n_swaps: int = 8
@@ -588,6 +593,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "tuning.groups": ("auto", "spuriosity"),
     "verdicts.swap_reference": ("donors", "classes"),
     "verdicts.swap_background_check": ("interval", "point"),
+    "verdicts.image_selection": ("top", "spread"),
     "neurontune.identification_split": ("val", "train"),
     "neurontune.combine": ("any", "mean"),
     "discovery.embedding": ("auto", "clip", "vae"),

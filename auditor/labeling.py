@@ -208,6 +208,33 @@ class _Backgrounds:
         return torch.stack([self.memo[int(i)] for i in indices])
 
 
+def examined_images(activations: np.ndarray, members: np.ndarray, n_images: int, selection: str) -> np.ndarray:
+    """The images of a class that one (class, feature)'s verdict examines.
+
+    Args:
+        activations: float ``(N,)``, the feature's activation on each of the class's images.
+        members: int ``(N,)``, those images' dataset indices.
+        n_images: how many to examine (all of them when the class has fewer).
+        selection: "top" (the ``n_images`` most activating) or "spread" (evenly spaced ranks from the
+            most activating to the least, both included).
+
+    Returns:
+        int ``(min(n_images, N),)`` dataset indices, sorted.
+
+    Raises:
+        ValueError: for an unknown ``selection``.
+    """
+    order = np.argsort(-activations, kind="stable")
+    n = min(n_images, len(order))
+    if selection == "top":
+        ranks = np.arange(n)
+    elif selection == "spread":
+        ranks = np.unique(np.round(np.linspace(0, len(order) - 1, n)).astype(int))
+    else:
+        raise ValueError(f"image selection must be 'top' or 'spread'; got {selection!r}")
+    return np.sort(members[order[ranks]])
+
+
 def _fmt(value: float) -> str:
     return f"{value:+.2f}"
 
@@ -358,8 +385,8 @@ def run_verdicts(
         members = valid[labels[valid] == c]
         chosen_by_feature = {}
         for f in features:
-            order = np.argsort(-np.asarray(cache.activations[members, f]), kind="stable")
-            chosen_by_feature[f] = np.sort(members[order[: config.n_images]])
+            chosen_by_feature[f] = examined_images(np.asarray(cache.activations[members, f]), members,
+                                                   config.n_images, config.image_selection)
         union = np.unique(np.concatenate(list(chosen_by_feature.values())))
         images, _, _ = source.load(union)
         union_masks = masks.get(union, images)

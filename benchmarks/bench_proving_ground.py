@@ -680,26 +680,82 @@ def print_calibration(records: list[dict]) -> dict:
     for field in extra:
         rules[f"{field} > t"] = (field_rule(field, ">"), [{"t": t} for t in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)], None)
     for name, (rule, grid, default) in rules.items():
-        result = calibrate_lowo(records, rule, grid, default)
-        out[name] = result
-        print(f"\nLeave-one-world-out calibration of `{name}` (held-out world scored with thresholds chosen on the others):\n")
-        print("| world | chosen on other worlds | held-out P | held-out R | held-out TP+FP / true | default P | default R |")
-        print("|---|---|---|---|---|---|---|")
-        for world, r in result.items():
-            held, dflt = r["held_out"], r.get("default", {})
-            params = ", ".join((f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}") for k, v in r["params"].items())
-            print(f"| {world} | {params} | {_f(held['precision'])} | {_f(held['recall'])} | {held['flagged']} / {held['positives']} "
-                  f"| {_f(dflt.get('precision', math.nan))} | {_f(dflt.get('recall', math.nan))} |")
-        pooled = {}
-        for which in ("held_out", "default"):
-            parts = [r[which] for r in result.values() if which in r]
-            flagged = sum(p["flagged"] for p in parts)
-            tp = flagged - sum(p["false_positives"] for p in parts)
-            positives = sum(p["positives"] for p in parts)
-            pooled[which] = (tp / flagged if flagged else math.nan, tp / positives if positives else math.nan, flagged, positives)
-        held, dflt = pooled["held_out"], pooled["default"]
-        print(f"| **all worlds (pooled)** | - | {_f(held[0])} | {_f(held[1])} | {held[2]} / {held[3]} | {_f(dflt[0])} | {_f(dflt[1])} |")
+        out[name] = calibrate_lowo(records, rule, grid, default)
+        _print_lowo(name, out[name])
     return out
+
+
+def _print_lowo(name: str, result: dict) -> None:
+    """One leave-one-world-out table: each world's setting chosen on the others, its held-out and default scores."""
+    print(f"\nLeave-one-world-out calibration of `{name}` (held-out world scored with thresholds chosen on the others):\n")
+    print("| world | chosen on other worlds | held-out P | held-out R | held-out TP+FP / true | default P | default R |")
+    print("|---|---|---|---|---|---|---|")
+    for world, r in result.items():
+        held, dflt = r["held_out"], r.get("default", {})
+        params = ", ".join((f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}") for k, v in r["params"].items())
+        print(f"| {world} | {params} | {_f(held['precision'])} | {_f(held['recall'])} | {held['flagged']} / {held['positives']} "
+              f"| {_f(dflt.get('precision', math.nan))} | {_f(dflt.get('recall', math.nan))} |")
+    pooled = {}
+    for which in ("held_out", "default"):
+        parts = [r[which] for r in result.values() if which in r]
+        flagged = sum(p["flagged"] for p in parts)
+        tp = flagged - sum(p["false_positives"] for p in parts)
+        positives = sum(p["positives"] for p in parts)
+        pooled[which] = (tp / flagged if flagged else math.nan, tp / positives if positives else math.nan, flagged, positives)
+    held, dflt = pooled["held_out"], pooled["default"]
+    print(f"| **all worlds (pooled)** | - | {_f(held[0])} | {_f(held[1])} | {held[2]} / {held[3]} | {_f(dflt[0])} | {_f(dflt[1])} |")
+
+
+PAIR_KEY = ("world", "model", "masks", "seed", "class_index", "feature")
+
+
+def calibrate_selection(evidence: dict[str, list[dict]]) -> dict:
+    """Leave-one-world-out choice of ``verdicts.image_selection``, with the swap thresholds chosen jointly.
+
+    A selection changes the evidence itself, so each candidate has its own evidence files (audits of the same
+    cached models with ``--set verdicts.image_selection=...``). Only the (world, model, masks, seed, class,
+    feature) pairs present for every candidate are scored; the truth does not depend on the selection.
+
+    Args:
+        evidence: candidate selection -> its evidence records.
+
+    Returns:
+        rule name -> :func:`calibrate_lowo`'s result (each printed as a table).
+    """
+    keyed = {name: {tuple(r[k] for k in PAIR_KEY): r for r in records} for name, records in evidence.items()}
+    shared = set.intersection(*(set(k) for k in keyed.values()))
+    first = next(iter(evidence))
+    merged = [{"world": keyed[first][key]["world"], "truth": keyed[first][key]["truth"],
+               "by_selection": {name: keyed[name][key] for name in evidence}} for key in sorted(shared, key=str)]
+    for name in evidence:
+        dropped = len(keyed[name]) - len(shared)
+        if dropped:
+            print(f"({name}: {dropped} pairs without evidence for every selection are left out)")
+    default = dict(SWAP_DEFAULT)
+    if all(r["by_selection"][first].get("masks") == "sam" for r in merged):
+        from auditor.config import VerdictConfig
+
+        default["swap"] = VerdictConfig().estimated_mask_swap_threshold
+    shipped_selection = _shipped_selection()
+    rule = lambda record, params: swap_rule(record["by_selection"][params["selection"]], params)
+    ordered = [shipped_selection] + [name for name in evidence if name != shipped_selection]
+    rules = {
+        "image_selection, the rest shipped": [{**default, "selection": name} for name in ordered],
+        "image_selection with reliance and swap thresholds": [
+            {**default, "selection": name, "reliance": r, "swap": w}
+            for name in ordered for r in (0.1, 0.15, 0.2, 0.3, 0.4) for w in (0.1, 0.125, 0.15, 0.2, 0.3)],
+    }
+    out = {}
+    for name, grid in rules.items():
+        out[name] = calibrate_lowo(merged, rule, grid, {**default, "selection": shipped_selection})
+        _print_lowo(name, out[name])
+    return out
+
+
+def _shipped_selection() -> str:
+    from auditor.config import VerdictConfig
+
+    return VerdictConfig().image_selection
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -718,6 +774,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--evidence-json", default=None, help="write per-(class, feature) evidence and truth here")
     parser.add_argument("--rows-json", default=None, help="write the table's rows here")
     parser.add_argument("--calibrate-only", nargs="+", default=None, help="skip auditing; calibrate on these evidence JSONs (merged)")
+    parser.add_argument("--calibrate-selection", nargs="+", default=None, metavar="SELECTION=FILE[,FILE...]",
+                        help="skip auditing; choose verdicts.image_selection leave-one-world-out on each selection's evidence")
     parser.add_argument("--table-only", nargs="+", default=None, help="skip auditing; print the table of these --rows-json files")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="audit-config overrides for an experiment, e.g. features.top_k=10 (values parsed as YAML)")
@@ -741,6 +799,15 @@ def main(argv: list[str] | None = None) -> None:
         print_tuning_calibration(rows)
         print_skew_share_calibration(rows)
         print_neurontune_calibration(rows)
+        return
+    if args.calibrate_selection:
+        evidence = {}
+        for item in args.calibrate_selection:
+            name, sep, files = item.partition("=")
+            if not sep:
+                parser.error(f"--calibrate-selection expects SELECTION=FILE[,FILE...], got {item!r}")
+            evidence[name] = [r for path in files.split(",") for r in json.loads(Path(path).read_text())["records"]]
+        calibrate_selection(evidence)
         return
     if args.calibrate_only:
         print_calibration([r for path in args.calibrate_only for r in json.loads(Path(path).read_text())["records"]])

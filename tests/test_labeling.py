@@ -11,7 +11,7 @@ from auditor.config import VerdictConfig
 from auditor.data import ImageSource
 from auditor.errors import InvalidInputError
 from auditor.features import class_feature_importance, extract_features
-from auditor.labeling import ablate, heat_inside_mask, neutral_fill, run_verdicts, spurious_by_class
+from auditor.labeling import ablate, examined_images, heat_inside_mask, neutral_fill, run_verdicts, spurious_by_class
 from auditor.masks import DatasetMaskProvider
 from auditor.model import ModelAdapter
 from auditor.results import to_jsonable
@@ -170,6 +170,24 @@ def test_background_swaps_tell_the_planted_features_apart(tmp_path):
     assert spurious.n_swaps == min(8, spurious.n_backgrounds[1])
     assert "responds more to its class's own backgrounds" in spurious.explanation
     assert "about as much" in core.explanation
+
+
+def test_examined_images_are_the_top_or_a_spread_of_the_ranking():
+    activations = np.array([5.0, 1, 3, 9, 0, 2, 7, 4, 6, 8])
+    members = np.arange(100, 110)
+    # ranked by activation: 103 (9), 109, 106, 108, 100, 107, 102, 105, 101, 104 (0)
+    assert examined_images(activations, members, 4, "top").tolist() == [103, 106, 108, 109]
+    assert examined_images(activations, members, 4, "spread").tolist() == [102, 103, 104, 108]  # ranks 0, 3, 6, 9
+    assert examined_images(activations, members, 40, "spread").tolist() == members.tolist()
+    with pytest.raises(ValueError, match="spread"):
+        examined_images(activations, members, 4, "random")
+
+
+def test_a_spread_of_images_tells_the_planted_features_apart_too(tmp_path):
+    core, spurious = _swap_verdicts(tmp_path, TwoChannelNet(), [0, 1], image_selection="spread")
+    top_core, _ = _swap_verdicts(tmp_path / "top", TwoChannelNet(), [0, 1])
+    assert core.label == "core" and spurious.label == "spurious"
+    assert core.image_indices != top_core.image_indices and len(core.image_indices) == 8
 
 
 def test_a_feature_that_needs_object_and_background_is_spurious_and_mixed(tmp_path):
