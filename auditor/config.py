@@ -147,7 +147,9 @@ class VerdictConfig:
         image_selection: which ``n_images`` of the class's images are examined: "top" (the most activating) or
             "spread" (evenly spaced over the class's images ranked by the feature's activation, from the top one
             down). A cue's share of a feature's activation can be smallest at its top images, where the object
-            already drives it; "spread" measures it across the range the feature actually takes.
+            already drives it; "spread" measures it across the range the feature actually takes. Chosen with the
+            reliance and swap thresholds leave-one-world-out on 15 proving-ground worlds (14 of 15 folds chose
+            "top"): "spread" finds more cue features (recall 0.97 against 0.92) and flags more that are not.
         heatmap: heatmap backend ("cam" on the last spatial layer, or "gradient").
         counterfactual: the causal test that decides: "swap" (real backgrounds from the dataset),
             or the legacy fill ablation "neutral" (grey with pixel noise) or "blur", where
