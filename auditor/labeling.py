@@ -1,6 +1,7 @@
 """Core or spurious, automatically: background swaps, object removal and heat inside the object mask.
 
-For each important (class, feature), the class's top-activating images are examined
+For each important (class, feature), the class's top-activating images (or, with
+``image_selection: spread``, images spread over its activation ranking) are examined
 with their object masks. Every verdict keeps all the signals below, says which one
 decided (``decided_by``) and why (``explanation``).
 

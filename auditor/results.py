@@ -46,7 +46,8 @@ class FeatureVerdict:
         ablation_says_spurious: the counterfactual test alone says so (the background swaps when
             ``counterfactual`` is "swap" and donors were available, else the fill ablation).
         confirmed: both signals agree with ``label``.
-        image_indices: the top-activating images examined.
+        image_indices: the images examined (the class's top-activating ones unless ``verdicts.image_selection``
+            is "spread").
         concept_names: CLIP names of the feature (filled by the concept stage).
         counterfactual: the counterfactual test that ran: "swap", "neutral" or "blur".
         background_reliance: how much more the feature responds to its class's own backgrounds than
