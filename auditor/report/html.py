@@ -192,8 +192,13 @@ def render_page(results: dict, artifacts_dir: str | Path | None) -> str:
     others = [render_section(name, section, page) for name, section in sections.items() if name not in EARLY_SECTIONS]
     gate = results.get("gate")
     warnings = results.get("warnings") or []
+    config = results.get("config") if isinstance(results.get("config"), dict) else {}
+    verdict_config = config.get("verdicts") if isinstance(config.get("verdicts"), dict) else {}
+    spread = verdict_config.get("image_selection") == "spread"
     return page.render(
         "report.html.j2",
+        heatmap_caption=("Feature heatmap on the examined images, spread over its activation range" if spread
+                         else "Feature heatmap on its top-activating images"),
         schema_version=results.get("schema_version", "?"),
         meta=meta,
         n_eval_images=meta.get("n_val_images") or meta.get("n_train_images") or "?",

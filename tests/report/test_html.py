@@ -142,6 +142,14 @@ def test_html_is_self_contained_and_ordered(results, tmp_path):
     assert text.index('id="human-agreement"') < text.index("<h2>Classes</h2>") < text.index("NeuronTune")
 
 
+def test_heatmap_caption_says_which_images_were_examined(results, tmp_path):
+    text = render_html(results, tmp_path, tmp_path / "top.html").read_text()
+    assert "Feature heatmap on its top-activating images" in text
+    results["config"] = {"verdicts": {"image_selection": "spread"}}
+    text = render_html(results, tmp_path, tmp_path / "spread.html").read_text()
+    assert "spread over its activation range" in text and "top-activating" not in text
+
+
 def test_names_and_values_are_escaped(results, tmp_path):
     results["class_names"][0] = results["classes"][0]["name"] = "<script>alert(1)</script>"
     results["gate"]["reason"] = "<b>bold</b>"
