@@ -737,7 +737,10 @@ def calibrate_selection(evidence: dict[str, list[dict]]) -> dict:
 
         default["swap"] = VerdictConfig().estimated_mask_swap_threshold
     shipped_selection = _shipped_selection()
-    rule = lambda record, params: swap_rule(record["by_selection"][params["selection"]], params)
+
+    def rule(record: dict, params: dict) -> bool:
+        return swap_rule(record["by_selection"][params["selection"]], params)
+
     ordered = [shipped_selection] + [name for name in evidence if name != shipped_selection]
     rules = {
         "image_selection, the rest shipped": [{**default, "selection": name} for name in ordered],
