@@ -7,7 +7,7 @@ from results.json and these files alone, without the model, SAM or CLIP.
 
 Per class: the top and bottom spuriosity image grids of the evaluation split (border
 green = classified correctly, red = misclassified); per spurious feature: its heatmap
-overlaid on the top-activating images next to the same images with their object mask;
+overlaid on the images its verdict examined next to the same images with their object mask;
 accuracy by within-class spuriosity decile before and after head tuning.
 """
 
@@ -169,7 +169,7 @@ def run_evidence(
     Per class: the top and bottom spuriosity image grids of the evaluation split (frame green =
     classified correctly, red = misclassified) and accuracy by within-class spuriosity decile
     before and after head tuning; per spurious feature (and per pair in ``extra_pairs``): its
-    heatmap over its top-activating training images next to their object masks. A failure on
+    heatmap over the training images its verdict examined (``image_indices``) next to their object masks. A failure on
     one class or feature is logged and recorded under ``"errors"``; the rest is still written.
 
     Args:
@@ -186,7 +186,7 @@ def run_evidence(
         n_grid_images: images per grid.
         out_dir: folder receiving ``artifacts/``.
         extra_pairs: (class, feature) pairs shown besides the spurious ones (e.g. disagreements with humans).
-        n_feature_images: top-activating images shown per feature.
+        n_feature_images: examined images shown per feature (the first of ``image_indices``).
 
     Returns:
         An :class:`EvidenceResult`.
