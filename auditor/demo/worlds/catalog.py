@@ -97,18 +97,9 @@ PROMOTED_WORLDS: dict[str, ProvingWorld] = {
             seed=202,
             description="mid-to-large shapes with a brick texture, a corner tag and a half-strength warm cast",
         ),
-    )
-}
-"""The first held-out worlds (stop 17). Reported as held out once, then promoted: since stop 18 they are calibration
-evidence (``verdicts.swap_background_check`` was chosen on them with the calibration worlds), so their names keep
-the "held-out" prefix of their first report but they no longer estimate unseen data."""
-
-
-HELD_OUT_WORLDS: dict[str, ProvingWorld] = {
-    w.name: w
-    for w in (
-        # Round 2 (stop 18): specified and committed before their first audit, with cue kinds no calibration world has
-        # (a page of printed text, a watermark that moves, a vignette over object and background alike).
+        # Round 2 (stop 18): held out until audited at stop 18; since stop 20 calibration evidence. Cue kinds no calibration
+        # world has
+        # has: a page of printed text, a watermark that moves, a vignette over object and background alike.
         ProvingWorld(
             "held-out-page-watermark",
             (C("one", "digit:1", "page"), C("five", "digit:5", "watermark"), C("nine", "digit:9", "vignette", cue_rate=0.9),
@@ -130,8 +121,8 @@ HELD_OUT_WORLDS: dict[str, ProvingWorld] = {
             seed=404,
             description="shapes with weaker cues (85-90% rate, 60-70% strength): the model learns object and cue",
         ),
-        # Round 3 (stop 18): specified and committed before their first audit, after round 2 was reported and with no
-        # default changed since: a larger image size and twice the classes.
+        # Round 3 (stop 18): held out until audited at stop 19; since stop 20 calibration evidence. A larger image size
+        # and twice the classes.
         ProvingWorld(
             "held-out-64px",
             (C("three", "digit:3", "gravel"), C("four", "digit:4", "tag"), C("seven", "digit:7", "cat", cue_rate=0.9),
@@ -152,9 +143,20 @@ HELD_OUT_WORLDS: dict[str, ProvingWorld] = {
             seed=606,
             description="eight classes, shapes and digits together: four cues and four controls",
         ),
+    )
+}
+"""Held-out worlds that were reported as held out once, then promoted to calibration evidence, so their names keep
+the "held-out" prefix of their first report but they no longer estimate unseen data: the stop-17 worlds since stop 18
+(``verdicts.swap_background_check`` was chosen on them), rounds 2 and 3 since stop 20 (``verdicts.image_selection``
+was chosen on them)."""
+
+
+HELD_OUT_WORLDS: dict[str, ProvingWorld] = {
+    w.name: w
+    for w in (
         # Round 4 (stop 19): specified and committed before their first audit, after round 3 was reported and with no
-        # default changed since; kept for the next change to the verdict or the repair, so that it is judged on worlds
-        # that no one has looked at: a middle image size with large shapes on photographs, and six digit classes.
+        # default changed since; audited once at stop 20, with no choice made on it: a middle image size with large
+        # shapes on photographs, and six digit classes.
         ProvingWorld(
             "held-out-48px-shapes",
             (C("ring", "shape:ring", "page"), C("plus", "shape:plus", "warm", cue_rate=0.9),
@@ -174,6 +176,30 @@ HELD_OUT_WORLDS: dict[str, ProvingWorld] = {
             seed=808,
             description="six digit classes on the plain background: a grass texture, stripes, a vignette (90%) and a "
                         "co-object; two controls",
+        ),
+        # Round 5 (stop 20): specified and committed after round 4 was reported, not audited by anyone; kept for the
+        # next change to the verdict or the repair: a 40 px size, cues at 70-80% strength on photographs, and small
+        # objects on the plain background with four cue kinds at once.
+        ProvingWorld(
+            "held-out-40px-faint-cues",
+            (C("two", "digit:2", "brick", strength=0.8), C("square", "shape:square", "tag", strength=0.8),
+             C("six", "digit:6", "cool", cue_rate=0.9, strength=0.7), C("diamond", "shape:diamond", "border", strength=0.8),
+             C("nine", "digit:9"), C("plus", "shape:plus")),
+            image_size=40,
+            background="photos",
+            object_area=(0.12, 0.3),
+            seed=909,
+            description="40 px: digits and shapes on real photographs with fainter cues (70-80% strength): a brick "
+                        "texture, a corner tag, a cool cast (90%) and a border; two controls",
+        ),
+        ProvingWorld(
+            "held-out-small-four-cues",
+            (C("ring", "shape:ring", "gravel"), C("five", "digit:5", "watermark"), C("triangle", "shape:triangle", "stripes"),
+             C("three", "digit:3", "cat"), C("circle", "shape:circle"), C("seven", "digit:7")),
+            object_area=(0.05, 0.12),
+            seed=1010,
+            description="small objects (5-12% of the image) on the plain background: a gravel texture, a moving "
+                        "watermark, stripes and a co-object; two controls",
         ),
     )
 }
