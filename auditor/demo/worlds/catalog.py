@@ -97,9 +97,8 @@ PROMOTED_WORLDS: dict[str, ProvingWorld] = {
             seed=202,
             description="mid-to-large shapes with a brick texture, a corner tag and a half-strength warm cast",
         ),
-        # Round 2 (stop 18): held out until audited at stop 18; since stop 20 calibration evidence. Cue kinds no calibration
-        # world has
-        # has: a page of printed text, a watermark that moves, a vignette over object and background alike.
+        # Round 2 (stop 18): held out until audited at stop 18; since stop 20 calibration evidence. Cue kinds no
+        # calibration world has: a page of printed text, a watermark that moves, a vignette over object and background.
         ProvingWorld(
             "held-out-page-watermark",
             (C("one", "digit:1", "page"), C("five", "digit:5", "watermark"), C("nine", "digit:9", "vignette", cue_rate=0.9),
