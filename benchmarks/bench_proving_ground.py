@@ -645,6 +645,16 @@ def _shipped_verdict_defaults() -> dict:
             "check": shipped.swap_background_check}
 
 
+def shipped_default(records: list[dict]) -> dict:
+    """The shipped verdict settings for ``records``: with estimated masks only (SAM), their own swap threshold."""
+    default = dict(SWAP_DEFAULT)
+    if all(r.get("masks") == "sam" for r in records):
+        from auditor.config import VerdictConfig
+
+        default["swap"] = VerdictConfig().estimated_mask_swap_threshold
+    return default
+
+
 SWAP_GRID = [{"reliance": r, "swap": w, "reference": ref, "margin": m} for ref in ("donors", "classes")
              for r in (0.05, 0.1, 0.15, 0.2, 0.3) for w in (0.1, 0.125, 0.15, 0.2, 0.3) for m in (0.0, 0.05, 0.1)]
 SWAP_DEFAULT = _shipped_verdict_defaults()
@@ -663,11 +673,7 @@ def print_calibration(records: list[dict]) -> dict:
     extra = sorted({k for r in records for k, v in r.items() if k in ("background_reliance",) and isinstance(v, float)})
     rules = dict(RULES)
     if extra:
-        default = dict(SWAP_DEFAULT)
-        if all(r.get("masks") == "sam" for r in records):  # estimated masks have their own swap threshold
-            from auditor.config import VerdictConfig
-
-            default["swap"] = VerdictConfig().estimated_mask_swap_threshold
+        default = shipped_default(records)
         rules["shipped (reliance_threshold, swap_threshold, swap_reference, swap_margin)"] = (
             swap_rule, [{**p, "drop": default["drop"], "check": default["check"]} for p in SWAP_GRID], default)
         rules["swap_min_background_drop, the rest shipped"] = (
@@ -731,11 +737,7 @@ def calibrate_selection(evidence: dict[str, list[dict]]) -> dict:
         dropped = len(keyed[name]) - len(shared)
         if dropped:
             print(f"({name}: {dropped} pairs without evidence for every selection are left out)")
-    default = dict(SWAP_DEFAULT)
-    if all(r["by_selection"][first].get("masks") == "sam" for r in merged):
-        from auditor.config import VerdictConfig
-
-        default["swap"] = VerdictConfig().estimated_mask_swap_threshold
+    default = shipped_default([r["by_selection"][first] for r in merged])
     shipped_selection = _shipped_selection()
 
     def rule(record: dict, params: dict) -> bool:

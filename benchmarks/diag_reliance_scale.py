@@ -22,12 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from auditor.demo.world.dataset import images_to_tensor
-from auditor.demo.worlds import get_world
+from _common import cached_model_activations
 from auditor.demo.worlds.calibration import calibrate_lowo
-from auditor.demo.worlds.train import load_or_train, load_split, model_spec
-from auditor.model import ModelAdapter
-from bench_proving_ground import SWAP_DEFAULT, _print_lowo, swap_rule
+from bench_proving_ground import SWAP_DEFAULT, _print_lowo, shipped_default, swap_rule
 
 RESCALED = ("background_reliance", "reliance_ci_low", "reliance_ci_high", "class_swap_reliance", "class_swap_ci_low",
             "class_swap_ci_high", "swap_reliance", "swap_ci_low", "swap_ci_high")
@@ -41,13 +38,7 @@ def add_scales(records: list[dict], n_images: int = 16) -> list[dict]:
         runs[(r["world"], r["model"], int(r["seed"]))].append(r)
     out = []
     for (world_name, arch, seed), recs in sorted(runs.items()):
-        world = get_world(world_name)
-        model, _ = load_or_train(world, model_spec(arch, seed))
-        train = load_split(world, "train")
-        adapter = ModelAdapter(model)
-        with torch.no_grad():
-            acts = np.concatenate([adapter.forward(images_to_tensor(train.images[i:i + 512])).features.numpy()
-                                   for i in range(0, len(train.images), 512)])
+        acts, train = cached_model_activations(world_name, arch, seed, "train")
         for r in recs:
             values = acts[train.labels == int(r["class_index"]), int(r["feature"])]
             top = np.sort(values)[::-1][:n_images]
@@ -73,11 +64,7 @@ def main() -> None:
         records = add_scales([r for path in args.evidence for r in json.loads(Path(path).read_text())["records"]])
         if args.out:
             Path(args.out).write_text(json.dumps({"records": records}))
-    default = dict(SWAP_DEFAULT)
-    if all(r.get("masks") == "sam" for r in records):  # estimated masks have their own swap threshold
-        from auditor.config import VerdictConfig
-
-        default["swap"] = VerdictConfig().estimated_mask_swap_threshold
+    default = shipped_default(records)
     grid_mean = [{**SWAP_DEFAULT, "reliance": r, "swap": w} for r in (0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
                  for w in (0.1, 0.125, 0.15, 0.2, 0.3)]
     _print_lowo("reliances in units of the mean (shipped)", calibrate_lowo(records, swap_rule, grid_mean, default))
