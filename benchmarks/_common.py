@@ -139,3 +139,33 @@ def oracle_dfr(
     weight = np.mean([f[0] for f in fits], 0)
     bias = np.mean([f[1] for f in fits], 0)
     return weight.astype(np.float32), bias.astype(np.float32)
+
+
+def cached_model_activations(world_name: str, arch: str, seed: int, split: str, batch_size: int = 512):
+    """Penultimate activations of a proving-ground model on one split of its world, and the split.
+
+    The model is read from the proving ground's cache (``auditor.demo.worlds.train.load_or_train``; trained
+    and cached on first use), as the audit of ``bench_proving_ground.py`` used it.
+
+    Args:
+        world_name: a proving world's name; arch: a model of ``auditor.demo.worlds.train.MODELS``;
+        seed: its training seed; split: "train", "val" or "test".
+        batch_size: images per forward pass.
+
+    Returns:
+        ``(activations float32 (N, D), the ProvingSplit)``.
+    """
+    import torch
+
+    from auditor.demo.world.dataset import images_to_tensor
+    from auditor.demo.worlds import get_world
+    from auditor.demo.worlds.train import load_or_train, load_split, model_spec
+
+    world = get_world(world_name)
+    model, _ = load_or_train(world, model_spec(arch, seed))
+    data = load_split(world, split)
+    adapter = ModelAdapter(model)
+    with torch.no_grad():
+        activations = np.concatenate([adapter.forward(images_to_tensor(data.images[i:i + batch_size])).features.numpy()
+                                      for i in range(0, len(data.images), batch_size)])
+    return activations, data

@@ -30,10 +30,8 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from auditor.demo.world.dataset import images_to_tensor
+from _common import cached_model_activations
 from auditor.demo.worlds import get_world
-from auditor.demo.worlds.train import load_or_train, load_split, model_spec
-from auditor.model import ModelAdapter
 from auditor.ranking import class_zscores
 
 SCORES = ("shipped", "all spurious", "residual", "reliance-weighted")
@@ -87,10 +85,7 @@ def main() -> None:
     totals = collections.defaultdict(list)
     for (world_name, arch, masks, seed), recs in sorted(runs.items()):
         world = get_world(world_name)
-        model, _ = load_or_train(world, model_spec(arch, seed))
-        val = load_split(world, "val")
-        with torch.no_grad():
-            acts = ModelAdapter(model).forward(images_to_tensor(val.images)).features.numpy()
+        acts, val = cached_model_activations(world_name, arch, seed, "val")
         z = class_zscores(acts, val.labels)
         for c in world.cue_of_class:
             members = val.labels == c

@@ -19,11 +19,8 @@ import json
 import numpy as np
 import torch
 
-from auditor.demo.world.dataset import images_to_tensor
-from auditor.demo.worlds import get_world
-from auditor.demo.worlds.train import load_or_train, load_split, model_spec
+from _common import cached_model_activations
 from auditor.labeling import examined_images
-from auditor.model import ModelAdapter
 from bench_proving_ground import calibrate_selection
 
 RELIANCES = ("background_reliance", "reliance_ci_low", "reliance_ci_high", "class_swap_reliance", "class_swap_ci_low",
@@ -38,13 +35,7 @@ def in_top_units(records: list[dict], n_images: int = 16) -> tuple[list[dict], n
         runs[(r["world"], r["model"], int(r["seed"]))].append(r)
     out, factors = [], []
     for (world_name, arch, seed), recs in sorted(runs.items()):
-        world = get_world(world_name)
-        model, _ = load_or_train(world, model_spec(arch, seed))
-        train = load_split(world, "train")
-        adapter = ModelAdapter(model)
-        with torch.no_grad():
-            acts = np.concatenate([adapter.forward(images_to_tensor(train.images[i:i + 512])).features.numpy()
-                                   for i in range(0, len(train.images), 512)])
+        acts, train = cached_model_activations(world_name, arch, seed, "train")
         for r in recs:
             members = np.flatnonzero(train.labels == int(r["class_index"]))
             values = acts[members, int(r["feature"])]
