@@ -32,10 +32,8 @@ __version__ = "0.1.0"
 _LAZY = {"audit": "auditor.api", "AuditReport": "auditor.report.audit_report"}
 
 __all__ = [
-    "audit",
     "AuditConfig",
     "AuditReport",
-    "load_config",
     "AuditorError",
     "ConfigError",
     "InvalidInputError",
@@ -43,6 +41,8 @@ __all__ = [
     "MissingWeightsError",
     "NumericalError",
     "UnsupportedModelError",
+    "audit",
+    "load_config",
 ]
 
 

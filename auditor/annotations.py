@@ -27,9 +27,10 @@ import csv
 import logging
 import math
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from auditor.errors import InvalidInputError
 from auditor.labeling import spurious_by_class

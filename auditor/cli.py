@@ -21,11 +21,20 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 # Only light modules here: `auditor --help` and `auditor config` must not import torch.
-from auditor.config import PREPROCESSING, REQUIRED_FOR_CLI, AuditConfig, defaults_yaml, load_config, read_yaml, set_dotted
+from auditor.config import (
+    PREPROCESSING,
+    REQUIRED_FOR_CLI,
+    AuditConfig,
+    defaults_yaml,
+    load_config,
+    read_yaml,
+    set_dotted,
+)
 from auditor.errors import AuditorError, ConfigError
 from auditor.report.summary import format_summary
 
@@ -34,7 +43,7 @@ logger = logging.getLogger("auditor.cli")
 EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT, EXIT_UNEXPECTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEFAULT_OUTPUT_DIR = "auditor-out"
 
-__all__ = ["main", "build_parser", "defaults_yaml", "format_summary", "resolve_audit_config", "DEFAULT_OUTPUT_DIR"]
+__all__ = ["DEFAULT_OUTPUT_DIR", "build_parser", "defaults_yaml", "format_summary", "main", "resolve_audit_config"]
 
 
 # --------------------------------------------------------------------------- configuration
@@ -138,7 +147,7 @@ def _transform(model, config: AuditConfig):
     if mode == "model" and own is None:
         raise ConfigError("`data.preprocessing: model` but the model exposes no preprocessing (only timm and HF models do); use 'auto' or 'none'")
     if own is not None and size is not None:
-        first = lambda v: v if isinstance(v, int) else v[0]  # noqa: E731
+        first = lambda v: v if isinstance(v, int) else v[0]
         ratio = first(own.resize) / first(own.crop_size)
         own = dataclasses.replace(own, resize=max(size, round(size * ratio)), crop_size=size)
     if own is not None:

@@ -172,7 +172,7 @@ def evaluation_from_predictions(
     return ModelEvaluation(
         name=name,
         split=split,
-        n_images=int(len(labels)),
+        n_images=len(labels),
         accuracy=float(correct[labels >= 0].mean()) if (labels >= 0).any() else float("nan"),
         gaps=gaps,
         mean_gap=float(np.mean(finite)) if finite else None,

@@ -25,7 +25,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import yaml
 
@@ -54,14 +54,14 @@ class DataConfig:
             (skipped images are listed in the report).
     """
 
-    train: Optional[Union[str, dict[str, Any]]] = None
-    val: Optional[Union[str, dict[str, Any]]] = None
+    train: str | dict[str, Any] | None = None
+    val: str | dict[str, Any] | None = None
     preprocessing: str = "auto"
-    image_size: Optional[int] = None
+    image_size: int | None = None
     batch_size: int = 64
-    num_workers: Union[int, str] = "auto"
-    mean: Optional[list[float]] = None
-    std: Optional[list[float]] = None
+    num_workers: int | str = "auto"
+    mean: list[float] | None = None
+    std: list[float] | None = None
     max_skipped_fraction: float = 0.01
 
 
@@ -81,12 +81,12 @@ class ModelConfig:
         device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:1", "mps".
     """
 
-    source: Optional[str] = None
-    weights: Optional[str] = None
-    num_classes: Optional[int] = None
+    source: str | None = None
+    weights: str | None = None
+    num_classes: int | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
-    head: Optional[str] = None
-    feature_layer: Optional[str] = None
+    head: str | None = None
+    feature_layer: str | None = None
     device: str = "auto"
 
 
@@ -113,13 +113,13 @@ class FeatureConfig:
     """
 
     top_k: int = 5
-    cache_dir: Optional[str] = None
+    cache_dir: str | None = None
     shard_size: int = 4096
     autocast: str = "off"
     channels_last: bool = False
-    ray_address: Optional[str] = None
-    ray_actors: Optional[int] = None
-    shard_store: Optional[str] = None
+    ray_address: str | None = None
+    ray_actors: int | None = None
+    shard_store: str | None = None
 
 
 @dataclass(frozen=True)
@@ -242,12 +242,12 @@ class MaskConfig:
     """
 
     provider: str = "auto"
-    sam_checkpoint: Optional[str] = None
+    sam_checkpoint: str | None = None
     sam_model_type: str = "vit_b"
     points_per_side: int = 16
     pred_iou_thresh: float = 0.7
     stability_score_thresh: float = 0.8
-    cache_dir: Optional[str] = None
+    cache_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -271,7 +271,7 @@ class ConceptConfig:
     enabled: bool = False
     backend: str = "open_clip"
     model_name: str = "ViT-B-32"
-    pretrained: Optional[str] = None
+    pretrained: str | None = None
     prompt_files: list[str] = field(default_factory=list)
     concepts: list[str] = field(default_factory=list)
     n_names: int = 3
@@ -441,7 +441,7 @@ class DiscoveryConfig:
     """
 
     enabled: bool = False
-    pool_dir: Optional[str] = None
+    pool_dir: str | None = None
     min_confidence: float = 0.6
     max_clusters: int = 4
     embedding: str = "auto"
@@ -495,9 +495,9 @@ class MlflowConfig:
     """
 
     enabled: bool = False
-    tracking_uri: Optional[str] = None
+    tracking_uri: str | None = None
     experiment: str = "auditor"
-    run_name: Optional[str] = None
+    run_name: str | None = None
     log_model: bool = True
     nested: bool = True
 
@@ -517,10 +517,10 @@ class ReportConfig:
         mlflow: logging to MLflow (params, headline metrics, results.json, report.html, evidence, tuned model).
     """
 
-    output_dir: Optional[str] = None
+    output_dir: str | None = None
     html: bool = True
     n_grid_images: int = 8
-    human_annotations: Optional[str] = None
+    human_annotations: str | None = None
     annotations_as_labels: bool = False
     annotation_ties: str = "spurious"
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
@@ -559,7 +559,7 @@ class AuditConfig:
         """The configuration as plain nested dicts (YAML/JSON ready)."""
         return dataclasses.asdict(self)
 
-    def replace(self, **changes: Any) -> "AuditConfig":
+    def replace(self, **changes: Any) -> AuditConfig:
         """A copy with dotted keys replaced, e.g. ``replace(**{"gaps.min_k": 5})``.
 
         Raises:
@@ -744,9 +744,12 @@ def _build(cls: type, values: Any, prefix: str):
     return cls(**kwargs)
 
 
-def _check_consistency(config: "AuditConfig") -> None:
+def _check_consistency(config: AuditConfig) -> None:
     """Rules that involve several keys: mean/std pairs, stages that need the concept stage, gate conditions."""
-    from auditor.gate import TUNING_METRICS, parse_conditions  # gate.py does not import this module
+    from auditor.gate import (  # gate.py does not import this module
+        TUNING_METRICS,
+        parse_conditions,
+    )
 
     mean, std = config.data.mean, config.data.std
     if (mean is None) != (std is None):
@@ -824,7 +827,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(config: "AuditConfig | dict | str | Path | None" = None, **overrides: Any) -> AuditConfig:
+def load_config(config: AuditConfig | dict | str | Path | None = None, **overrides: Any) -> AuditConfig:
     """Resolve any accepted form of configuration into a validated :class:`AuditConfig`.
 
     Unknown keys are reported first (anywhere in the tree), then wrong types and values,

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ class SkippedImage:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SkippedImage":
+    def from_dict(cls, data: dict) -> SkippedImage:
         """Inverse of :meth:`to_dict`."""
         return cls(int(data["index"]), data.get("path"), str(data.get("reason", "")))
 

@@ -13,9 +13,10 @@ strongly it activates the features the main audit judged spurious for that class
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -300,7 +301,7 @@ def run_discovery(
     for c, name in enumerate(class_names):
         members = collected.get(c, np.zeros(0, np.int64))
         spurious = [v.feature for v in verdicts if v.class_index == c and v.label == "spurious"]
-        entry = {"class_name": name, "n_collected": int(len(members)), "spurious_features": spurious, "clusters": []}
+        entry = {"class_name": name, "n_collected": len(members), "spurious_features": spurious, "clusters": []}
         if len(members) == 0:
             classes[c] = entry
             continue
@@ -312,7 +313,7 @@ def run_discovery(
             lift = float(z[np.ix_(chosen, spurious)].mean()) if spurious else None
             cluster = {
                 "cluster": k,
-                "size": int(len(chosen)),
+                "size": len(chosen),
                 "members": [pool_ids[i] for i in chosen],
                 "mean_confidence": float(probabilities[chosen, c].mean()),
                 "exemplars": [{"id": pool_ids[i], "image": thumbnail_uri(unit[i])} for i in nearest],

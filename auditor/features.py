@@ -20,9 +20,10 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,7 +75,7 @@ class FeatureCache:
         return (self.predictions == self.labels) & self.valid
 
     @classmethod
-    def from_arrays(cls, activations: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> "FeatureCache":
+    def from_arrays(cls, activations: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> FeatureCache:
         """An in-memory cache built from arrays (predictions are the logits' argmax; -1 where label < 0)."""
         logits = np.asarray(logits, np.float32)
         labels = np.asarray(labels, np.int64)
@@ -117,7 +118,7 @@ class ExtractionOptions:
     shard_store: str | None = None
 
     @classmethod
-    def from_config(cls, config: FeatureConfig | None, engine: str = "local") -> "ExtractionOptions":
+    def from_config(cls, config: FeatureConfig | None, engine: str = "local") -> ExtractionOptions:
         """The options of a :class:`FeatureConfig` (defaults for None)."""
         if config is None:
             return cls(engine=engine)

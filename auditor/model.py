@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -46,8 +46,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -437,9 +437,9 @@ def spurious_overlap(suppressed: list[int], spurious: dict[int, list[int]], core
         >>> spurious_overlap([1, 2], {0: [1, 3]}, {0: [0]})["spurious_recall"]
         0.5
     """
-    chosen = set(int(i) for i in suppressed)
-    all_spurious = set(f for feats in spurious.values() for f in feats)
-    all_core = set(f for feats in core.values() for f in feats) - all_spurious
+    chosen = {int(i) for i in suppressed}
+    all_spurious = {f for feats in spurious.values() for f in feats}
+    all_core = {f for feats in core.values() for f in feats} - all_spurious
     per_class = {}
     for c in sorted(set(spurious) | set(core)):
         per_class[int(c)] = {
@@ -551,8 +551,8 @@ def run_neurontune(
         "n_suppressed": len(result["suppressed"]),
         "n_over_threshold": result["n_flagged"],
         "max_suppressed_fraction": config.max_suppressed_fraction,
-        "n_identification_images": int(len(ident_rows)),
-        "n_held_out_images": int(len(select_rows)),
+        "n_identification_images": len(ident_rows),
+        "n_held_out_images": len(select_rows),
         "candidates": result["candidates"],
         "fallback": result["fallback"],
         "gain_confidence": result["gain_confidence"],

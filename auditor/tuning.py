@@ -58,8 +58,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -156,9 +156,9 @@ def fit_head(
         if feature_mask is not None:
             with torch.no_grad():
                 w[:, ~torch.as_tensor(np.asarray(feature_mask, bool))] = 0
-        if should_stop is not None and epoch % check_every == 0:
-            if should_stop(epoch, w.detach().numpy().copy(), b.detach().numpy().copy()):
-                break
+        if (should_stop is not None and epoch % check_every == 0
+                and should_stop(epoch, w.detach().numpy().copy(), b.detach().numpy().copy())):
+            break
     return w.detach().numpy(), b.detach().numpy(), epoch
 
 
@@ -260,14 +260,14 @@ def tune_head(
         n_train = max(1, int(round(scale * config.n_per_class)))
         selected = select_tuning_images(method, train.labels, train_scores, train.correct, n_train, rng)
         xs, ys = [np.asarray(train.activations)[selected]], [np.asarray(train.labels)[selected]]
-        counts = {"train": int(len(selected))}
+        counts = {"train": len(selected)}
         if len(val_fit_rows):
             n_pick = max(1, int(round(scale * config.val_fit_per_class_fraction * val_class_size)))
             picked = val_fit_rows[select_tuning_images(method, val_labels[val_fit_rows], np.asarray(val_scores)[val_fit_rows],
                                                        np.asarray(val.correct)[val_fit_rows], n_pick, rng)]
             xs.append(np.asarray(val.activations)[picked])
             ys.append(val_labels[picked])
-            counts[evaluated_on] = int(len(picked))
+            counts[evaluated_on] = len(picked)
         return np.concatenate(xs), np.concatenate(ys), counts
 
     if val_held_out_rows is None:
@@ -322,7 +322,7 @@ def tune_head(
             break
     after = metrics_of(best["weight"], best["bias"])
     for metrics in (before, after):
-        metrics.update(evaluated_on=where, n_evaluated=int(len(held)))
+        metrics.update(evaluated_on=where, n_evaluated=len(held))
     after.update(fitted_on=best["fitted_on"], size_scale=best["scale"], start=best["start"] if best["scale"] is not None else None)
     result = TuningResult(
         method=method,
@@ -717,13 +717,13 @@ def reweight_head(
         refit_on = f"{evaluated_on}, every image (the metrics are those of the half-fitted head on the held-out half)"
     where = f"{evaluated_on}, held-out half"
     for metrics in (before, after):
-        metrics.update(evaluated_on=where, n_evaluated=int(len(held)))
-    n_fitted = int(len(fit_rows)) if best["inverse_l2"] is not None else 0
+        metrics.update(evaluated_on=where, n_evaluated=len(held))
+    n_fitted = len(fit_rows) if best["inverse_l2"] is not None else 0
     kept_groups = groupings[best["grouping"] or next(iter(groupings))]
     after.update(fitted_on={evaluated_on: n_fitted} if n_fitted else {}, inverse_l2=best["inverse_l2"], refit_on=refit_on,
                  refit=bool(best["inverse_l2"] is not None and config.refit_on_validation),
                  grouping=best["grouping"], groupings_tried=list(groupings),
-                 n_groups=int(len(np.unique(kept_groups[fit_rows]))) if len(fit_rows) else 0)
+                 n_groups=len(np.unique(kept_groups[fit_rows])) if len(fit_rows) else 0)
     if validation_skew is not None:
         after["validation_skew"] = dict(validation_skew)
     result = TuningResult(

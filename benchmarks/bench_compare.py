@@ -23,7 +23,13 @@ import torch
 
 from auditor import audit
 from auditor.api import write_outputs
-from auditor.demo.run import DEMO_TRAINING, DEMO_WORLD, QUICK_CONFIG, QUICK_TRAINING, QUICK_WORLD
+from auditor.demo.run import (
+    DEMO_TRAINING,
+    DEMO_WORLD,
+    QUICK_CONFIG,
+    QUICK_TRAINING,
+    QUICK_WORLD,
+)
 from auditor.demo.world.dataset import WorldDataset
 from auditor.demo.world.train import load_or_train_model, load_split
 

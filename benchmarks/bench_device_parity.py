@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 result = run_demo(output_dir=None, progress=False, config={**extra, **overrides}, **demo_kwargs)
                 results[f"{run}/{variant}"] = summarise(result, time.perf_counter() - start)
-            except Exception as error:  # noqa: BLE001 - a failing device must show in the table, not hide the rest
+            except Exception as error:
                 results[f"{run}/{variant}"] = {"error": f"{type(error).__name__}: {error}"}
             print(table_row(run, variant, results), flush=True)
             if args.json:  # after every run, so that a run cut short keeps what it measured

@@ -47,10 +47,23 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import group_accuracy, head_of, oracle_dfr, report_adapter, skewed_val_spec, split_cache
+from _common import (
+    group_accuracy,
+    head_of,
+    oracle_dfr,
+    report_adapter,
+    skewed_val_spec,
+    split_cache,
+)
 from auditor.api import audit
 from auditor.config import load_config
-from auditor.demo.run import DEMO_TRAINING, DEMO_WORLD, QUICK_CONFIG, QUICK_TRAINING, QUICK_WORLD
+from auditor.demo.run import (
+    DEMO_TRAINING,
+    DEMO_WORLD,
+    QUICK_CONFIG,
+    QUICK_TRAINING,
+    QUICK_WORLD,
+)
 from auditor.demo.world.dataset import WorldDataset
 from auditor.demo.world.evaluate import group_ids
 from auditor.demo.world.generator import WorldSpec
@@ -132,8 +145,12 @@ def noise_check(preset: str, n_flagged: int) -> None:
     for all its misclassified validation images: how many are misclassified and how many
     return to the label when cropped to the object mask (+20%, square).
     """
+    from auditor.demo.world.presets import (
+        load_or_train_preset_model,
+        load_preset_split,
+        world_preset,
+    )
     from auditor.noise import crop_and_predict, flag_images
-    from auditor.demo.world.presets import load_or_train_preset_model, load_preset_split, world_preset
 
     spec = world_preset(preset)
     model = load_or_train_preset_model(preset)

@@ -41,11 +41,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import report_adapter, split_cache
 from auditor.api import audit
-from auditor.noise import crop_and_predict
 from auditor.demo.world.dataset import WorldDataset
-from auditor.demo.world.generator import DEFAULT_CLASSES, ClassSpec, WorldSpec, WorldSplit
-from auditor.demo.world.presets import load_or_train_preset_model, load_preset_split, world_preset
+from auditor.demo.world.generator import (
+    DEFAULT_CLASSES,
+    ClassSpec,
+    WorldSpec,
+    WorldSplit,
+)
+from auditor.demo.world.presets import (
+    load_or_train_preset_model,
+    load_preset_split,
+    world_preset,
+)
 from auditor.demo.world.train import TrainSpec, load_or_train_model, load_split
+from auditor.noise import crop_and_predict
 
 CIRCLE, SQUARE, TRIANGLE, PLUS, RING = DEFAULT_CLASSES
 

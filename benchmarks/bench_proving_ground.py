@@ -62,7 +62,6 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from _common import oracle_dfr, skewed_val_spec
-
 from auditor.api import audit
 from auditor.config import load_config
 from auditor.data import ImageSource
@@ -75,7 +74,12 @@ from auditor.demo.worlds.calibration import (
     current_rule,
     field_rule,
 )
-from auditor.demo.worlds.catalog import HELD_OUT_WORLDS, PROMOTED_WORLDS, WORLDS, get_world
+from auditor.demo.worlds.catalog import (
+    HELD_OUT_WORLDS,
+    PROMOTED_WORLDS,
+    WORLDS,
+    get_world,
+)
 from auditor.demo.worlds.generator import ProvingSplit, ProvingWorld
 from auditor.demo.worlds.train import MODELS, load_or_train, load_split, model_spec
 from auditor.features import FeatureCache, extract_features
@@ -213,7 +217,7 @@ def _spurious_of(report, n_classes: int) -> dict[int, list[int]]:
     return {c: [int(f) for f in report.spurious_features(c)] for c in range(n_classes)}
 
 
-def candidate_heads(report, ctx: "_Inputs", seed: int, val_cache: FeatureCache | None = None,
+def candidate_heads(report, ctx: _Inputs, seed: int, val_cache: FeatureCache | None = None,
                     val_scores: np.ndarray | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The low-spuriosity head of every design in :data:`TUNING_CANDIDATES` and every ``tuning.skewed_validation_share``
     of :data:`SKEW_SHARES` (named ``skew share <x>``), fitted on this audit's caches and rankings, or on ``val_cache``
@@ -237,7 +241,7 @@ def candidate_heads(report, ctx: "_Inputs", seed: int, val_cache: FeatureCache |
     return out
 
 
-def mid_row(report, ctx: "_Inputs", world: ProvingWorld, seed: int, work: Path, score, erm: tuple) -> dict:
+def mid_row(report, ctx: _Inputs, world: ProvingWorld, seed: int, work: Path, score, erm: tuple) -> dict:
     """ERM (the model's head ``erm``), the oracle and every tuning design on the intermediate validation split
     (:func:`mid_val`); the verdicts and spurious features are the balanced audit's, the spuriosity is recomputed
     from them on the new split."""
@@ -624,7 +628,7 @@ def swap_rule(record: dict, params: dict) -> bool:
                            swap_margin=params.get("margin", VerdictConfig().swap_margin),
                            swap_min_background_drop=params.get("drop", VerdictConfig().swap_min_background_drop),
                            swap_background_check=params.get("check", VerdictConfig().swap_background_check))
-    value = lambda key: float(record.get(key) if record.get(key) is not None else math.nan)  # noqa: E731
+    value = lambda key: float(record.get(key) if record.get(key) is not None else math.nan)
     density = value("density_ratio")
     swap = (value("swap_reliance"), value("swap_ci_low"), value("swap_ci_high"))
     if config.swap_reference == "classes" and math.isfinite(value("class_swap_reliance")):

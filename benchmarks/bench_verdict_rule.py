@@ -43,10 +43,15 @@ from auditor.data import ImageSource
 from auditor.demo.world.dataset import WorldDataset
 from auditor.demo.world.generator import COLOURS, WorldSpec, WorldSplit, render_image
 from auditor.demo.world.model import SmallCNN
-from auditor.demo.world.train import TrainSpec, cache_root, load_or_train_model, load_split, train_model
+from auditor.demo.world.train import (
+    TrainSpec,
+    cache_root,
+    load_or_train_model,
+    load_split,
+    train_model,
+)
 from auditor.features import class_feature_importance, extract_features, top_features
 from auditor.labeling import run_verdicts
-
 from auditor.masks import DatasetMaskProvider
 from auditor.model import ModelAdapter
 
@@ -242,7 +247,8 @@ def main() -> None:
         run_rules(model, train, QUICK_WORLD.class_names, cues, configs, val=val, val_cue=own, evidence_path=args.evidence_json)
     if args.world.startswith("proving:"):
         from auditor.demo.worlds import get_world
-        from auditor.demo.worlds.train import load_or_train, load_split as load_proving, model_spec
+        from auditor.demo.worlds.train import load_or_train, model_spec
+        from auditor.demo.worlds.train import load_split as load_proving
 
         world = get_world(args.world.split(":", 1)[1])
         model, info = load_or_train(world, model_spec(args.arch))

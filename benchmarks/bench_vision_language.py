@@ -41,7 +41,11 @@ from auditor.api import audit
 from auditor.demo.world.dataset import WorldDataset
 from auditor.demo.world.generator import WorldSpec
 from auditor.demo.world.train import TrainSpec, load_or_train_model, load_split
-from auditor.demo.zoo.tiny_clip import TinyClipSpec, evaluate_tiny_clip, load_or_train_tiny_clip
+from auditor.demo.zoo.tiny_clip import (
+    TinyClipSpec,
+    evaluate_tiny_clip,
+    load_or_train_tiny_clip,
+)
 from auditor.demo.zoo.tiny_sam import load_or_train_tiny_sam
 
 CUE_CONCEPTS = {

@@ -25,6 +25,7 @@ import argparse
 import collections
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -76,7 +77,7 @@ def main() -> None:
     parser.add_argument("evidence", nargs="+", help="evidence JSONs of bench_proving_ground.py")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    records = [r for path in args.evidence for r in json.load(open(path))["records"]]
+    records = [r for path in args.evidence for r in json.loads(Path(path).read_text())["records"]]
     runs = collections.defaultdict(list)
     for r in records:
         runs[(r["world"], r["model"], r["masks"], int(r["seed"]))].append(r)

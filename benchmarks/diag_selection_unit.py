@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,8 +54,8 @@ def main() -> None:
     parser.add_argument("spread", help="evidence JSON audited with image_selection: spread")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    top = json.load(open(args.top))["records"]
-    rescaled, factors = in_top_units(json.load(open(args.spread))["records"])
+    top = json.loads(Path(args.top).read_text())["records"]
+    rescaled, factors = in_top_units(json.loads(Path(args.spread).read_text())["records"])
     print(f"spread mean / top mean over {len(factors)} (class, feature): median {np.median(factors):.3f}, "
           f"10-90% {np.percentile(factors, 10):.3f}-{np.percentile(factors, 90):.3f}")
     calibrate_selection({"top": top, "spread in top units": rescaled})

@@ -41,10 +41,10 @@ def render(text: str) -> str:
         ValueError: a block's markers are missing.
     """
     for name, content in blocks().items():
-        pattern = re.compile(rf"(<!-- BEGIN GENERATED: {re.escape(name)} -->\n).*?(<!-- END GENERATED: {re.escape(name)} -->)", re.S)
+        pattern = re.compile(rf"(<!-- BEGIN GENERATED: {re.escape(name)} -->\n).*?(<!-- END GENERATED: {re.escape(name)} -->)", re.DOTALL)
         if not pattern.search(text):
             raise ValueError(f"docs/CONFIG.md has no generated block {name!r}; add its BEGIN/END markers")
-        text = pattern.sub(lambda m: m.group(1) + content + m.group(2), text)
+        text = pattern.sub(lambda m, body=content: m.group(1) + body + m.group(2), text)
     return text
 
 

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from auditor.annotations import HumanLabel, agreement, cohen_kappa, run_annotations, read_annotations
+from auditor.annotations import (
+    HumanLabel,
+    agreement,
+    cohen_kappa,
+    read_annotations,
+    run_annotations,
+)
 from auditor.errors import InvalidInputError
 from auditor.results import FeatureVerdict
 

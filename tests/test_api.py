@@ -7,7 +7,12 @@ import torch
 
 import auditor
 from auditor.errors import ConfigError, InvalidInputError, UnsupportedModelError
-from tests.conftest import PlantedDataset, TwoChannelNet, assert_untouched, state_snapshot
+from tests.conftest import (
+    PlantedDataset,
+    TwoChannelNet,
+    assert_untouched,
+    state_snapshot,
+)
 
 FAST = {"progress": False, "gaps": {"min_k": 5, "n_bootstrap": 100}, "verdicts": {"n_images": 8}, "tuning": {"epochs": 20}}
 
@@ -99,7 +104,7 @@ def test_report_round_trips_through_results_json_without_the_model(tmp_path):
     np.testing.assert_array_equal(loaded.spuriosity("val"), report.spuriosity("val"))
     assert loaded.gaps[0].gap == report.gaps[0].gap and loaded.spurious_features(0) == [1]
     with pytest.raises(InvalidInputError, match="loaded from disk"):
-        loaded.tuned_model
+        _ = loaded.tuned_model
     rebuilt = loaded.with_head("low_spuriosity", model)
     assert torch.equal(rebuilt.fc.weight, report.tuned_model.fc.weight) and rebuilt is not model
 

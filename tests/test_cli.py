@@ -14,11 +14,17 @@ import torch
 import yaml
 
 from auditor.adapters.data import write_image_folder
-from auditor.cli import DEFAULT_OUTPUT_DIR, build_parser, defaults_yaml, format_summary, main
-from auditor.report.summary import FEATURE_COLUMN_WIDTH
+from auditor.cli import (
+    DEFAULT_OUTPUT_DIR,
+    build_parser,
+    defaults_yaml,
+    format_summary,
+    main,
+)
 from auditor.config import AuditConfig
 from auditor.demo.world.generator import WorldSpec
 from auditor.demo.world.train import TrainSpec, load_or_train_model, load_split
+from auditor.report.summary import FEATURE_COLUMN_WIDTH
 
 SPEC = WorldSpec(image_size=32, n_train=60, n_val=40, n_test=10)
 FAST = {"features": {"top_k": 3}, "verdicts": {"n_images": 8}, "gaps": {"min_k": 5, "n_bootstrap": 100},
@@ -121,7 +127,7 @@ def test_missing_config_file_and_bad_yaml(tmp_path, capsys):
 
 
 def test_unexpected_error_exits_3(world, tmp_path, capsys, monkeypatch):
-    import auditor.adapters.models as models
+    from auditor.adapters import models
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
@@ -143,7 +149,7 @@ def test_argument_errors_exit_2(capsys):
 
 def test_demo_calls_run_demo_and_prints_its_findings(monkeypatch, tmp_path, capsys):
     calls = []
-    run_demo = lambda **kwargs: calls.append(kwargs) or types.SimpleNamespace(text=lambda: "fake findings")  # noqa: E731
+    run_demo = lambda **kwargs: calls.append(kwargs) or types.SimpleNamespace(text=lambda: "fake findings")
     monkeypatch.setattr("auditor.cli._demo_runner", lambda: run_demo)
     assert main(["demo", "--output-dir", str(tmp_path), "--quick"]) == 0
     assert calls == [{"output_dir": str(tmp_path), "quick": True, "progress": False, "concepts": False}]  # not a terminal: no bars
@@ -298,19 +304,21 @@ def test_help_and_defaults_do_not_import_torch(argv):
 
     code = ("import sys\nfrom auditor.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             "print('TORCH' if 'torch' in sys.modules else 'NO TORCH', file=sys.stderr)")
-    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60,
+                          check=False)
     assert done.stderr.strip().splitlines()[-1] == "NO TORCH", done.stderr
     assert done.stdout.strip()
 
 
 def test_lazy_package_keeps_its_public_names():
     import auditor
-    from auditor import AuditConfig as Config, AuditReport, ConfigError, audit, load_config
+    from auditor import AuditConfig as Config
+    from auditor import AuditReport, ConfigError, audit, load_config
 
     assert callable(audit) and AuditReport.__name__ == "AuditReport" and Config is AuditConfig
     assert load_config is auditor.load_config and issubclass(ConfigError, ValueError)
     with pytest.raises(AttributeError):
-        auditor.not_a_name
+        _ = auditor.not_a_name
 
 
 def test_misspelt_key_is_reported_before_missing_required_keys(tmp_path, capsys):

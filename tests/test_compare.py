@@ -4,7 +4,12 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from auditor.compare import compare_models, evaluate_model, evaluation_from_predictions, pearson_r
+from auditor.compare import (
+    compare_models,
+    evaluate_model,
+    evaluation_from_predictions,
+    pearson_r,
+)
 from auditor.config import AuditConfig, GapConfig
 from auditor.errors import InvalidInputError
 from auditor.ranking import SpuriosityRanking

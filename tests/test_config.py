@@ -2,7 +2,13 @@ import dataclasses
 
 import pytest
 
-from auditor.config import AuditConfig, defaults_yaml, field_docs, load_config, read_yaml
+from auditor.config import (
+    AuditConfig,
+    defaults_yaml,
+    field_docs,
+    load_config,
+    read_yaml,
+)
 from auditor.errors import ConfigError
 
 

@@ -130,13 +130,13 @@ def test_background_contrast_ignores_suppression_by_other_classes_cues():
     # the rest carry their own cues, which suppress the feature (activation 0).
     plain = rng.normal(1.0, 0.02, (30, 1))
     others = np.concatenate([rng.normal(1.0, 0.02, (12, 1)), rng.normal(0.0, 0.02, (24, 1))])
-    value, low, high = background_contrast(plain, others, np.array([2.0]), rng, quantile=0.75)
+    value, low, _ = background_contrast(plain, others, np.array([2.0]), rng, quantile=0.75)
     assert abs(value[0]) < 0.05 and low[0] < 0.05
     mean_like, _, _ = background_contrast(plain, others, np.array([2.0]), rng, quantile=0.3)
     assert mean_like[0] > 0.4  # a low reference would call it background reliance
     # A cue only this class has (activation 1 on its backgrounds, 0 on nearly all others) is found.
     cue_others = np.concatenate([rng.normal(0.0, 0.02, (34, 1)), rng.normal(1.0, 0.02, (2, 1))])
-    value, low, high = background_contrast(plain, cue_others, np.array([2.0]), rng, quantile=0.75)
+    value, low, _high = background_contrast(plain, cue_others, np.array([2.0]), rng, quantile=0.75)
     assert value[0] == pytest.approx(0.5, abs=0.05) and low[0] > 0.4
 
 

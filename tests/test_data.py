@@ -25,7 +25,7 @@ def test_tuple_and_dict_items_with_and_without_masks():
     assert with_masks.has_masks
     batches = list(with_masks.batches())
     assert [len(b[0]) for b in batches] == [2, 2, 1]
-    images, labels, masks = with_masks.load([4, 0])
+    _images, labels, masks = with_masks.load([4, 0])
     assert labels.tolist() == [2, 2] and masks.dtype == torch.bool and masks.shape == (2, 8, 8)
 
 

@@ -9,9 +9,9 @@ Regenerate the doc with ``python -m tests.test_errors``.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -19,7 +19,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from auditor.errors import InvalidInputError, MissingWeightsError, NumericalError, UnsupportedModelError
+from auditor.errors import (
+    InvalidInputError,
+    MissingWeightsError,
+    NumericalError,
+    UnsupportedModelError,
+)
 from tests.conftest import ProjNet
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "ERRORS.md"

@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 
 from auditor.api import audit
-from auditor.evaluation import class_decile_accuracy
-from auditor.evidence import CORRECT, WRONG, THUMB, heat_colours
-from auditor.report.html import browser_snapshot, find_browser, render_html
 from auditor.demo.world.dataset import WorldDataset
 from auditor.demo.world.generator import WorldSpec
 from auditor.demo.world.train import TrainSpec, load_or_train_model, load_split
+from auditor.evaluation import class_decile_accuracy
+from auditor.evidence import CORRECT, THUMB, WRONG, heat_colours
+from auditor.report.html import browser_snapshot, find_browser, render_html
 
 SPEC = WorldSpec(image_size=32, n_train=60, n_val=40, n_test=10)
 CONFIG = {"progress": False, "features": {"top_k": 3}, "verdicts": {"n_images": 8},
@@ -65,7 +65,7 @@ def test_every_spurious_feature_has_heatmap_and_mask(audited):
         entry = artifacts["classes"][str(c)]["features"][str(f)]
         heat, mask = Image.open(out / entry["heatmap"]), Image.open(out / entry["mask"])
         assert heat.size == mask.size and heat.size[0] > THUMB
-        assert entry["image_indices"] == [v.image_indices for v in report.verdicts if (v.class_index, v.feature) == (c, f)][0][:4]
+        assert entry["image_indices"] == next(v.image_indices for v in report.verdicts if (v.class_index, v.feature) == (c, f))[:4]
 
 
 @pytest.mark.slow

@@ -4,7 +4,12 @@ import torch
 
 from auditor.data import ImageSource
 from auditor.errors import InvalidInputError, NumericalError
-from auditor.features import FeatureCache, class_feature_importance, extract_features, top_features
+from auditor.features import (
+    FeatureCache,
+    class_feature_importance,
+    extract_features,
+    top_features,
+)
 from auditor.model import ModelAdapter
 from tests.conftest import PlantedDataset, TwoChannelNet
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from auditor.errors import ConfigError
-from auditor.gate import METRICS, Condition, compute_metrics, evaluate_gate, gate_verdict, parse_condition, parse_conditions
+from auditor.gate import (
+    METRICS,
+    Condition,
+    compute_metrics,
+    evaluate_gate,
+    gate_verdict,
+    parse_condition,
+    parse_conditions,
+)
 
 
 def _results(gaps=(0.3, -0.05, None), significant=(True, False, False), deciles=(0.9, 0.4, 0.8)):
@@ -113,7 +121,7 @@ def test_every_metric_is_documented_and_config_free():
     import ast
     import inspect
 
-    import auditor.gate as gate
+    from auditor import gate
 
     assert all(f"``{name}``" in gate.__doc__ for name in METRICS)
     tree = ast.parse(inspect.getsource(gate))

@@ -11,11 +11,23 @@ from auditor.config import VerdictConfig
 from auditor.data import ImageSource
 from auditor.errors import InvalidInputError
 from auditor.features import class_feature_importance, extract_features
-from auditor.labeling import ablate, examined_images, heat_inside_mask, neutral_fill, run_verdicts, spurious_by_class
+from auditor.labeling import (
+    ablate,
+    examined_images,
+    heat_inside_mask,
+    neutral_fill,
+    run_verdicts,
+    spurious_by_class,
+)
 from auditor.masks import DatasetMaskProvider
 from auditor.model import ModelAdapter
 from auditor.results import to_jsonable
-from tests.conftest import PlantedDataset, TwoChannelNet, assert_untouched, state_snapshot
+from tests.conftest import (
+    PlantedDataset,
+    TwoChannelNet,
+    assert_untouched,
+    state_snapshot,
+)
 
 
 def label_features(*args, **kwargs):

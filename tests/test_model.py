@@ -3,7 +3,13 @@ import torch
 from torch import nn
 
 from auditor.errors import InvalidInputError, NumericalError, UnsupportedModelError
-from auditor.model import ModelAdapter, eval_mode, find_head, logits_from_output, resolve_head
+from auditor.model import (
+    ModelAdapter,
+    eval_mode,
+    find_head,
+    logits_from_output,
+    resolve_head,
+)
 from tests.conftest import ProjNet, TwoChannelNet, assert_untouched, state_snapshot
 
 
@@ -146,8 +152,7 @@ def test_head_name_errors_list_the_linear_layers():
 def test_eval_mode_restores_each_flag_after_an_exception():
     model = BNNet().train()
     model.bn.eval()
-    with pytest.raises(ValueError):
-        with eval_mode(model):
-            assert not any(m.training for m in model.modules())
-            raise ValueError("inside")
+    with pytest.raises(ValueError), eval_mode(model):
+        assert not any(m.training for m in model.modules())
+        raise ValueError("inside")
     assert model.training and model.conv.training and not model.bn.training

@@ -54,7 +54,7 @@ def test_wheel_in_a_fresh_venv_runs_the_quick_demo_with_concepts(wheel, tmp_path
                            cwd=run, env=environment, capture_output=True, text=True, check=True)
     assert str(site) in where.stdout, where.stdout  # the wheel's copy, not the repository's
     result = subprocess.run([str(env_dir / "bin" / "auditor"), "demo", "--quick", "--concepts", "--output-dir", "out"],
-                            cwd=run, env=environment, capture_output=True, text=True, timeout=1500)
+                            cwd=run, env=environment, capture_output=True, text=True, timeout=1500, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((run / "out" / "results.json").read_text())
     assert results["sections"]["concepts"]["n_concepts"] > 10  # the bundled prompt files were found

@@ -17,7 +17,12 @@ import torch
 
 from auditor.config import ConfigError, load_config
 from auditor.data import ImageSource, resolve_num_workers
-from auditor.features import ExtractionOptions, extract_features, run_features, shard_path
+from auditor.features import (
+    ExtractionOptions,
+    extract_features,
+    run_features,
+    shard_path,
+)
 from auditor.model import ModelAdapter
 from tests.conftest import PlantedDataset, TwoChannelNet
 
@@ -227,7 +232,12 @@ def test_shards_go_to_an_fsspec_store_and_resume_there(tmp_path):
     """Shards on shared storage given as an fsspec URL: the same files as a local pass, resumable from the store."""
     import fsspec
 
-    from auditor.features import ShardBuilder, committed_shards, shard_location, shard_ranges
+    from auditor.features import (
+        ShardBuilder,
+        committed_shards,
+        shard_location,
+        shard_ranges,
+    )
 
     dataset = SlowPlanted(40)
     _extract(tmp_path / "local" / "train", dataset)

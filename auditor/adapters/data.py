@@ -25,8 +25,9 @@ from __future__ import annotations
 import csv
 import difflib
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

@@ -19,6 +19,7 @@ Spec forms:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.util
@@ -26,15 +27,21 @@ import inspect
 import logging
 import sys
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
 from torch import nn
 
-from auditor.errors import InvalidInputError, MissingDependencyError, MissingWeightsError, UnsupportedModelError
+from auditor.errors import (
+    InvalidInputError,
+    MissingDependencyError,
+    MissingWeightsError,
+    UnsupportedModelError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -418,12 +425,10 @@ def guess_head(model: nn.Module) -> tuple[str, str] | None:
     candidates: list[tuple[nn.Module, str]] = []
     get_classifier = getattr(model, "get_classifier", None)
     if callable(get_classifier):
-        try:
+        with contextlib.suppress(Exception):  # a user method with another meaning
             head = get_classifier()
             if isinstance(head, nn.Module):
                 candidates.append((head, "the model's get_classifier() (timm)"))
-        except Exception:  # a user method with another meaning
-            pass
     for attribute in ("classifier", "fc", "heads", "head"):
         module = getattr(model, attribute, None)
         if isinstance(module, nn.Module):

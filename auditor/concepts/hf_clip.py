@@ -12,15 +12,19 @@ Image size follows the "open_clip" backend: a mismatch raises unless ``resize=Tr
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from auditor.concepts.base import CONCEPT_ENCODERS
 from auditor.concepts.open_clip_backend import _as_device, check_image_size
-from auditor.errors import InvalidInputError, MissingDependencyError, MissingWeightsError
+from auditor.errors import (
+    InvalidInputError,
+    MissingDependencyError,
+    MissingWeightsError,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -25,7 +25,12 @@ import torch.nn.functional as F
 
 from auditor._registry import Registry
 from auditor.concepts.base import CONCEPT_ENCODERS
-from auditor.errors import ConfigError, InvalidInputError, MissingDependencyError, MissingWeightsError
+from auditor.errors import (
+    ConfigError,
+    InvalidInputError,
+    MissingDependencyError,
+    MissingWeightsError,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ attributes) are used when no file is given; users add their own files or a plain
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import yaml
 

@@ -88,7 +88,7 @@ def create_encoder(config: Any, device: torch.device | str = "cpu"):
         ConfigError: unknown backend or model.
         MissingWeightsError: weights absent locally.
     """
-    import auditor.concepts.hf_clip  # noqa: F401  (registers "hf_clip")
+    import auditor.concepts.hf_clip
     import auditor.concepts.open_clip_backend  # noqa: F401  (registers "open_clip")
 
     return CONCEPT_ENCODERS.create(

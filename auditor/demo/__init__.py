@@ -13,7 +13,7 @@ import importlib
 
 _EXPORTS = {"run_demo": "run", "DemoResult": "run", "score_on_test": "run"}
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 - a list of the lazily imported names
 
 
 def __getattr__(name: str):

@@ -13,14 +13,14 @@ import numpy as np
 from auditor.api import audit, write_outputs
 from auditor.config import load_config
 from auditor.data import ImageSource
-from auditor.evaluation import head_predictions
-from auditor.features import extract_features
-from auditor.model import ModelAdapter
-from auditor.report.audit_report import AuditReport
 from auditor.demo.world.dataset import WorldDataset
 from auditor.demo.world.evaluate import cue_aurocs, group_accuracies
 from auditor.demo.world.generator import WorldSpec, WorldSplit
 from auditor.demo.world.train import TrainSpec, load_or_train_model, load_split
+from auditor.evaluation import head_predictions
+from auditor.features import extract_features
+from auditor.model import ModelAdapter
+from auditor.report.audit_report import AuditReport
 
 logger = logging.getLogger(__name__)
 

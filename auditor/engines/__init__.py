@@ -20,7 +20,7 @@ def require_ray() -> None:
         MissingDependencyError: Ray is not installed (the message gives the pip command).
     """
     try:
-        import ray  # noqa: F401
+        import ray
         import ray.data  # noqa: F401
     except ImportError as error:
         raise MissingDependencyError(

@@ -21,8 +21,15 @@ import torch
 
 from auditor.data import ImageSource, SkippedImage
 from auditor.engines import require_ray
-from auditor.features import (ExtractionOptions, ShardBuilder, _check_skipped, _Progress, forward_batch, forward_settings,
-                              shard_batches)
+from auditor.features import (
+    ExtractionOptions,
+    ShardBuilder,
+    _check_skipped,
+    _Progress,
+    forward_batch,
+    forward_settings,
+    shard_batches,
+)
 from auditor.model import ModelAdapter
 
 logger = logging.getLogger(__name__)

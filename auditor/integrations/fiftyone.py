@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -151,7 +152,7 @@ def write_images(dataset: Any, indices: Sequence[int], folder: Path, split: str,
     return paths
 
 
-def class_heatmaps(report: "AuditReport", dataset: Any, indices: Sequence[int], features: dict[int, int],
+def class_heatmaps(report: AuditReport, dataset: Any, indices: Sequence[int], features: dict[int, int],
                    labels: np.ndarray, batch_size: int = 32) -> dict[int, np.ndarray]:
     """Heatmap of the most spurious feature of each image's class (the audit's heatmap method).
 
@@ -196,7 +197,7 @@ def class_heatmaps(report: "AuditReport", dataset: Any, indices: Sequence[int], 
 
 
 def to_fiftyone(
-    report: "AuditReport",
+    report: AuditReport,
     dataset_name: str,
     *,
     split: str | None = None,
@@ -310,7 +311,7 @@ def _finite(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else -math.inf
 
 
-def dataset_from_config(report: "AuditReport", split: str, spec: Any = None):
+def dataset_from_config(report: AuditReport, split: str, spec: Any = None):
     """The audited split read from the config's ``data.<split>`` (or ``spec``), prepared as the CLI prepared it.
 
     When the report has a model, the images get the model's eval transform (as ``auditor audit``

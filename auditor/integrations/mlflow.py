@@ -31,9 +31,10 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from auditor.integrations import require
 
@@ -158,7 +159,7 @@ def _run_scope(mlflow, run: Any, experiment: str, run_name: str | None, nested: 
     return mlflow.start_run(run_name=run_name, experiment_id=experiment_id)
 
 
-def _log_into(mlflow, scope, report: "AuditReport", results: dict, folder: Path, log_model: bool, input_example: Any) -> str:
+def _log_into(mlflow, scope, report: AuditReport, results: dict, folder: Path, log_model: bool, input_example: Any) -> str:
     """Log params, metrics, tags, files and the tuned model into the run ``scope`` yields; its run id."""
     with scope as active:
         run_id = active.info.run_id
@@ -185,7 +186,7 @@ def _log_into(mlflow, scope, report: "AuditReport", results: dict, folder: Path,
 
 
 def log_report(
-    report: "AuditReport",
+    report: AuditReport,
     run: Any = None,
     *,
     tracking_uri: str | None = None,
@@ -259,7 +260,7 @@ def log_report(
     return run_id
 
 
-def _log_tuned_model(mlflow, report: "AuditReport", input_example: Any = None) -> None:
+def _log_tuned_model(mlflow, report: AuditReport, input_example: Any = None) -> None:
     if "low_spuriosity" not in report.tuned_heads:
         logger.warning("mlflow: no low-spuriosity head (tuning was off), so no tuned model is logged")
         return

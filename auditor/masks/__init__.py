@@ -2,6 +2,9 @@
 
 from auditor.masks.base import MASK_PROVIDERS, MaskProvider
 from auditor.masks.dataset import DatasetMaskProvider
-from auditor.masks.sam import SamBoxMaskProvider, SamMaskProvider  # registers "sam" and "box"; SAM loads lazily
+from auditor.masks.sam import (  # registers "sam" and "box"; SAM loads lazily
+    SamBoxMaskProvider,
+    SamMaskProvider,
+)
 
-__all__ = ["MASK_PROVIDERS", "MaskProvider", "DatasetMaskProvider", "SamMaskProvider", "SamBoxMaskProvider"]
+__all__ = ["MASK_PROVIDERS", "DatasetMaskProvider", "MaskProvider", "SamBoxMaskProvider", "SamMaskProvider"]

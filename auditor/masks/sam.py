@@ -20,15 +20,20 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from auditor._registry import Registry
-from auditor.errors import InvalidInputError, MissingDependencyError, MissingWeightsError
+from auditor.errors import (
+    InvalidInputError,
+    MissingDependencyError,
+    MissingWeightsError,
+)
 from auditor.masks.base import MASK_PROVIDERS
 
 logger = logging.getLogger(__name__)

@@ -328,7 +328,7 @@ class AuditReport:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, model: nn.Module | None = None) -> "AuditReport":
+    def load(cls, path: str | Path, model: nn.Module | None = None) -> AuditReport:
         """Read a report written by :meth:`save` (or ``auditor audit``).
 
         Args:

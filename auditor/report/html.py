@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from auditor.report import plots
 from auditor.report.sections import Page, render_section
@@ -294,11 +295,13 @@ def browser_snapshot(
     with tempfile.TemporaryDirectory(prefix="auditor-browser-") as profile:
         base = [browser, *BROWSER_FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}",
                 "--virtual-time-budget=5000"]
-        dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=timeout)
+        dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=timeout,
+                             check=False)
         if dom.returncode != 0 or "<html" not in dom.stdout:
             raise RuntimeError(f"{browser} --dump-dom failed ({dom.returncode}): {dom.stderr[-500:]}")
         if screenshot is not None:
-            shot = subprocess.run([*base, f"--screenshot={Path(screenshot).resolve()}", url], capture_output=True, text=True, timeout=timeout)
+            shot = subprocess.run([*base, f"--screenshot={Path(screenshot).resolve()}", url], capture_output=True, text=True,
+                                  timeout=timeout, check=False)
             if shot.returncode != 0 or not Path(screenshot).is_file():
                 raise RuntimeError(f"{browser} --screenshot failed ({shot.returncode}): {shot.stderr[-500:]}")
     return dom.stdout

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 FEATURE_COLUMN_WIDTH = 28
 """Widest spurious/core feature list in the table, in characters."""

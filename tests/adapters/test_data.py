@@ -112,7 +112,7 @@ def test_csv_with_string_labels_and_masks(tmp_path):
             "image_column": "filename", "label_column": "species", "masks": str(tmp_path / "masks")}
     dataset, names = load_dataset(spec)
     assert names == sorted(NAMES)
-    image, label, mask = dataset[2]
+    _image, label, mask = dataset[2]
     assert names[label] == NAMES[labels[2]] and torch.equal(mask, torch.from_numpy(masks[2]))
     with pytest.raises(InvalidInputError, match=r"no column 'label'.*\['filename', 'species'\]"):
         load_dataset({**spec, "label_column": "label"})

@@ -19,9 +19,9 @@ from auditor.adapters.models import (
     load_model,
     model_preprocessing,
 )
+from auditor.demo.world.model import SmallCNN
 from auditor.errors import InvalidInputError, MissingWeightsError, UnsupportedModelError
 from auditor.model import ModelAdapter
-from auditor.demo.world.model import SmallCNN
 
 torch.set_num_threads(1)
 

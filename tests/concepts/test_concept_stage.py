@@ -6,10 +6,10 @@ import pytest
 from auditor.concepts.stage import ConceptFindings, rank_correlations, run_concepts
 from auditor.config import RankingConfig, load_config
 from auditor.data import ImageSource
-from auditor.features import FeatureCache
-from auditor.ranking import run_ranking
 from auditor.demo.world.dataset import WorldDataset
 from auditor.demo.world.train import load_split
+from auditor.features import FeatureCache
+from auditor.ranking import run_ranking
 
 STRIPES = {"striped background", "stripes", "a striped pattern"}
 WARM = {"warm orange light", "warm light", "orange colour"}
@@ -97,7 +97,7 @@ def test_both_sources_average_where_available(world32, clip_encoder, tmp_path):
 
 
 def test_user_concepts_only(world32, clip_encoder, tmp_path):
-    _, split = world32
+    _ = world32
     path = tmp_path / "mine.yaml"
     path.write_text("concepts:\n  mine: [striped background, a car]\n")
     findings, _, _ = _run(world32, clip_encoder, tmp_path, concepts={"enabled": True, "prompt_files": [str(path)]})

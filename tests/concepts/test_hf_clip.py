@@ -8,8 +8,8 @@ import torch
 
 from auditor.concepts.base import CONCEPT_ENCODERS
 from auditor.concepts.hf_clip import HfClipEncoder
-from auditor.errors import InvalidInputError, MissingWeightsError
 from auditor.demo.zoo.hf_clip import save_tiny_hf_clip
+from auditor.errors import InvalidInputError, MissingWeightsError
 
 
 @pytest.fixture(scope="module")

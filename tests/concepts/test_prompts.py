@@ -2,7 +2,12 @@
 
 import pytest
 
-from auditor.concepts.prompts import DEFAULT_TEMPLATES, default_prompt_dir, load_concepts, load_prompt_file
+from auditor.concepts.prompts import (
+    DEFAULT_TEMPLATES,
+    default_prompt_dir,
+    load_concepts,
+    load_prompt_file,
+)
 from auditor.errors import ConfigError
 
 

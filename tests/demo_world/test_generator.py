@@ -1,10 +1,17 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
 
 from auditor.demo.world.dataset import WorldDataset
 from auditor.demo.world.evaluate import cue_aurocs, group_accuracies, group_ids
-from auditor.demo.world.generator import ClassSpec, WorldSpec, generate_split, shape_mask
+from auditor.demo.world.generator import (
+    ClassSpec,
+    WorldSpec,
+    generate_split,
+    shape_mask,
+)
 
 SMALL = WorldSpec(image_size=32, n_train=100, n_val=40, n_test=40)
 
@@ -71,11 +78,11 @@ def test_per_class_cue_rate_and_collision_scales(monkeypatch):
     train = generate_split(spec, "train")
     assert train.cue_flag("stripes")[train.labels == 0].mean() > 0.9
     assert 0.2 < train.cue_flag("stripes")[train.labels == 1].mean() < 0.4
-    ratios = [other / own for (s1, other), (s2, own) in zip(radii, radii[1:]) if s1 == "plus" and s2 == "square"]
+    ratios = [other / own for (s1, other), (s2, own) in itertools.pairwise(radii) if s1 == "plus" and s2 == "square"]
     assert len(ratios) == 300 and np.allclose(ratios, 0.5)
     radii.clear()
     generate_split(spec, "val")
-    ratios = [other / own for (s1, other), (s2, own) in zip(radii, radii[1:]) if s1 == "plus" and s2 == "square"]
+    ratios = [other / own for (s1, other), (s2, own) in itertools.pairwise(radii) if s1 == "plus" and s2 == "square"]
     assert len(ratios) == 30 and all(1.2 <= r <= 1.4 for r in ratios) and np.ptp(ratios) > 0
 
 

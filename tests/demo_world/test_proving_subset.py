@@ -14,12 +14,12 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 import auditor
+from auditor.data import ImageSource
 from auditor.demo.world.dataset import WorldDataset
 from auditor.demo.worlds.catalog import get_world
 from auditor.demo.worlds.train import load_or_train, load_split, model_spec
 from auditor.evaluation import head_predictions
 from auditor.features import extract_features
-from auditor.data import ImageSource
 from auditor.model import ModelAdapter
 
 CONFIG = {"progress": False, "masks": {"provider": "dataset"}, "gaps": {"n_bootstrap": 300}, "tuning": {"baselines": []}}

@@ -39,7 +39,7 @@ def test_trained_checkpoint_reloads_and_learned_the_cues():
     name, path = tiny_clip.load_or_train_tiny_clip(tiny_clip.TEST_SPEC)
     metrics = json.loads(tiny_clip.tiny_clip_paths(tiny_clip.TEST_SPEC)[1].read_text())
     assert metrics["stripes_auc"] > 0.9 and metrics["warm_auc"] > 0.9 and metrics["colour_accuracy"] > 0.25  # chance: 1/8
-    model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=str(path))
+    model, _, _preprocess = open_clip.create_model_and_transforms(name, pretrained=str(path))
     model.eval()
     again, _, _ = open_clip.create_model_and_transforms(name, pretrained=str(path))
     again.eval()

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from auditor.errors import InvalidInputError, MissingWeightsError
 from auditor.demo.world.generator import WorldSpec
 from auditor.demo.world.train import load_split
 from auditor.demo.zoo import tiny_sam
+from auditor.errors import InvalidInputError, MissingWeightsError
 
 
 def test_builds_a_segment_anything_sam():

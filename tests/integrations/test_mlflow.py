@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-
 mlflow = pytest.importorskip("mlflow", reason='mlflow is not installed (pip install "auditor[mlflow]")')
-from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.tracking import MlflowClient
 
 
 def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
@@ -84,7 +83,7 @@ def test_log_to_a_local_sqlite_store_and_read_it_back(audited, tmp_path, monkeyp
 
 
 def test_default_store_is_a_local_sqlite_file(audited, tmp_path, monkeypatch):
-    report, out = audited
+    report, _out = audited
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     run_id = report.log_to_mlflow(log_model=False)  # no output_dir: the outputs are written to a temporary folder
@@ -134,7 +133,7 @@ def free_port() -> int:
 def mlflow_server(tmp_path):
     """A real `mlflow server` on a free localhost port (SQLite backend, served artifacts), stopped after the test."""
     port = free_port()
-    log = open(tmp_path / "server.log", "w")
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - the server writes to it until teardown closes it
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
                "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "served")]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -10,10 +10,10 @@ WARM = {"warm orange light", "warm light", "orange colour"}
 @pytest.mark.slow
 def test_audit_without_masks_matches_dataset_masks(tiny_clip, tiny_sam_path):
     from auditor.api import audit
-    from auditor.masks.sam import SamMaskProvider
     from auditor.demo.world.dataset import WorldDataset
     from auditor.demo.world.generator import WorldSpec
     from auditor.demo.world.train import TrainSpec, load_or_train_model, load_split
+    from auditor.masks.sam import SamMaskProvider
 
     spec = WorldSpec(image_size=32, n_train=300, n_val=100, n_test=10)
     model = load_or_train_model(spec, TrainSpec(epochs=8), progress=False)

@@ -12,7 +12,12 @@ import pytest
 from PIL import Image
 
 from auditor.report import plots
-from auditor.report.html import browser_snapshot, evidence_columns, find_browser, render_html
+from auditor.report.html import (
+    browser_snapshot,
+    evidence_columns,
+    find_browser,
+    render_html,
+)
 from auditor.report.sections import SECTION_RENDERERS
 
 needs_browser = pytest.mark.skipif(

@@ -43,4 +43,4 @@ def cue_aurocs(scores: np.ndarray, split: WorldSplit, spec: WorldSpec) -> dict[s
     return out
 
 
-__all__ = ["CUES", "group_ids", "group_accuracies", "cue_aurocs"]
+__all__ = ["CUES", "cue_aurocs", "group_accuracies", "group_ids"]

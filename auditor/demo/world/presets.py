@@ -27,15 +27,27 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from auditor._io import atomic_torch_save
-from auditor.demo.world.generator import DEFAULT_CLASSES, ClassSpec, WorldSpec, WorldSplit
+from auditor.demo.world.generator import (
+    DEFAULT_CLASSES,
+    ClassSpec,
+    WorldSpec,
+    WorldSplit,
+)
 from auditor.demo.world.model import SmallCNN
-from auditor.demo.world.train import TrainSpec, cache_root, load_or_train_model, load_split, train_model
+from auditor.demo.world.train import (
+    TrainSpec,
+    cache_root,
+    load_or_train_model,
+    load_split,
+    train_model,
+)
 
 
 def _default(**overrides: Any) -> WorldSpec:

@@ -33,7 +33,7 @@ _EXPORTS = {
     "clip_tokenizer_from_open_clip": "hf_clip",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 - a list of the lazily imported names
 
 
 def __getattr__(name: str):

@@ -274,7 +274,7 @@ def evaluate_tiny_clip(model, tokenizer, split: WorldSplit, batch_size: int = 25
     def text(prompts):
         return model.encode_text(tokenizer(prompts), normalize=True)
 
-    present_shapes = sorted(set(split.class_names[t] for t in split.true_labels))
+    present_shapes = sorted({split.class_names[t] for t in split.true_labels})
     shape_pred = (feats @ text([f"a photo of a {s}" for s in present_shapes]).T).argmax(1).numpy()
     true_shape = np.array([present_shapes.index(split.class_names[t]) for t in split.true_labels])
     colour_pred = (feats @ text([f"a {c} object" for c in COLOURS]).T).argmax(1).numpy()

@@ -25,9 +25,18 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from auditor._io import atomic_torch_save
-from auditor.errors import InvalidInputError, MissingDependencyError, MissingWeightsError
 from auditor.demo.world.train import load_split
-from auditor.demo.zoo._common import pretraining_world, spec_key, training_session, zoo_dir
+from auditor.demo.zoo._common import (
+    pretraining_world,
+    spec_key,
+    training_session,
+    zoo_dir,
+)
+from auditor.errors import (
+    InvalidInputError,
+    MissingDependencyError,
+    MissingWeightsError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +89,13 @@ def _segment_anything():
 def build_tiny_sam(spec: TinySamSpec = TinySamSpec()):
     """A randomly initialised tiny ``segment_anything.modeling.Sam`` of ``spec``'s architecture."""
     _segment_anything()
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
 
     if spec.prompt_dim % 8:
         raise InvalidInputError(f"prompt_dim must be divisible by 8; got {spec.prompt_dim}")

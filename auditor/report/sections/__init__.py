@@ -7,13 +7,6 @@ for names nobody registered. Renderers read only the JSON dict and artifact file
 
 from __future__ import annotations
 
-from auditor.report.sections.base import (
-    SECTION_RENDERERS,
-    Page,
-    register_section,
-    render_generic,
-    render_section,
-)
 from auditor.report.sections import (  # noqa: F401 - imported to register the renderers
     concepts,
     demo_ground_truth,
@@ -22,6 +15,13 @@ from auditor.report.sections import (  # noqa: F401 - imported to register the r
     model_comparison,
     neurontune,
     noise,
+)
+from auditor.report.sections.base import (
+    SECTION_RENDERERS,
+    Page,
+    register_section,
+    render_generic,
+    render_section,
 )
 
 __all__ = ["SECTION_RENDERERS", "Page", "register_section", "render_generic", "render_section"]

@@ -21,8 +21,9 @@ import json
 import logging
 import math
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import jinja2
 from markupsafe import Markup
@@ -255,14 +256,14 @@ def render_section(name: str, section: Any, page: Page) -> Markup:
         return render_generic(name, section, page)
     try:
         return SECTION_RENDERERS.get(name)(section, page)
-    except Exception as error:  # noqa: BLE001 - a report must render whatever a stage stored
+    except Exception as error:
         logger.warning("report section %r could not be rendered (%s: %s); shown as JSON", name, type(error).__name__, error)
         return render_generic(name, section, page, error=f"{type(error).__name__}: {error}")
 
 
 __all__ = [
-    "Page",
     "SECTION_RENDERERS",
+    "Page",
     "SectionRenderer",
     "elide_images",
     "environment",
