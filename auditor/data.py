@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -299,6 +299,18 @@ class ImageSource:
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    @property
+    def items(self) -> Dataset:
+        """The dataset as a picklable view whose item ``i`` is ``(image, label, mask, i)`` (image a float tensor of
+        :attr:`image_shape`, mask a bool tensor or None) or a :class:`SkippedImage` when the dataset fails on it."""
+        return self._normalised
+
+    @property
+    def collate_fn(self) -> Callable[[list], tuple]:
+        """Picklable batch builder for :attr:`items`: ``items -> (images | None, labels, masks | None, kept indices,
+        skipped)``; raises InvalidInputError naming the file when an image's size differs from the first one's."""
+        return self._collate
 
     @property
     def skipped(self) -> tuple[SkippedImage, ...]:

@@ -189,7 +189,7 @@ def data_hash(source: ImageSource, samples: int = FINGERPRINT_SAMPLES) -> str:
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{n}|".encode())
     for index in np.unique(np.linspace(0, n - 1, min(n, samples)).round().astype(np.int64)):
-        item = source._normalised[int(index)]
+        item = source.items[int(index)]
         digest.update(f"{index}|{image_path(source.dataset, int(index))}|".encode())
         if isinstance(item, SkippedImage):
             digest.update(f"skipped|{item.reason}".encode())
@@ -219,7 +219,7 @@ def cache_fingerprint(adapter: ModelAdapter, source: ImageSource, options: Extra
         "d": adapter.n_features,
         "k": adapter.n_classes,
         "head": adapter.head_name,
-        "feature_layer": adapter._feature_layer_name,
+        "feature_layer": adapter.feature_layer_name,
         "image_shape": list(source.image_shape),
         "weights": weights_hash(adapter.model),
         "data": data_hash(source),

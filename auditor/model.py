@@ -198,6 +198,11 @@ class ModelAdapter:
         self._feature_layer_name = feature_layer
         self._spatial_name: str | None | bool = None  # None = not searched yet, False = none found
 
+    @property
+    def feature_layer_name(self) -> str | None:
+        """The spatial layer the user named (``model.feature_layer``), or None when it is found by a dry run."""
+        return self._feature_layer_name
+
     @contextlib.contextmanager
     def _session(self) -> Iterator[None]:
         """Eval mode on the right device for the duration; restore every module's mode and the device afterwards."""

@@ -29,6 +29,28 @@ def test_tuple_and_dict_items_with_and_without_masks():
     assert labels.tolist() == [2, 2] and masks.dtype == torch.bool and masks.shape == (2, 8, 8)
 
 
+
+class _FailsOnTwo(ListDataset):
+    def __getitem__(self, i):
+        if i == 2:
+            raise OSError("truncated file")
+        return super().__getitem__(i)
+
+
+def test_items_and_collate_fn_read_the_dataset_as_the_engines_do():
+    import pickle
+
+    from auditor.data import SkippedImage
+
+    source = ImageSource(_FailsOnTwo([(torch.full((3, 4, 4), float(i)), i % 2) for i in range(4)]))
+    assert isinstance(source.items[2], SkippedImage) and "truncated" in source.items[2].reason
+    image, label, mask, index = source.items[3]
+    assert torch.equal(image, torch.full((3, 4, 4), 3.0)) and label == 1 and mask is None and index == 3
+    items, collate = pickle.loads(pickle.dumps((source.items, source.collate_fn)))  # what a Ray task receives
+    images, labels, masks, kept, skipped = collate([items[i] for i in range(4)])
+    assert images.shape == (3, 3, 4, 4) and labels.tolist() == [0, 1, 1] and masks is None
+    assert kept.tolist() == [0, 1, 3] and [s.index for s in skipped] == [2]
+
 @pytest.mark.parametrize(
     "items, message",
     [

@@ -38,6 +38,9 @@ def test_locates_spatial_layer_whose_channels_are_features():
     assert adapter.locate_spatial_layer(torch.zeros(2, 3, 8, 8)) == "relu"
     out = adapter.forward(torch.rand(2, 3, 8, 8), with_spatial=True)
     assert out.spatial.shape == (2, 2, 8, 8)
+    assert adapter.feature_layer_name is None  # found by the dry run, not named by the user
+    named = ModelAdapter(TwoChannelNet(), feature_layer="relu")
+    assert named.feature_layer_name == "relu" and named.locate_spatial_layer(torch.zeros(2, 3, 8, 8)) == "relu"
 
 
 def test_model_is_left_untouched_even_in_training_mode():

@@ -57,7 +57,7 @@ class _ReadBatch:
     """Ray task body: read one batch of images (skipping unreadable ones) in a CPU task."""
 
     def __init__(self, source: ImageSource):
-        self.normalised, self.collate, self.shape = source._normalised, source._collate, source.image_shape
+        self.normalised, self.collate, self.shape = source.items, source.collate_fn, source.image_shape
 
     def __call__(self, row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start, stop = int(row["start"][0]), int(row["stop"][0])
@@ -153,7 +153,7 @@ def extract_shards_ray(adapter: ModelAdapter, source: ImageSource, location: str
             .map_batches(_ReadBatch(source), batch_size=1, num_cpus=READ_CPUS)
             .map_batches(_Forward, batch_size=1, compute=ray.data.ActorPoolStrategy(size=n_actors), num_gpus=gpus,
                          num_cpus=0 if gpus else 1,
-                         fn_constructor_kwargs=dict(model=model, head=adapter.head_name, feature_layer=adapter._feature_layer_name,
+                         fn_constructor_kwargs=dict(model=model, head=adapter.head_name, feature_layer=adapter.feature_layer_name,
                                                     device=device, options=options, threads=1 if not gpus else 4))
         )
         for out in dataset.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=2):
