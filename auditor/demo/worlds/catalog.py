@@ -200,6 +200,31 @@ HELD_OUT_WORLDS: dict[str, ProvingWorld] = {
             description="small objects (5-12% of the image) on the plain background: a gravel texture, a moving "
                         "watermark, stripes and a co-object; two controls",
         ),
+        # Round 6 (stop 21): specified and committed while round 5 was being audited for the first time, before any
+        # default changed at stop 21; kept for the next change to the verdict or the repair: cues that leak into other
+        # classes' training images (12%) under stronger pixel noise, and fewer, larger training objects with weaker
+        # correlations (85-90%).
+        ProvingWorld(
+            "held-out-leaky-noisy-cues",
+            (C("one", "digit:1", "gravel"), C("four", "digit:4", "warm"), C("triangle", "shape:triangle", "watermark"),
+             C("square", "shape:square", "stripes", cue_rate=0.85), C("seven", "digit:7"), C("circle", "shape:circle")),
+            background="photos",
+            cue_rate_other_train=0.12,
+            noise=0.08,
+            seed=1111,
+            description="digits and shapes on real photographs with stronger noise (0.08) and cues in 12% of the other "
+                        "classes' training images: gravel, a warm cast, a moving watermark and stripes (85%); two controls",
+        ),
+        ProvingWorld(
+            "held-out-few-large-shapes",
+            (C("ring", "shape:ring", "cat", cue_rate=0.9), C("plus", "shape:plus", "vignette", cue_rate=0.85),
+             C("diamond", "shape:diamond", "grass", strength=0.8), C("triangle", "shape:triangle"), C("square", "shape:square")),
+            object_area=(0.2, 0.45),
+            n_train=400,
+            seed=1212,
+            description="400 training images per class, large shapes (20-45%) on the plain background with weaker "
+                        "correlations: a co-object (90%), a vignette (85%) and a faint grass texture; two controls",
+        ),
     )
 }
 """Worlds kept out of every default's choice: no threshold, design or default was chosen on them, so their
