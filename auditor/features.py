@@ -83,8 +83,9 @@ class FeatureCache:
         return cls(np.asarray(activations, np.float32), logits, labels, predictions)
 
 
-CACHE_VERSION = 2
-"""Layout version of the feature cache; a cache of another version is recomputed."""
+CACHE_VERSION = 3
+"""Layout version of the feature cache; a cache of another version is recomputed (3: masks left out of the
+data hash)."""
 
 FINGERPRINT_SAMPLES = 16
 """Dataset items hashed (evenly spaced) into the cache's fingerprint."""
@@ -176,7 +177,10 @@ def weights_hash(model: torch.nn.Module) -> str:
 
 
 def data_hash(source: ImageSource, samples: int = FINGERPRINT_SAMPLES) -> str:
-    """A hash of the dataset's length and of ``samples`` evenly spaced items (image bytes, label, mask, path).
+    """A hash of the dataset's length and of ``samples`` evenly spaced items (image bytes, label, path).
+
+    Masks are left out: the cache holds activations, logits and predictions, none of which depends on a mask, so
+    an audit that adds, drops or replaces the dataset's masks (dataset masks against SAM's) reuses the feature pass.
 
     Args:
         source: the images.
@@ -194,11 +198,9 @@ def data_hash(source: ImageSource, samples: int = FINGERPRINT_SAMPLES) -> str:
         if isinstance(item, SkippedImage):
             digest.update(f"skipped|{item.reason}".encode())
             continue
-        image, label, mask, _ = item
+        image, label, _mask, _ = item
         digest.update(f"{label}|{image.dtype}|{tuple(image.shape)}|".encode())
         digest.update(image.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        if mask is not None:
-            digest.update(np.packbits(mask.cpu().numpy()).tobytes())
     return digest.hexdigest()
 
 

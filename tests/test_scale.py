@@ -134,6 +134,21 @@ def test_same_architecture_with_new_weights_is_recomputed_with_a_log_line(tmp_pa
     assert "stale" not in caplog.text
 
 
+class _WithMasks(SlowPlanted):
+    def __getitem__(self, i):
+        image, label = super().__getitem__(i)
+        return image, label, torch.rand(image.shape[1:]) > 0.5
+
+
+def test_adding_masks_reuses_the_feature_pass(tmp_path, caplog):
+    caplog.set_level("INFO", logger="auditor.features")
+    plain = _extract(tmp_path, SlowPlanted(16))
+    caplog.clear()
+    masked = _extract(tmp_path, _WithMasks(16))  # same images and labels; masks are not in the cached arrays
+    assert "stale" not in caplog.text and "reusing cached features" in caplog.text
+    assert np.array_equal(masked.activations, plain.activations) and np.array_equal(masked.logits, plain.logits)
+
+
 def test_extraction_options_keep_results_on_cpu(tmp_path):
     plain = _extract(tmp_path / "plain", SlowPlanted(24))
     channels_last = _extract(tmp_path / "cl", SlowPlanted(24), channels_last=True)
