@@ -148,15 +148,10 @@ class _Inputs:
     config: object
 
 
-def _audit_inputs(report, train, val, work: Path, train_masks: bool) -> _Inputs:
-    """Rebuild the audit's inputs from the report (public data) and the feature cache it left in ``work``.
-
-    ``train_masks`` must say whether the audit's training images carried masks: the cache's fingerprint hashes them,
-    and a different dataset would recompute (and overwrite) the audit's cache instead of reading it.
-    """
+def _audit_inputs(report, train, val, work: Path) -> _Inputs:
+    """Rebuild the audit's inputs from the report (public data) and the feature cache it left in ``work``."""
     adapter = ModelAdapter(report.model, head=report.meta["head"])
-    with_masks = {"train": train_masks, "val": False}
-    caches = {name: extract_features(adapter, ImageSource(WorldDataset(split, with_masks=with_masks[name]), name=name),
+    caches = {name: extract_features(adapter, ImageSource(WorldDataset(split, with_masks=False), name=name),
                                      work / "features" / name, progress=False)
               for name, split in (("train", train), ("val", val))}
     return _Inputs(adapter, caches["train"], caches["val"], report.config)
@@ -317,7 +312,7 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
     report = audit(model, WorldDataset(train, with_masks=masks == "dataset"), WorldDataset(val, with_masks=False),
                    class_names=world.class_names, config=config)
     seconds = time.perf_counter() - start
-    ctx = _audit_inputs(report, train, val, work, train_masks=masks == "dataset")
+    ctx = _audit_inputs(report, train, val, work)
 
     truth_auroc = truth_of(report, ctx.val_cache, val, world)
     records, tp, flagged, positives = [], 0, 0, 0
@@ -367,7 +362,7 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
             skew_work = work.parent / (work.name + "-skewed")
             skew_report = audit(model, WorldDataset(train, with_masks=masks == "dataset"), WorldDataset(skew, with_masks=False),
                                 class_names=world.class_names, config=config.replace(**{"features.cache_dir": str(skew_work)}))
-            skew_ctx = _audit_inputs(skew_report, train, skew, skew_work, train_masks=masks == "dataset")
+            skew_ctx = _audit_inputs(skew_report, train, skew, skew_work)
             skew_oracle = oracle_dfr(np.asarray(skew_ctx.val_cache.activations), np.asarray(skew_ctx.val_cache.labels),
                                      group_ids(skew, world), seed=seed)
             skewed_row = {"methods": score({"ERM": erm, **skew_report.tuned_heads, "oracle": skew_oracle}),
