@@ -1,0 +1,81 @@
+"""Would a third verdict path, moderate background reliance *and* moderate swap together, recover the misses?
+
+The misses of every held-out round are features that the cue moves but that follow the object first: background
+reliance 0.1-0.3 (under ``verdicts.reliance_threshold``) and swap reliance 0.1-0.2 (under the swap threshold, 0.2
+with estimated masks). This replays the shipped rule (``bench_proving_ground.swap_rule``) on recorded evidence with
+an added path: spurious also when the background reliance is at least ``tb`` with its interval above 0, the swap
+reliance at least ``ts`` with its interval above ``verdicts.swap_margin``, and the neutral-background drop at least
+``verdicts.swap_min_background_drop``. ``tb`` and ``ts`` (or no added path) are chosen leave one world out by F1,
+per mask source and model, on the calibration, promoted and round-4 worlds; round 5 is left out (its results were
+seen before this was tried) and round 6 is not audited.
+
+Usage (from ``benchmarks/``)::
+
+    python diag_joint_path.py
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from auditor.demo.worlds.calibration import calibrate_lowo
+from bench_proving_ground import shipped_default, swap_rule
+
+EVIDENCE = {
+    "cnn16, dataset masks": ["proving_ground_evidence_selection_top.json", "proving_ground_evidence_held_out_r4.json"],
+    "cnn16, SAM masks": ["proving_ground_evidence_cnn16_sam.json", "proving_ground_evidence_held_out_sam.json",
+                         "proving_ground_evidence_held_out_r2_sam.json", "proving_ground_evidence_held_out_r3_sam.json",
+                         "proving_ground_evidence_held_out_r4_sam.json"],
+    "cnn32, dataset masks": ["proving_ground_evidence_cnn32.json", "proving_ground_evidence_held_out_r2_cnn32.json",
+                             "proving_ground_evidence_held_out_r3_cnn32.json", "proving_ground_evidence_held_out_r4_cnn32.json"],
+}
+BACKGROUND_LEVELS = (0.1, 0.15, 0.2, 0.25)
+SWAP_LEVELS = (0.05, 0.075, 0.1)
+
+
+def _value(record: dict, key: str) -> float:
+    return float(record[key]) if record.get(key) is not None else math.nan
+
+
+def joint_rule(record: dict, params: dict) -> bool:
+    """The shipped rule, or (when ``params["tb"]`` is set) the added background-and-swap path."""
+    if swap_rule(record, params):
+        return True
+    if params.get("tb") is None:
+        return False
+    classes = params["reference"] == "classes" and math.isfinite(_value(record, "class_swap_reliance"))
+    swap, swap_low = ((_value(record, "class_swap_reliance"), _value(record, "class_swap_ci_low")) if classes
+                      else (_value(record, "swap_reliance"), _value(record, "swap_ci_low")))
+    return bool(_value(record, "reliance_ci_low") > 0 and _value(record, "background_reliance") >= params["tb"]
+                and swap_low > params["margin"] and swap >= params["ts"]
+                and _value(record, "background_drop") >= params["drop"])
+
+
+def main() -> None:
+    print("| evidence | rule | TP | FP | FN | P | R | F1 | control flags | worlds meeting P >= 0.9 and R >= 0.8 | chosen (tb, ts) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, files in EVIDENCE.items():
+        records = [r for f in files for r in json.loads(Path(f).read_text())["records"]]
+        default = {**shipped_default(records), "tb": None}
+        grid = [default] + [{**default, "tb": tb, "ts": ts} for tb in BACKGROUND_LEVELS for ts in SWAP_LEVELS]
+        result = calibrate_lowo(records, joint_rule, grid, default)
+        for label, which in (("shipped", "default"), ("added path, LOWO", "held_out")):
+            tp = fp = fn = controls = meeting = 0
+            chosen = set()
+            for world, entry in result.items():
+                params = default if which == "default" else entry["params"]
+                chosen.add((params.get("tb"), params.get("ts")))
+                s = entry[which]
+                world_tp = s["flagged"] - s["false_positives"]
+                tp, fp, fn = tp + world_tp, fp + s["false_positives"], fn + s["positives"] - world_tp
+                controls += sum(joint_rule(r, params) for r in records if r["world"] == world and r.get("control"))
+                meeting += ((math.isnan(s["precision"]) or s["precision"] >= 0.9)
+                            and (math.isnan(s["recall"]) or s["recall"] >= 0.8))
+            shown = "-" if which == "default" else ", ".join(sorted(f"({a}, {b})" for a, b in chosen))
+            print(f"| {name} | {label} | {tp} | {fp} | {fn} | {tp / (tp + fp):.3f} | {tp / (tp + fn):.3f} "
+                  f"| {2 * tp / (2 * tp + fp + fn):.3f} | {controls} | {meeting}/{len(result)} | {shown} |")
+
+
+if __name__ == "__main__":
+    main()
