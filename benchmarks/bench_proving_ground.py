@@ -73,6 +73,7 @@ from auditor.demo.worlds.calibration import (
     calibrate_lowo,
     current_rule,
     field_rule,
+    record_number,
 )
 from auditor.demo.worlds.catalog import (
     HELD_OUT_WORLDS,
@@ -628,7 +629,7 @@ def swap_rule(record: dict, params: dict) -> bool:
                            swap_margin=params.get("margin", VerdictConfig().swap_margin),
                            swap_min_background_drop=params.get("drop", VerdictConfig().swap_min_background_drop),
                            swap_background_check=params.get("check", VerdictConfig().swap_background_check))
-    value = lambda key: float(record.get(key) if record.get(key) is not None else math.nan)
+    value = lambda key: record_number(record, key)
     density = value("density_ratio")
     swap = (value("swap_reliance"), value("swap_ci_low"), value("swap_ci_high"))
     if config.swap_reference == "classes" and math.isfinite(value("class_swap_reliance")):

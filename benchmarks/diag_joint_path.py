@@ -19,7 +19,7 @@ import json
 import math
 from pathlib import Path
 
-from auditor.demo.worlds.calibration import calibrate_lowo
+from auditor.demo.worlds.calibration import calibrate_lowo, record_number
 from bench_proving_ground import shipped_default, swap_rule
 
 EVIDENCE = {
@@ -35,8 +35,11 @@ SWAP_LEVELS = (0.05, 0.075, 0.1)
 CORROBORATION_LEVELS = (0.0, 0.025, 0.05, 0.075, 0.1)
 
 
-def _value(record: dict, key: str) -> float:
-    return float(record[key]) if record.get(key) is not None else math.nan
+def _swap(record: dict, params: dict) -> tuple[float, float]:
+    """``(swap reliance, its CI low)`` against the reference the rule uses (other classes, or donors when absent)."""
+    if params["reference"] == "classes" and math.isfinite(record_number(record, "class_swap_reliance")):
+        return record_number(record, "class_swap_reliance"), record_number(record, "class_swap_ci_low")
+    return record_number(record, "swap_reliance"), record_number(record, "swap_ci_low")
 
 
 def joint_rule(record: dict, params: dict) -> bool:
@@ -45,25 +48,22 @@ def joint_rule(record: dict, params: dict) -> bool:
         return True
     if params.get("tb") is None:
         return False
-    classes = params["reference"] == "classes" and math.isfinite(_value(record, "class_swap_reliance"))
-    swap, swap_low = ((_value(record, "class_swap_reliance"), _value(record, "class_swap_ci_low")) if classes
-                      else (_value(record, "swap_reliance"), _value(record, "swap_ci_low")))
-    return bool(_value(record, "reliance_ci_low") > 0 and _value(record, "background_reliance") >= params["tb"]
+    swap, swap_low = _swap(record, params)
+    return bool(record_number(record, "reliance_ci_low") > 0 and record_number(record, "background_reliance") >= params["tb"]
                 and swap_low > params["margin"] and swap >= params["ts"]
-                and _value(record, "background_drop") >= params["drop"])
+                and record_number(record, "background_drop") >= params["drop"])
 
 
 def corroborated_rule(record: dict, params: dict) -> bool:
     """The shipped rule, with the background path flagging only when the swap reliance reaches ``params["smin"]``."""
-    if not swap_rule(record, params) or params.get("smin") is None:
-        return swap_rule(record, params)
-    background_path = (_value(record, "reliance_ci_low") > 0
-                       and _value(record, "background_reliance") >= params["reliance"])
+    shipped = swap_rule(record, params)
+    if not shipped or params.get("smin") is None:
+        return shipped
+    background_path = (record_number(record, "reliance_ci_low") > 0
+                       and record_number(record, "background_reliance") >= params["reliance"])
     if not background_path:
         return True
-    classes = params["reference"] == "classes" and math.isfinite(_value(record, "class_swap_reliance"))
-    swap = _value(record, "class_swap_reliance" if classes else "swap_reliance")
-    return bool(swap >= params["smin"] or swap_rule(record, {**params, "reliance": math.inf}))
+    return bool(_swap(record, params)[0] >= params["smin"] or swap_rule(record, {**params, "reliance": math.inf}))
 
 
 def _pooled(records: list[dict], rule, result: dict, default: dict, which: str) -> tuple:

@@ -19,7 +19,8 @@ Record = Mapping[str, Any]
 Rule = Callable[[Record, Mapping[str, float]], bool]
 
 
-def _num(record: Record, key: str, default: float = math.nan) -> float:
+def record_number(record: Record, key: str, default: float = math.nan) -> float:
+    """``record[key]`` as a float; ``default`` (NaN) when it is absent, None or not a number."""
     value = record.get(key, default)
     try:
         return float(value)
@@ -35,10 +36,10 @@ def current_rule(record: Record, params: Mapping[str, float]) -> bool:
     otherwise when the heat density inside the object is below ``density_threshold`` times
     the density outside.
     """
-    obj, bg = _num(record, "object_drop"), _num(record, "background_drop")
+    obj, bg = record_number(record, "object_drop"), record_number(record, "background_drop")
     if max(obj, bg) >= params["min_activation_drop"]:
         return bg > obj
-    return _num(record, "density_ratio") < params["density_threshold"]
+    return record_number(record, "density_ratio") < params["density_threshold"]
 
 
 CURRENT_GRID = [
@@ -58,7 +59,7 @@ def field_rule(field: str, direction: str) -> Rule:
         raise ValueError(f"direction must be '>' or '<'; got {direction!r}")
 
     def rule(record: Record, params: Mapping[str, float]) -> bool:
-        value = _num(record, field)
+        value = record_number(record, field)
         if math.isnan(value):
             return False
         return value > params["t"] if direction == ">" else value < params["t"]
