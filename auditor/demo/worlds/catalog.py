@@ -225,6 +225,33 @@ HELD_OUT_WORLDS: dict[str, ProvingWorld] = {
             description="400 training images per class, large shapes (20-45%) on the plain background with weaker "
                         "correlations: a co-object (90%), a vignette (85%) and a faint grass texture; two controls",
         ),
+        # Round 7 (stop 22): specified and committed before round 6 was audited, with no default changed; kept for the
+        # next change to the verdict or the repair: a 56 px size with five cue kinds at once, and a small validation
+        # split (60 images per class) under more noise.
+        ProvingWorld(
+            "held-out-56px-five-cues",
+            (C("two", "digit:2", "brick"), C("ring", "shape:ring", "tag", strength=0.7), C("six", "digit:6", "cool"),
+             C("plus", "shape:plus", "tree", cue_rate=0.9), C("eight", "digit:8", "border", strength=0.8),
+             C("square", "shape:square"), C("five", "digit:5")),
+            image_size=56,
+            background="photos",
+            object_area=(0.08, 0.3),
+            seed=1313,
+            description="56 px: digits and shapes on real photographs with five cue kinds: a brick texture, a faint "
+                        "corner tag, a cool cast, a tree (90%) and a border; two controls",
+        ),
+        ProvingWorld(
+            "held-out-small-val-noisy",
+            (C("circle", "shape:circle", "page"), C("nine", "digit:9", "vignette", cue_rate=0.9),
+             C("diamond", "shape:diamond", "cat", strength=0.8), C("zero", "digit:0", "stripes", cue_rate=0.9),
+             C("triangle", "shape:triangle"), C("one", "digit:1")),
+            object_area=(0.1, 0.3),
+            n_val=60,
+            noise=0.06,
+            seed=1414,
+            description="60 validation images per class, noise 0.06, plain background: a printed-page texture, a "
+                        "vignette (90%), a faint co-object and stripes (90%); two controls",
+        ),
     )
 }
 """Worlds kept out of every default's choice: no threshold, design or default was chosen on them, so their
