@@ -7,7 +7,7 @@ an added path: spurious also when the background reliance is at least ``tb`` wit
 reliance at least ``ts`` with its interval above ``verdicts.swap_margin``, and the neutral-background drop at least
 ``verdicts.swap_min_background_drop``. ``tb`` and ``ts`` (or no added path) are chosen leave one world out by F1,
 per mask source and model, on the calibration, promoted and round-4 worlds; round 5 is left out (its results were
-seen before this was tried) and round 6 is not audited.
+seen before this was tried) and round 6 was not audited when this was tried (stop 21).
 
 Usage (from ``benchmarks/``)::
 

@@ -201,7 +201,7 @@ HELD_OUT_WORLDS: dict[str, ProvingWorld] = {
                         "watermark, stripes and a co-object; two controls",
         ),
         # Round 6 (stop 21): specified and committed while round 5 was being audited for the first time, before any
-        # default changed at stop 21; kept for the next change to the verdict or the repair: cues that leak into other
+        # default changed at stop 21; audited once at stop 22 with the defaults unchanged: cues that leak into other
         # classes' training images (12%) under stronger pixel noise, and fewer, larger training objects with weaker
         # correlations (85-90%).
         ProvingWorld(
