@@ -663,6 +663,11 @@ def shipped_default(records: list[dict]) -> dict:
 SWAP_GRID = [{"reliance": r, "swap": w, "reference": ref, "margin": m} for ref in ("donors", "classes")
              for r in (0.05, 0.1, 0.15, 0.2, 0.3) for w in (0.1, 0.125, 0.15, 0.2, 0.3) for m in (0.0, 0.05, 0.1)]
 SWAP_DEFAULT = _shipped_verdict_defaults()
+
+
+def threshold_grid(default: dict) -> list[dict]:
+    """:data:`SWAP_GRID` with the neutral-drop gate and the background check at ``default``'s values."""
+    return [{**p, "drop": default["drop"], "check": default["check"]} for p in SWAP_GRID]
 SWAP_DROP_LEVELS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25)
 """Candidate ``verdicts.swap_min_background_drop`` values, calibrated with the other thresholds at their shipped values."""
 SWAP_BACKGROUND_CHECKS = ("point", "interval")
@@ -680,7 +685,7 @@ def print_calibration(records: list[dict]) -> dict:
     if extra:
         default = shipped_default(records)
         rules["shipped (reliance_threshold, swap_threshold, swap_reference, swap_margin)"] = (
-            swap_rule, [{**p, "drop": default["drop"], "check": default["check"]} for p in SWAP_GRID], default)
+            swap_rule, threshold_grid(default), default)
         rules["swap_min_background_drop, the rest shipped"] = (
             swap_rule, [{**default, "drop": level} for level in SWAP_DROP_LEVELS], default)
         rules["swap_background_check, the rest shipped"] = (

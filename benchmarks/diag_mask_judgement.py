@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
                        ("cue class, true flag", sorted(true_cue_classes)[:args.show])):
         for value, (world, seed, name) in rows:
             print(f"| {kind} | {world} | {seed} | {name} | {value:.2f} |")
-    below = sum(v < max(c for c, _ in flagged_controls) for v, _ in true_cue_classes) if flagged_controls else 0
+    highest_control = max((c for c, _ in flagged_controls), default=math.nan)
+    below = sum(v < highest_control for v, _ in true_cue_classes)
     print(f"\n{len(true_cue_classes)} cue classes with a true flag; {below} of them lie below the largest value of a "
           f"flagged control ({len(flagged_controls)} flagged control class-seeds)")
 

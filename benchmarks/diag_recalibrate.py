@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench_proving_ground import SWAP_GRID, shipped_default, swap_rule
+from bench_proving_ground import shipped_default, swap_rule, threshold_grid
 
 Counts = tuple[int, int, int, int]
 """``(true positives, false positives, false negatives, control features flagged)`` of one world."""
@@ -44,20 +44,24 @@ def world_counts(records: Sequence[dict], params: dict, worlds: Sequence[str]) -
     return {world: tuple(c) for world, c in counts.items()}
 
 
+def rates(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    """``(precision, recall, F1)`` of the counts; NaN where undefined (nothing flagged, nothing true)."""
+    precision = tp / (tp + fp) if tp + fp else math.nan
+    recall = tp / (tp + fn) if tp + fn else math.nan
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan
+    return precision, recall, f1
+
+
 def meets_bar(counts: Counts) -> bool:
     """Precision >= 0.9 and recall >= 0.8 (where defined) and no control feature flagged."""
-    tp, fp, fn, controls = counts
-    precision_ok = tp + fp == 0 or tp / (tp + fp) >= 0.9
-    recall_ok = tp + fn == 0 or tp / (tp + fn) >= 0.8
-    return precision_ok and recall_ok and controls == 0
+    precision, recall, _ = rates(*counts[:3])
+    return (math.isnan(precision) or precision >= 0.9) and (math.isnan(recall) or recall >= 0.8) and counts[3] == 0
 
 
 def pooled_f1(per_world: dict[str, Counts], worlds: Sequence[str]) -> float:
     """F1 of the counts pooled over ``worlds`` (0 when nothing is flagged or true)."""
-    tp = sum(per_world[w][0] for w in worlds)
-    fp = sum(per_world[w][1] for w in worlds)
-    fn = sum(per_world[w][2] for w in worlds)
-    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    f1 = rates(*(sum(per_world[w][i] for w in worlds) for i in range(3)))[2]
+    return 0.0 if math.isnan(f1) else f1
 
 
 def leave_one_world_out(table: list[dict[str, Counts]], worlds: Sequence[str],
@@ -71,8 +75,8 @@ def leave_one_world_out(table: list[dict[str, Counts]], worlds: Sequence[str],
         counts = table[index][world]
         tp, fp, fn, controls = tp + counts[0], fp + counts[1], fn + counts[2], controls + counts[3]
         at_bar += meets_bar(counts)
-    scores = {"precision": tp / (tp + fp) if tp + fp else math.nan, "recall": tp / (tp + fn) if tp + fn else math.nan,
-              "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan, "at_bar": at_bar, "controls": controls}
+    precision, recall, f1 = rates(tp, fp, fn)
+    scores = {"precision": precision, "recall": recall, "f1": f1, "at_bar": at_bar, "controls": controls}
     return scores, chosen
 
 
@@ -83,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     records = [r for path in args.evidence for r in json.loads(Path(path).read_text())["records"]]
     worlds = sorted({r["world"] for r in records})
     default = shipped_default(records)
-    grid = [{**p, "drop": default["drop"], "check": default["check"]} for p in SWAP_GRID]
+    grid = threshold_grid(default)
     if default not in grid:
         grid.append(default)
     table = [world_counts(records, params, worlds) for params in grid]
