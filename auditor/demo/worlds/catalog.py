@@ -225,8 +225,8 @@ HELD_OUT_WORLDS: dict[str, ProvingWorld] = {
             description="400 training images per class, large shapes (20-45%) on the plain background with weaker "
                         "correlations: a co-object (90%), a vignette (85%) and a faint grass texture; two controls",
         ),
-        # Round 7 (stop 22): specified and committed before round 6 was audited, with no default changed; kept for the
-        # next change to the verdict or the repair: a 56 px size with five cue kinds at once, and a small validation
+        # Round 7 (stop 22): specified and committed before round 6 was audited, with no default changed; audited once
+        # at stop 23 with the defaults unchanged: a 56 px size with five cue kinds at once, and a small validation
         # split (60 images per class) under more noise.
         ProvingWorld(
             "held-out-56px-five-cues",
@@ -251,6 +251,33 @@ HELD_OUT_WORLDS: dict[str, ProvingWorld] = {
             seed=1414,
             description="60 validation images per class, noise 0.06, plain background: a printed-page texture, a "
                         "vignette (90%), a faint co-object and stripes (90%); two controls",
+        ),
+        # Round 8 (stop 23): specified and committed before round 7 was audited, with no default changed; kept for the
+        # next change to the verdict or the repair: a 44 px size with large objects on photographs, and half the
+        # training images under strong noise with small objects and fainter localised cues.
+        ProvingWorld(
+            "held-out-44px-large-photo",
+            (C("ring", "shape:ring", "gravel"), C("three", "digit:3", "watermark"),
+             C("diamond", "shape:diamond", "warm", strength=0.7), C("seven", "digit:7", "stripes", cue_rate=0.9),
+             C("square", "shape:square"), C("two", "digit:2")),
+            image_size=44,
+            background="photos",
+            object_area=(0.25, 0.5),
+            seed=1515,
+            description="44 px: large digits and shapes (25-50%) on real photographs: a gravel texture, a moving "
+                        "watermark, a warm cast at 70% and stripes (90%); two controls",
+        ),
+        ProvingWorld(
+            "held-out-few-noisy-small",
+            (C("plus", "shape:plus", "tag", strength=0.6), C("four", "digit:4", "border"),
+             C("triangle", "shape:triangle", "grass", cue_rate=0.9), C("eight", "digit:8", "cat", cue_rate=0.9),
+             C("circle", "shape:circle"), C("six", "digit:6")),
+            object_area=(0.06, 0.16),
+            n_train=300,
+            noise=0.07,
+            seed=1616,
+            description="300 training images per class, noise 0.07, small objects (6-16%) on the plain background: "
+                        "a faint corner tag, a border, grass (90%) and a co-object (90%); two controls",
         ),
     )
 }
