@@ -196,6 +196,9 @@ class VerdictConfig:
             "donors" (the ``reliance_quantile`` of each image's other-class swaps) or "classes" (the mean
             swap onto the other class that raises the feature most, ``class_swap_reliance``), which a
             feature suppressed by some classes' cues cannot pass, whatever their share of the donors.
+        swap_relight: before each swap, shift the kept object to the light and colour of its new background
+            (``counterfactuals.relight_object``), so that a cue over the whole scene (a colour cast, a vignette)
+            leaves with the background instead of staying on the object's pixels.
         reliance_confidence: confidence level of the bootstrap intervals.
         ablation_fill: fill of the legacy ablation evidence (``object_drop``, ``background_drop``):
             "neutral" (grey at the data's brightness with its pixel noise) or "blur".
@@ -221,6 +224,7 @@ class VerdictConfig:
     mixed_threshold: float = 0.1
     reliance_quantile: float = 0.75
     swap_reference: str = "classes"
+    swap_relight: bool = False
     reliance_confidence: float = 0.95
     ablation_fill: str = "neutral"
     density_threshold: float = 1.0

@@ -15,6 +15,8 @@ is a per-pixel selection, so it commutes with any per-channel normalisation).
 * :func:`clean_backgrounds`: donors with their own object removed, so that no
   second object shows after a paste.
 * :func:`paste_object`: the object kept, the background taken from donors.
+* :func:`relight_object`: the object shifted to the light and colour of a new background, so that a cast or
+  vignette over the whole scene leaves with the background instead of staying on the object.
 * :func:`remove_object`: the image's own background with the object removed.
 * :func:`background_contrast`: how much more a feature responds to its class's own
   backgrounds (object removed) than to the backgrounds of other classes.
@@ -179,6 +181,95 @@ def paste_object(images: torch.Tensor, masks: torch.Tensor, backgrounds: torch.T
             "pass one background per image, at the same size"
         )
     return torch.where(masks[:, None], images, backgrounds.to(images))
+
+
+RELIGHT_SIGMA = 0.25
+"""Standard deviation of the Gaussian that estimates local light and colour, as a fraction of the image side: wide
+enough to span large objects, so the estimate exists under every object pixel."""
+
+
+def local_background(images: torch.Tensor, outside: torch.Tensor, sigma: float = RELIGHT_SIGMA) -> torch.Tensor:
+    """Gaussian-weighted mean colour of the pixels ``outside`` around every pixel: the local light of the background.
+
+    Images larger than 64 pixels are averaged down to 32-63 pixels first (the estimate is smooth at this
+    ``sigma``), so the cost does not grow with the image size.
+
+    Args:
+        images: float ``(N, C, H, W)``.
+        outside: bool ``(N, H, W)``, the pixels that count (the background).
+        sigma: the Gaussian's standard deviation as a fraction of the shorter image side (> 0).
+
+    Returns:
+        float ``(N, C, H, W)``; 0 where no counted pixel is within reach (an image with no background).
+
+    Raises:
+        InvalidInputError: mismatched shapes or ``sigma <= 0``.
+    """
+    outside = _check(images, outside, "background pixels")
+    if sigma <= 0:
+        raise InvalidInputError(f"sigma must be > 0; got {sigma}")
+    h, w = images.shape[-2:]
+    factor = max(1, min(h, w) // 32)
+    weight = outside[:, None].to(images.dtype)
+    weighted = images * weight
+    if factor > 1:
+        weighted = F.avg_pool2d(weighted, factor, ceil_mode=True)
+        weight = F.avg_pool2d(weight, factor, ceil_mode=True)
+    pixels = sigma * min(h, w) / factor
+    radius = max(1, int(3 * pixels + 0.5))
+    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    kernel = torch.exp(-(offsets**2) / (2 * pixels**2))
+    kernel = kernel / kernel.sum()
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        channels = x.shape[1]
+        x = F.conv2d(F.pad(x, (radius, radius, 0, 0)), kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+        return F.conv2d(F.pad(x, (0, 0, radius, radius)), kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+
+    estimate = blur(weighted) / blur(weight).clamp_min(1e-6)
+    if factor > 1:
+        estimate = F.interpolate(estimate, size=(h, w), mode="bilinear", align_corners=False)
+    return estimate
+
+
+def relight_object(images: torch.Tensor, masks: torch.Tensor, backgrounds: torch.Tensor,
+                   sigma: float = RELIGHT_SIGMA) -> torch.Tensor:
+    """Shift each image's object to the light and colour of a new background, before :func:`paste_object`.
+
+    Every object pixel moves by the difference between the new background's and its own image's local
+    background colour (:func:`local_background`, both over the pixels outside the object). A colour cast or
+    vignette that covers object and background alike thus leaves the object when the background is swapped,
+    while the object's own pattern (its differences from its surroundings) is kept. The shift is additive, so it
+    commutes with a per-channel normalisation of the inputs, as the paste does.
+
+    Args:
+        images: float ``(N, C, H, W)``.
+        masks: bool ``(N, H, W)``, the objects.
+        backgrounds: float ``(N, C, H, W)``, the backgrounds the objects will be pasted onto.
+        sigma: see :func:`local_background`.
+
+    Returns:
+        float ``(N, C, H, W)``: ``images`` with the object pixels shifted (the rest unchanged).
+
+    Raises:
+        InvalidInputError: mismatched shapes.
+
+    Example:
+        >>> img = torch.full((1, 1, 8, 8), 0.7); obj = torch.zeros(1, 8, 8, dtype=torch.bool); obj[0, 3:5, 3:5] = True
+        >>> img[0, 0, 3:5, 3:5] = 0.9  # an object 0.2 brighter than its surroundings
+        >>> out = relight_object(img, obj, torch.full((1, 1, 8, 8), 0.4))
+        >>> round(float(out[0, 0, 4, 4]), 3), round(float(out[0, 0, 0, 0]), 3)  # still 0.2 above its new background
+        (0.6, 0.7)
+    """
+    masks = _check(images, masks)
+    if backgrounds.shape != images.shape:
+        raise InvalidInputError(
+            f"backgrounds of shape {tuple(backgrounds.shape)} do not match images of shape {tuple(images.shape)}"
+        )
+    backgrounds = backgrounds.to(images)
+    outside = ~masks
+    shift = local_background(backgrounds, outside, sigma) - local_background(images, outside, sigma)
+    return torch.where(masks[:, None], images + shift, images)
 
 
 def remove_object(images: torch.Tensor, masks: torch.Tensor, backgrounds: torch.Tensor | None = None) -> torch.Tensor:

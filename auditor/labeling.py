@@ -61,6 +61,7 @@ from auditor.counterfactuals import (
     paste_object,
     pick_donors,
     reliance_scores,
+    relight_object,
     remove_object,
 )
 from auditor.data import ImageSource
@@ -207,6 +208,13 @@ class _Backgrounds:
             masks = dilate_masks(torch.from_numpy(self.masks.get(np.asarray(missing), images)), self.dilation)
             self.memo.update(zip(missing, clean_backgrounds(images, masks)))
         return torch.stack([self.memo[int(i)] for i in indices])
+
+
+def _swap(images: torch.Tensor, masks: torch.Tensor, backgrounds: torch.Tensor, relight: bool) -> torch.Tensor:
+    """The objects pasted onto ``backgrounds``, first re-lit to them when ``relight`` (``verdicts.swap_relight``)."""
+    if relight:
+        images = relight_object(images, masks, backgrounds)
+    return paste_object(images, masks, backgrounds)
 
 
 def examined_images(activations: np.ndarray, members: np.ndarray, n_images: int, selection: str) -> np.ndarray:
@@ -411,10 +419,10 @@ def run_verdicts(
                 pool_features = _features(adapter, backgrounds.get(pool), batch)
             other_bg = pool_features[labels[pool] != c]
             same_bg = _features(adapter, backgrounds.get(same_pool), batch)
-            same_acts = np.stack([_features(adapter, paste_object(images, mask_tensor, backgrounds.get(same_donors[:, s])), batch)
-                                  for s in range(n_swaps)], 1)
-            rand_acts = np.stack([_features(adapter, paste_object(images, mask_tensor, backgrounds.get(rand_donors[:, s])), batch)
-                                  for s in range(n_swaps)], 1)
+            same_acts = np.stack([_features(adapter, _swap(images, mask_tensor, backgrounds.get(same_donors[:, s]), config.swap_relight),
+                                            batch) for s in range(n_swaps)], 1)
+            rand_acts = np.stack([_features(adapter, _swap(images, mask_tensor, backgrounds.get(rand_donors[:, s]), config.swap_relight),
+                                            batch) for s in range(n_swaps)], 1)
             removed = _features(adapter, remove_object(images, dilate_masks(mask_tensor, config.background_dilation)), batch)
             for index in set(same_pool.tolist()) - pool_set:  # not needed by later classes
                 backgrounds.memo.pop(int(index), None)

@@ -12,6 +12,11 @@ top-activating images for the feature, as the verdicts examine, or a random 16) 
 backgrounds of each class, as the verdicts' swaps do, and prints the feature's mean activation
 relative to the originals, per donor class.
 
+With ``--relight SIGMA`` the swaps are also made with the pasted object re-lit to its new background
+(``auditor.counterfactuals.relight_object``, as ``verdicts.swap_relight`` does, with a Gaussian of ``SIGMA`` times the
+image side; the package uses 0.25), so a cast or vignette that also covers the object leaves with the background. The table then gives, per feature, the own class's ratio minus the best other
+class's, with the plain paste and with the re-lit one (same objects and donors).
+
 With ``--paired`` it renders 64 images of the class twice, with and without the class's own cue
 (every other random choice identical), and compares the cue's effect on each feature in the
 rendered images with its effect when the cue-free objects are pasted onto the cleaned backgrounds
@@ -20,6 +25,7 @@ of other such images rendered with and without the cue: whether the swap can see
 Usage (the model is trained, or read from the cache, as the proving ground does)::
 
     python diag_cue_effects.py --world held-out-eight-classes --model cnn16 --seed 0 --class square --features 44 19 42 61 20 --swaps top
+    python diag_cue_effects.py --world held-out-few-large-shapes --model cnn16 --seed 0 --class plus --features 61 27 41 42 46 --swaps top --relight 0.25
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from auditor.counterfactuals import clean_backgrounds, paste_object
+from auditor.counterfactuals import clean_backgrounds, paste_object, relight_object
 from auditor.demo.world.dataset import images_to_tensor
 from auditor.demo.worlds import get_world
 from auditor.demo.worlds.generator import render, sample_params
@@ -55,7 +61,8 @@ def class_activations(world, adapter: ModelAdapter, class_name: str) -> tuple[np
 
 
 def swaps_by_donor_class(world, adapter: ModelAdapter, class_name: str, features: list[int], which: str,
-                         rng: np.random.Generator, n_objects: int = 16, n_donors: int = 32) -> dict[int, list[float]]:
+                         rng: np.random.Generator, n_objects: int = 16, n_donors: int = 32,
+                         relight: float | None = None) -> dict[int, list[float]]:
     """Mean activation of each feature with the class's objects pasted onto each class's backgrounds, relative to the originals.
 
     Args:
@@ -63,6 +70,8 @@ def swaps_by_donor_class(world, adapter: ModelAdapter, class_name: str, features
         features: penultimate features; which: "top" (each feature's top-activating training images) or "random".
         rng: picks the random objects and the donors; n_objects: objects pasted; n_donors: donors per class
             (a multiple of ``n_objects``: each object goes onto ``n_donors / n_objects`` backgrounds of each class).
+        relight: when given, re-light each object to its new background first (``counterfactuals.relight_object``
+            with this ``sigma``, a fraction of the image side).
 
     Returns:
         feature -> one ratio per class, in label order.
@@ -80,8 +89,9 @@ def swaps_by_donor_class(world, adapter: ModelAdapter, class_name: str, features
         for k in range(len(world.class_names)):
             donors = rng.choice(np.flatnonzero(train.labels == k), size=n_donors, replace=False)
             backgrounds = clean_backgrounds(images_to_tensor(train.images[donors]), torch.from_numpy(train.masks[donors]))
-            swapped = [features_of(adapter, paste_object(objects, masks, backgrounds[start : start + n_objects]))[:, feature]
-                       for start in range(0, n_donors, n_objects)]
+            pasted = [paste_object(objects if relight is None else relight_object(objects, masks, part, relight), masks, part)
+                      for part in (backgrounds[start : start + n_objects] for start in range(0, n_donors, n_objects))]
+            swapped = [features_of(adapter, images)[:, feature] for images in pasted]
             ratios[feature].append(float(np.concatenate(swapped).mean() / original))
     return ratios
 
@@ -127,6 +137,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--features", type=int, nargs="+", required=True)
     parser.add_argument("--swaps", choices=("top", "random"), default=None,
                         help="also paste the class's objects onto each class's backgrounds (top-activating or random objects)")
+    parser.add_argument("--relight", type=float, default=None, metavar="SIGMA",
+                        help="with --swaps, also paste the objects re-lit to each donor's local background colour "
+                             "(Gaussian of SIGMA times the image side) and compare the own class's contrast")
     parser.add_argument("--paired", action="store_true",
                         help="also render the class's images with and without its cue and compare with the swap's view of it")
     args = parser.parse_args(argv)
@@ -156,8 +169,22 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\nObjects ({args.swaps} 16 training images per feature) pasted onto each class's backgrounds, activation / original:")
         print("| feature | " + " | ".join(world.class_names) + " |")
         print("|---" * (len(world.class_names) + 1) + "|")
-        for f, ratios in swaps_by_donor_class(world, adapter, args.class_name, args.features, args.swaps, rng).items():
+        plain = swaps_by_donor_class(world, adapter, args.class_name, args.features, args.swaps, rng)
+        for f, ratios in plain.items():
             print(f"| {f} | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
+        if args.relight is not None:
+            relit = swaps_by_donor_class(world, adapter, args.class_name, args.features, args.swaps,
+                                         np.random.default_rng(args.seed), relight=args.relight)
+            k = world.class_names.index(args.class_name)
+
+            def own_minus_best_other(ratios: list[float]) -> float:
+                return ratios[k] - max(r for j, r in enumerate(ratios) if j != k)
+
+            print(f"\nOwn class's ratio minus the best other class's (same objects and donors), plain and re-lit (sigma {args.relight}):")
+            print("| feature | plain paste | re-lit paste |")
+            print("|---|---|---|")
+            for f in args.features:
+                print(f"| {f} | {own_minus_best_other(plain[f]):+.2f} | {own_minus_best_other(relit[f]):+.2f} |")
     if args.paired:
         if own is None:
             raise SystemExit(f"--paired needs a cue class; {args.class_name!r} is a control")

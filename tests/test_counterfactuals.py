@@ -9,7 +9,9 @@ from auditor.counterfactuals import (
     dilate_masks,
     fill_from_background,
     paste_object,
+    local_background,
     pick_donors,
+    relight_object,
     reliance_scores,
     remove_object,
 )
@@ -180,3 +182,40 @@ def test_dilated_masks_grow_by_the_given_pixels_and_refuse_negative_growth():
     assert grown[0].sum() == 25 and grown[1].sum() == 9 and bool((grown | masks).eq(grown).all())
     with pytest.raises(InvalidInputError):
         dilate_masks(masks, -1)
+
+
+@pytest.mark.parametrize("size", [16, 96])  # 96 px takes the averaged-down path
+def test_relight_moves_a_scene_wide_cast_off_the_object_and_keeps_its_pattern(size):
+    rng = np.random.default_rng(0)
+    plain = torch.from_numpy(rng.uniform(0.2, 0.4, size=(2, 3, size, size)).astype(np.float32))
+    masks = torch.zeros(2, size, size, dtype=torch.bool)
+    masks[:, size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = True
+    pattern = torch.zeros_like(plain)
+    pattern[:, 0][masks] = 0.5  # the object: +0.5 in channel 0
+    cast = torch.tensor([0.0, 0.3, -0.1]).view(1, 3, 1, 1)  # covers object and background alike
+    images = plain + pattern + cast
+    donors = torch.from_numpy(rng.uniform(0.2, 0.4, size=(2, 3, size, size)).astype(np.float32))  # no cast
+    relit = relight_object(images, masks, donors)
+    inside = masks[:, None].expand_as(images)
+    assert torch.equal(relit[~inside], images[~inside])  # the background is untouched
+    shift = (relit - images)[:, :, masks[0]].mean(-1)  # mean shift of the object's pixels per channel
+    assert torch.allclose(shift, -cast.view(1, 3).expand(2, 3), atol=0.03)
+    # onto its own background nothing moves
+    assert torch.allclose(relight_object(images, masks, images), images, atol=1e-5)
+    pasted = paste_object(relit, masks, donors)
+    assert (pasted[:, 0][masks] - donors[:, 0][masks]).mean() == pytest.approx(0.5, abs=0.05)
+
+
+def test_local_background_ignores_the_object_and_rejects_bad_input():
+    images = torch.zeros(1, 1, 8, 8)
+    images[0, 0, 2:6, 2:6] = 9.0
+    masks = torch.zeros(1, 8, 8, dtype=torch.bool)
+    masks[0, 2:6, 2:6] = True
+    assert torch.allclose(local_background(images, ~masks), torch.zeros(1, 1, 8, 8), atol=1e-6)
+    assert torch.equal(local_background(images, torch.zeros_like(masks)), torch.zeros(1, 1, 8, 8))  # nothing to count
+    with pytest.raises(InvalidInputError, match="sigma"):
+        local_background(images, ~masks, sigma=0.0)
+    with pytest.raises(InvalidInputError):
+        relight_object(images, masks[:, :4], images)
+    with pytest.raises(InvalidInputError):
+        relight_object(images, masks, images[:, :, :4])

@@ -184,6 +184,67 @@ def test_background_swaps_tell_the_planted_features_apart(tmp_path):
     assert "about as much" in core.explanation
 
 
+class CastPlanted(Dataset):
+    """Class 0: a square object on a noisy backdrop, with a cast (+0.4 in channel 1) over the whole scene, object
+    included; class 1: the same without the cast."""
+
+    def __init__(self, n: int = 24, size: int = 16):
+        rng = np.random.default_rng(0)
+        self.items = []
+        for label in (0, 1):
+            for _ in range(n):
+                image = torch.from_numpy(rng.uniform(0.1, 0.3, size=(3, size, size)).astype(np.float32))
+                mask = torch.zeros(size, size, dtype=torch.bool)
+                y, x = rng.integers(2, size - 8, size=2)
+                mask[y : y + 6, x : x + 6] = True
+                image[0][mask] += 0.6
+                if label == 0:
+                    image[1] += 0.4
+                self.items.append((image, label, mask.numpy()))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+class CastNet(nn.Module):
+    """Feature 0 = the object (mean relu(ch0 - 0.5)); feature 1 = the scene's mean of channel 1 (the cast)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(2, 2)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.tensor([[1.0, 1.0], [-1.0, -1.0]]))
+            self.fc.bias.zero_()
+
+    def forward(self, x):
+        return self.fc(torch.stack([torch.relu(x[:, 0] - 0.5).mean((1, 2)), x[:, 1].mean((1, 2))], 1))
+
+
+def test_relit_swaps_see_the_part_of_a_cast_that_lies_on_the_object(tmp_path):
+    source = ImageSource(CastPlanted())
+    adapter = ModelAdapter(CastNet())
+    cache = extract_features(adapter, source, tmp_path, progress=False)
+    importance = class_feature_importance(cache.activations, cache.labels, adapter.head_weight().numpy())
+
+    def verdicts(relight: bool):
+        config = VerdictConfig(n_images=8, n_donors=16, heatmap="gradient", swap_relight=relight)
+        return label_features(adapter, source, cache, {0: [0, 1]}, importance, DatasetMaskProvider(source), config,
+                              np.random.default_rng(0), progress=False)
+
+    (core, cast), (relit_core, relit_cast) = verdicts(False), verdicts(True)
+    # Pasted as it is, the object carries its share of the cast (6x6 of 16x16 pixels) onto the other class's
+    # backgrounds; re-lit, it leaves it behind, so the swap sees the whole cast.
+    scale = 0.2 + 0.4
+    assert cast.swap_reliance == pytest.approx(0.4 * (1 - 36 / 256) / scale, abs=0.05)
+    assert relit_cast.swap_reliance == pytest.approx(0.4 / scale, abs=0.05)
+    # the object feature does not follow the light: re-lighting leaves it core, with no swap effect
+    assert core.label == relit_core.label == "core" and abs(relit_core.swap_reliance) < 0.05
+    assert relit_cast.label == "spurious"
+
+
 def test_examined_images_are_the_top_or_a_spread_of_the_ranking():
     activations = np.array([5.0, 1, 3, 9, 0, 2, 7, 4, 6, 8])
     members = np.arange(100, 110)
