@@ -8,11 +8,11 @@ from auditor.counterfactuals import (
     clean_backgrounds,
     dilate_masks,
     fill_from_background,
-    paste_object,
     local_background,
+    paste_object,
     pick_donors,
-    relight_object,
     reliance_scores,
+    relight_object,
     remove_object,
 )
 from auditor.errors import InvalidInputError
