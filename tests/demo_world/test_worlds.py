@@ -1,13 +1,16 @@
 """The proving-ground worlds: masks, cue flags and rates, counterfactual cues, object sizes, determinism."""
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 
+from auditor.demo.world.generator import COLOURS
 from auditor.demo.worlds import (
     HELD_OUT_WORLDS,
     PROMOTED_WORLDS,
+    RISK_WORLDS,
     WORLDS,
     ProvingClass,
     ProvingWorld,
@@ -29,7 +32,7 @@ def small(name: str, n_train: int = 8, n_val: int = 8) -> ProvingWorld:
     return get_world(name, n_train=n_train, n_val=n_val, n_test=2)
 
 
-@pytest.mark.parametrize("name", [*WORLDS, *PROMOTED_WORLDS, *HELD_OUT_WORLDS])
+@pytest.mark.parametrize("name", [*WORLDS, *RISK_WORLDS, *PROMOTED_WORLDS, *HELD_OUT_WORLDS])
 def test_world_generates_with_masks_flags_and_a_control(name):
     world = small(name)
     split = generate_split(world, "val")
@@ -125,9 +128,24 @@ def test_deterministic_by_seed_and_split():
     assert not np.array_equal(a.images[:8], generate_split(world, "val").images[:8])
 
 
+def test_a_class_colour_paints_every_object_of_the_class_and_nothing_else():
+    world = small("object-colours")
+    split = generate_split(world, "val")
+    plain = generate_split(dataclasses.replace(world, classes=tuple(
+        dataclasses.replace(c, obj=c.obj.partition("@")[0]) for c in world.classes)), "val")
+    for label, colour in enumerate(("red", "yellow", "blue", "green", "cyan", "purple")):
+        chosen = split.labels == label
+        pixels = split.images[chosen][split.masks[chosen]].reshape(-1, 3) / 255.0
+        assert np.abs(np.median(pixels, 0) - np.asarray(COLOURS[colour])).max() < 0.15, colour
+    assert np.array_equal(split.masks, plain.masks)  # the same objects, cues and backgrounds: only the colour differs
+    assert np.array_equal(split.images[~split.masks], plain.images[~plain.masks])
+
+
 def test_specs_reject_bad_values():
     with pytest.raises(ValueError, match="obj"):
         ProvingClass("x", "digit:12")
+    with pytest.raises(ValueError, match="obj"):
+        ProvingClass("x", "shape:circle@mauve")
     with pytest.raises(ValueError, match="cue"):
         ProvingClass("x", "shape:circle", "sunset")
     with pytest.raises(ValueError, match="unknown proving world"):

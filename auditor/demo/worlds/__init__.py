@@ -3,6 +3,7 @@
 from auditor.demo.worlds.catalog import (
     HELD_OUT_WORLDS,
     PROMOTED_WORLDS,
+    RISK_WORLDS,
     WORLDS,
     get_world,
 )
@@ -14,4 +15,4 @@ from auditor.demo.worlds.generator import (
     generate_split,
 )
 
-__all__ = ["CUE_KINDS", "HELD_OUT_WORLDS", "PROMOTED_WORLDS", "WORLDS", "ProvingClass", "ProvingSplit", "ProvingWorld", "generate_split", "get_world"]
+__all__ = ["CUE_KINDS", "HELD_OUT_WORLDS", "PROMOTED_WORLDS", "RISK_WORLDS", "WORLDS", "ProvingClass", "ProvingSplit", "ProvingWorld", "generate_split", "get_world"]

@@ -76,6 +76,29 @@ WORLDS: dict[str, ProvingWorld] = {
 }
 
 
+RISK_WORLDS: dict[str, ProvingWorld] = {
+    w.name: w
+    for w in (
+        # Added at stop 24: every class's objects have one colour, as real classes often do, so a counterfactual that
+        # changes the object's colour with its background (verdicts.swap_relight) can be caught calling that colour
+        # spurious. The cues are backgrounds the class's own images share (textures) and a cast.
+        ProvingWorld(
+            "object-colours",
+            (C("zero", "digit:0@red", "grass"), C("one", "digit:1@yellow", "brick"),
+             C("ring", "shape:ring@blue", "gravel"), C("square", "shape:square@green", "warm"),
+             C("two", "digit:2@cyan"), C("plus", "shape:plus@purple")),
+            background="photos",
+            object_area=(0.12, 0.3),
+            seed=2323,
+            description="each class's objects in one colour on photographs: grass, brick and gravel textures and a "
+                        "warm cast; two controls",
+        ),
+    )
+}
+"""Worlds built to expose one risk of a candidate change to the verdict before it is adopted (calibration evidence,
+like ``WORLDS``; kept apart so that ``--worlds all`` keeps naming the worlds its recorded tables were made on)."""
+
+
 PROMOTED_WORLDS: dict[str, ProvingWorld] = {
     w.name: w
     for w in (
@@ -286,14 +309,14 @@ table estimates how the defaults do on data the project has not tuned for (``ben
 
 
 def get_world(name: str, **overrides) -> ProvingWorld:
-    """A named world (calibration, promoted or held-out), optionally with fields replaced (e.g. ``n_train=50`` for tests).
+    """A named world (calibration, risk, promoted or held-out), optionally with fields replaced (e.g. ``n_train=50`` for tests).
 
     Raises:
         ValueError: for an unknown name.
     """
     import dataclasses
 
-    known = {**WORLDS, **PROMOTED_WORLDS, **HELD_OUT_WORLDS}
+    known = {**WORLDS, **RISK_WORLDS, **PROMOTED_WORLDS, **HELD_OUT_WORLDS}
     if name not in known:
         raise ValueError(f"unknown proving world {name!r}; choose one of {sorted(known)}")
     return dataclasses.replace(known[name], **overrides)

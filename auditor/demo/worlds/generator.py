@@ -52,13 +52,22 @@ SPLIT_OFFSETS = {"train": 0, "val": 1, "test": 2}
 BACKDROP_PHOTOS = ("coffee", "astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "china", "flower")
 
 
+def parse_object(obj: str) -> tuple[str, str, str | None]:
+    """``"shape:circle@red"`` -> ``("shape", "circle", "red")``; the colour is None when none is given."""
+    spec, _, colour = obj.partition("@")
+    kind, _, value = spec.partition(":")
+    return kind, value, colour or None
+
+
 @dataclass(frozen=True)
 class ProvingClass:
     """One class of a proving world.
 
     Args:
         name: class name.
-        obj: ``"shape:<one of SHAPES>"`` or ``"digit:<0-9>"`` (a real handwritten digit).
+        obj: ``"shape:<one of SHAPES>"`` or ``"digit:<0-9>"`` (a real handwritten digit), optionally with
+            ``"@<one of COLOURS>"`` appended: every object of the class then has that colour (with the usual small
+            jitter) instead of a random one, as real classes often have (a lemon is yellow).
         cue: one of :data:`CUE_KINDS` tied to this class in training, or ``None`` (a clean control).
         cue_rate: P(cue | this class) in training.
         strength: cue intensity in (0, 1]: blend weight of textures, patches, tags and borders,
@@ -72,10 +81,11 @@ class ProvingClass:
     strength: float = 1.0
 
     def __post_init__(self):
-        kind, _, value = self.obj.partition(":")
+        kind, value, colour = parse_object(self.obj)
         valid = (kind == "shape" and value in SHAPES) or (kind == "digit" and value in tuple("0123456789"))
-        if not valid:
-            raise ValueError(f"obj must be 'shape:<{'|'.join(SHAPES)}>' or 'digit:<0-9>'; got {self.obj!r}")
+        if not valid or (colour is not None and colour not in COLOURS):
+            raise ValueError(f"obj must be 'shape:<{'|'.join(SHAPES)}>' or 'digit:<0-9>', optionally followed by "
+                             f"'@<{'|'.join(COLOURS)}>'; got {self.obj!r}")
         if self.cue is not None and self.cue not in CUE_KINDS:
             raise ValueError(f"unknown cue {self.cue!r}; choose one of {CUE_KINDS}")
         if not 0 <= self.cue_rate <= 1:
@@ -329,7 +339,7 @@ def sample_params(rng: np.random.Generator, world: ProvingWorld, obj: str, split
     p["centre"] = rng.uniform(0, 1, size=2)
     p["colour"] = int(rng.integers(len(COLOURS)))
     p["colour_jitter"] = rng.normal(0, 0.05, size=3)
-    kind, _, value = obj.partition(":")
+    kind, value, _ = parse_object(obj)
     if kind == "digit":
         pool = _digit_pool(int(value), split)
         p["digit_index"] = int(pool[rng.integers(len(pool))])
@@ -343,7 +353,7 @@ def sample_params(rng: np.random.Generator, world: ProvingWorld, obj: str, split
 def _object_mask(world: ProvingWorld, obj: str, p: dict) -> tuple[np.ndarray, tuple[float, float, float]]:
     """bool ``(H, W)`` object mask and (cx, cy, extent) in unit coordinates."""
     size = world.image_size
-    kind, _, value = obj.partition(":")
+    kind, value, _ = parse_object(obj)
     if kind == "shape":
         radius = float(np.sqrt(p["area"] / _shape_area_coefficient(value)))
         extent = radius * _SHAPE_EXTENT[value]
@@ -434,7 +444,9 @@ def render(world: ProvingWorld, obj: str, cues: dict[str, float], p: dict) -> tu
         region[oval] = (1 - a) * region[oval] + a * patch[oval]
         cue_mask[y0 : y0 + side, x0 : x0 + side] |= oval
 
-    colour = np.asarray(COLOURS[list(COLOURS)[p["colour"]]], np.float32) + p["colour_jitter"].astype(np.float32)
+    class_colour = parse_object(obj)[2]
+    colour_name = class_colour if class_colour is not None else list(COLOURS)[p["colour"]]
+    colour = np.asarray(COLOURS[colour_name], np.float32) + p["colour_jitter"].astype(np.float32)
     image[mask] = colour
     cue_mask &= ~mask
     if "watermark" in cues:
