@@ -78,6 +78,7 @@ from auditor.demo.worlds.calibration import (
 from auditor.demo.worlds.catalog import (
     HELD_OUT_WORLDS,
     PROMOTED_WORLDS,
+    RISK_WORLDS,
     WORLDS,
     get_world,
 )
@@ -283,13 +284,55 @@ def _neurontune_guard_scores(score, erm_scores: dict, report, ctx, seed: int) ->
             "erm": erm_scores}
 
 
+def score_mitigations(report, ctx, model, world: ProvingWorld, train, val, test, masks: str, config, work: Path,
+                      seed: int, skewed: bool) -> tuple[dict, dict, dict, dict | None]:
+    """Every mitigation's test accuracy and worst group for one audit: (methods, candidate designs, NeuronTune
+    guard, the same with a skewed validation split or None); see :func:`run_one`."""
+    test_groups = group_ids(test, world)
+    val_acts = np.asarray(ctx.val_cache.activations)
+    skewed_row = None
+    with tempfile.TemporaryDirectory() as tmp:
+        source = ImageSource(WorldDataset(test, with_masks=False), name="test")
+        cache = extract_features(ctx.adapter, source, Path(tmp) / "test", progress=False)
+        acts = np.asarray(cache.activations, np.float64)
+
+        def score(heads: dict) -> dict:
+            return {name: accuracies((acts @ np.asarray(w, np.float64).T + b).argmax(1), test.labels, test_groups)
+                    for name, (w, b) in heads.items()}
+
+        erm = (ctx.adapter.head_weight().numpy(), ctx.adapter.head_bias().numpy())
+        # the bar: DFR on the validation features with the true group labels (benchmarks/_common.py)
+        oracle = oracle_dfr(val_acts, np.asarray(ctx.val_cache.labels), group_ids(val, world), seed=seed)
+        methods = score({"ERM": erm, **report.tuned_heads, "oracle": oracle})
+        candidates = score(candidate_heads(report, ctx, seed))
+        nt_guard = _neurontune_guard_scores(score, methods["ERM"], report, ctx, seed)
+        skewed_row = None
+        if skewed:
+            skew = skewed_val(world)
+            skew_work = work.parent / (work.name + "-skewed")
+            skew_report = audit(model, WorldDataset(train, with_masks=masks == "dataset"), WorldDataset(skew, with_masks=False),
+                                class_names=world.class_names, config=config.replace(**{"features.cache_dir": str(skew_work)}))
+            skew_ctx = _audit_inputs(skew_report, train, skew, skew_work)
+            skew_oracle = oracle_dfr(np.asarray(skew_ctx.val_cache.activations), np.asarray(skew_ctx.val_cache.labels),
+                                     group_ids(skew, world), seed=seed)
+            skewed_row = {"methods": score({"ERM": erm, **skew_report.tuned_heads, "oracle": skew_oracle}),
+                          "candidates": score(candidate_heads(skew_report, skew_ctx, seed)),
+                          "neurontune_guard": _neurontune_guard_scores(score, methods["ERM"], skew_report, skew_ctx, seed)}
+            skewed_row["mid"] = mid_row(report, ctx, world, seed, work, score, erm)
+
+    return methods, candidates, nt_guard, skewed_row
+
+
 def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, quick: bool,
-            skewed: bool = False, overrides: dict[str, object] | None = None) -> tuple[dict, list[dict]]:
+            skewed: bool = False, overrides: dict[str, object] | None = None,
+            verdicts_only: bool = False) -> tuple[dict, list[dict]]:
     """Train/load, audit and score one (world, model, mask source, seed); (table row, evidence records).
 
     With ``skewed``, the world is audited a second time with a validation split as skewed as
     training, and every mitigation is scored again (``row["skewed"]``). ``overrides``: dotted
-    audit-config keys set on top of the benchmark's settings (``--set``).
+    audit-config keys set on top of the benchmark's settings (``--set``). ``verdicts_only``: no head tuning and no
+    NeuronTune (the verdicts and their evidence are unchanged: the later stages draw on their own generators), and
+    no mitigation is scored (the row's ``methods`` and ``candidates`` are empty).
     """
     model, info = load_or_train(world, model_spec(arch, seed))
     train, val, test = (load_split(world, s) for s in ("train", "val", "test"))
@@ -297,9 +340,11 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
         "seed": seed,
         "progress": False,
         "features": {"cache_dir": str(work)},
-        "neurontune": {"enabled": True},
+        "neurontune": {"enabled": not verdicts_only},
         "gaps": {"n_bootstrap": 500 if quick else 1000},
     }
+    if verdicts_only:
+        config["tuning"] = {"enabled": False}
     if arch == "vit":
         config["verdicts"] = {"heatmap": "gradient"}
     if masks == "sam":
@@ -341,35 +386,12 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
         cue_auroc[name] = float(roc_auc_score(val.own_cue[members], values)) if np.isfinite(values).all() else math.nan
         ceiling[name] = probe_ceiling(val_acts, val.labels, val.own_cue, c)
 
-    test_groups = group_ids(test, world)
-    with tempfile.TemporaryDirectory() as tmp:
-        source = ImageSource(WorldDataset(test, with_masks=False), name="test")
-        cache = extract_features(ctx.adapter, source, Path(tmp) / "test", progress=False)
-        acts = np.asarray(cache.activations, np.float64)
-
-        def score(heads: dict) -> dict:
-            return {name: accuracies((acts @ np.asarray(w, np.float64).T + b).argmax(1), test.labels, test_groups)
-                    for name, (w, b) in heads.items()}
-
-        erm = (ctx.adapter.head_weight().numpy(), ctx.adapter.head_bias().numpy())
-        # the bar: DFR on the validation features with the true group labels (benchmarks/_common.py)
-        oracle = oracle_dfr(val_acts, np.asarray(ctx.val_cache.labels), group_ids(val, world), seed=seed)
-        methods = score({"ERM": erm, **report.tuned_heads, "oracle": oracle})
-        candidates = score(candidate_heads(report, ctx, seed))
-        nt_guard = _neurontune_guard_scores(score, methods["ERM"], report, ctx, seed)
-        skewed_row = None
-        if skewed:
-            skew = skewed_val(world)
-            skew_work = work.parent / (work.name + "-skewed")
-            skew_report = audit(model, WorldDataset(train, with_masks=masks == "dataset"), WorldDataset(skew, with_masks=False),
-                                class_names=world.class_names, config=config.replace(**{"features.cache_dir": str(skew_work)}))
-            skew_ctx = _audit_inputs(skew_report, train, skew, skew_work)
-            skew_oracle = oracle_dfr(np.asarray(skew_ctx.val_cache.activations), np.asarray(skew_ctx.val_cache.labels),
-                                     group_ids(skew, world), seed=seed)
-            skewed_row = {"methods": score({"ERM": erm, **skew_report.tuned_heads, "oracle": skew_oracle}),
-                          "candidates": score(candidate_heads(skew_report, skew_ctx, seed)),
-                          "neurontune_guard": _neurontune_guard_scores(score, methods["ERM"], skew_report, skew_ctx, seed)}
-            skewed_row["mid"] = mid_row(report, ctx, world, seed, work, score, erm)
+    methods: dict = {}
+    candidates: dict = {}
+    nt_guard = skewed_row = None
+    if not verdicts_only:
+        methods, candidates, nt_guard, skewed_row = score_mitigations(
+            report, ctx, model, world, train, val, test, masks, config, work, seed, skewed)
 
     row = {
         "world": world.name, "model": arch, "masks": masks, "seed": seed,
@@ -777,7 +799,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worlds", nargs="+", default=None,
                         help=f"world names, 'all' (the calibration worlds: {', '.join(WORLDS)}), 'promoted' (held out at "
-                             f"first, calibration evidence since: {', '.join(PROMOTED_WORLDS)}) or 'held-out' (never used to "
+                             f"first, calibration evidence since: {', '.join(PROMOTED_WORLDS)}), 'risk' (built to expose one risk "
+                             f"of a candidate change: {', '.join(RISK_WORLDS)}) or 'held-out' (never used to "
                              f"choose a default: {', '.join(HELD_OUT_WORLDS)})")
     parser.add_argument("--models", nargs="+", default=["cnn16"], choices=MODELS)
     parser.add_argument("--masks", nargs="+", default=["dataset"], choices=("dataset", "sam"))
@@ -786,6 +809,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skewed-val", action="store_true",
                         help="also audit each world with a validation split as skewed as training and score every mitigation again")
+    parser.add_argument("--verdicts-only", action="store_true",
+                        help="audit the verdicts only: no head tuning, NeuronTune or mitigation scoring (the evidence is "
+                             "the same; about a third of the time)")
     parser.add_argument("--evidence-json", default=None, help="write per-(class, feature) evidence and truth here")
     parser.add_argument("--rows-json", default=None, help="write the table's rows here")
     parser.add_argument("--calibrate-only", nargs="+", default=None, help="skip auditing; calibrate on these evidence JSONs (merged)")
@@ -797,6 +823,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import yaml
 
+    if args.verdicts_only and args.skewed_val:
+        parser.error("--skewed-val scores the mitigations again, which --verdicts-only skips; give one of them")
     overrides = {}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -833,6 +861,8 @@ def main(argv: list[str] | None = None) -> None:
         names = list(HELD_OUT_WORLDS)
     elif args.worlds == ["promoted"]:
         names = list(PROMOTED_WORLDS)
+    elif args.worlds == ["risk"]:
+        names = list(RISK_WORLDS)
     else:
         names = args.worlds
     rows, records = [], []
@@ -843,7 +873,8 @@ def main(argv: list[str] | None = None) -> None:
                 for masks in args.masks:
                     for seed in args.seeds:
                         row, recs = run_one(world, arch, masks, seed, Path(tmp) / f"{name}-{arch}-{masks}-{seed}",
-                                            args.quick, skewed=args.skewed_val, overrides=overrides)
+                                            args.quick, skewed=args.skewed_val, overrides=overrides,
+                                            verdicts_only=args.verdicts_only)
                         rows.append(row)
                         records.extend(recs)
                         logging.getLogger("proving").warning(
@@ -857,11 +888,12 @@ def main(argv: list[str] | None = None) -> None:
           f"seeds: {', '.join(map(str, args.seeds))}; truth: feature AUROC (own cue vs not, val) >= {TRUTH_AUROC}"
           + (f"; overrides: {overrides}" if overrides else "") + "\n")
     print_table(rows)
-    print_skewed_table(rows)
-    print_repair_bar(rows)
-    print_tuning_calibration(rows)
-    print_skew_share_calibration(rows)
-    print_neurontune_calibration(rows)
+    if not args.verdicts_only:
+        print_skewed_table(rows)
+        print_repair_bar(rows)
+        print_tuning_calibration(rows)
+        print_skew_share_calibration(rows)
+        print_neurontune_calibration(rows)
     print_calibration(records)
 
 

@@ -12,9 +12,15 @@ background check at their shipped values) and chooses a setting leave one world 
 Each held-out world is scored with the setting chosen without it; the line gives pooled precision, recall, F1, the
 worlds at the bar and the control features flagged, and the settings chosen most often.
 
+With ``--variants NAME=FILE[,FILE...] ...`` the evidence comes in variants audited with different settings (e.g.
+``verdicts.swap_relight`` off and on, same worlds and seeds), and the variant is chosen with the thresholds: each
+objective then also runs with the thresholds at their shipped values and only the variant chosen, and the first
+variant with the shipped thresholds is the "shipped defaults" line.
+
 Usage (from ``benchmarks/``), one evidence set at a time (one model and one mask source)::
 
     python diag_recalibrate.py proving_ground_evidence_selection_top.json proving_ground_evidence_held_out_r4.json proving_ground_evidence_held_out_r5.json
+    python diag_recalibrate.py --variants off=proving_ground_evidence_selection_top.json,proving_ground_evidence_held_out_r4.json on=proving_ground_evidence_relight.json
 """
 from __future__ import annotations
 
@@ -80,35 +86,73 @@ def leave_one_world_out(table: list[dict[str, Counts]], worlds: Sequence[str],
     return scores, chosen
 
 
+def load_records(paths: Sequence[str]) -> list[dict]:
+    """The records of evidence JSONs (``bench_proving_ground.py --evidence-json``), merged."""
+    return [r for path in paths for r in json.loads(Path(path).read_text())["records"]]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("evidence", nargs="+", help="evidence JSONs of one model and one mask source (merged)")
+    parser.add_argument("evidence", nargs="*", help="evidence JSONs of one model and one mask source (merged)")
+    parser.add_argument("--variants", nargs="+", default=None, metavar="NAME=FILE[,FILE...]",
+                        help="evidence of the same worlds audited with different settings; the first is the shipped one")
     args = parser.parse_args(argv)
-    records = [r for path in args.evidence for r in json.loads(Path(path).read_text())["records"]]
-    worlds = sorted({r["world"] for r in records})
-    default = shipped_default(records)
+    if bool(args.evidence) == bool(args.variants):
+        parser.error("give evidence files or --variants, not both")
+    if args.variants:
+        variants = {}
+        for item in args.variants:
+            name, sep, files = item.partition("=")
+            if not sep or not files:
+                parser.error(f"--variants entries look like NAME=FILE[,FILE...]; got {item!r}")
+            variants[name] = load_records(files.split(","))
+    else:
+        variants = {"": load_records(args.evidence)}
+    world_sets = {name: sorted({r["world"] for r in records}) for name, records in variants.items()}
+    worlds = next(iter(world_sets.values()))
+    if any(ws != worlds for ws in world_sets.values()):
+        raise SystemExit(f"the variants cover different worlds: { {n: len(ws) for n, ws in world_sets.items()} }")
+    first = next(iter(variants.values()))
+    default = shipped_default(first)
     grid = threshold_grid(default)
     if default not in grid:
         grid.append(default)
-    table = [world_counts(records, params, worlds) for params in grid]
-    default_index = grid.index(default)
-    objectives = {
-        "shipped defaults": lambda others: default_index,
-        "LOWO by F1": lambda others: max(range(len(grid)), key=lambda g: (pooled_f1(table[g], others),
-                                                                         -sum(table[g][w][1] for w in others))),
-        "LOWO by worlds at the bar, then F1": lambda others: max(
-            range(len(grid)), key=lambda g: (sum(meets_bar(table[g][w]) for w in others), pooled_f1(table[g], others))),
-    }
-    print(f"{len(records)} records, {len(worlds)} worlds; shipped: {default}\n")
+    settings = [(name, params) for name in variants for params in grid]
+    table = [world_counts(variants[name], params, worlds) for name, params in settings]
+    default_index = settings.index((next(iter(variants)), default))
+    everything = range(len(settings))
+    shipped_thresholds = [i for i, (_, params) in enumerate(settings) if params == default]
+
+    def fixed(index: int) -> Callable[[Sequence[str]], int]:
+        return lambda others: index
+
+    def by_f1(candidates: Sequence[int]) -> Callable[[Sequence[str]], int]:
+        return lambda others: max(candidates, key=lambda g: (pooled_f1(table[g], others), -sum(table[g][w][1] for w in others)))
+
+    def by_bar(candidates: Sequence[int]) -> Callable[[Sequence[str]], int]:
+        return lambda others: max(candidates, key=lambda g: (sum(meets_bar(table[g][w]) for w in others),
+                                                             pooled_f1(table[g], others)))
+
+    objectives = {"shipped defaults": fixed(default_index),
+                  "LOWO by F1": by_f1(everything),
+                  "LOWO by worlds at the bar, then F1": by_bar(everything)}
+    if len(variants) > 1:
+        objectives["variant only by F1 (shipped thresholds)"] = by_f1(shipped_thresholds)
+        objectives["variant only by worlds at the bar (shipped thresholds)"] = by_bar(shipped_thresholds)
+        for name in variants:
+            objectives[f"{name}, shipped thresholds (no choice)"] = fixed(settings.index((name, default)))
+    print(f"{sum(map(len, variants.values()))} records, {len(worlds)} worlds, variants {list(variants) if len(variants) > 1 else 'none'}; "
+          f"shipped: {default}\n")
     print("| choice | P | R | F1 | worlds at the bar | control features flagged | chosen (folds) |")
     print("|---|---|---|---|---|---|---|")
     for name, choose in objectives.items():
         s, chosen = leave_one_world_out(table, worlds, choose)
-        settings = "; ".join(
-            f"{n}: " + ", ".join(f"{k}={v}" for k, v in grid[g].items() if k not in ("drop", "check"))
+        described = "; ".join(
+            f"{n}: " + (f"{settings[g][0]} " if len(variants) > 1 else "")
+            + ", ".join(f"{k}={v}" for k, v in settings[g][1].items() if k not in ("drop", "check"))
             for g, n in chosen.most_common(2))
         print(f"| {name} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['at_bar']}/{len(worlds)} | "
-              f"{s['controls']} | {settings} |")
+              f"{s['controls']} | {described} |")
 
 
 if __name__ == "__main__":
