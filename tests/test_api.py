@@ -206,8 +206,9 @@ def test_missing_sam_weights_fail_before_any_forward_pass_naming_the_split():
     assert model.calls == 0
 
 
-def test_estimated_masks_get_the_stricter_swap_threshold():
-    """SAM (or box) masks leave object pixels in the 'background', so the swap test needs a higher bar."""
+def test_estimated_masks_get_the_stricter_swap_threshold_and_no_relighting():
+    """SAM (or box) masks leave object pixels in the 'background', so the swap test needs a higher bar, and
+    re-lighting the 'object' would carry background pixels along."""
     from auditor.api import _verdict_config
     from auditor.config import load_config
     from auditor.data import ImageSource
@@ -222,3 +223,6 @@ def test_estimated_masks_get_the_stricter_swap_threshold():
     assert _verdict_config(sam, with_masks).swap_threshold == 0.2
     grown = load_config(**{"verdicts.estimated_mask_background_dilation": 2})
     assert _verdict_config(grown, without).background_dilation == 2 and _verdict_config(grown, with_masks).background_dilation == 0
+    assert _verdict_config(config, with_masks).swap_relight is True and _verdict_config(config, without).swap_relight is False
+    relit = load_config(**{"verdicts.estimated_mask_swap_relight": True, "verdicts.swap_relight": False})
+    assert _verdict_config(relit, without).swap_relight is True and _verdict_config(relit, with_masks).swap_relight is False
