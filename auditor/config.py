@@ -133,7 +133,7 @@ class VerdictConfig:
     the ``reliance_quantile`` of its activations on other classes' backgrounds (objects
     removed), as a fraction of its activation on the class's top images; its swap reliance is
     the same comparison with each examined image's object pasted onto ``n_swaps`` backgrounds
-    of each kind. Both comparisons share every artefact of the cut-out and the paste, so no
+    of each kind (re-lit to them, ``swap_relight``). Both comparisons share every artefact of the cut-out and the paste, so no
     synthetic fill enters them. A feature is spurious when either reliance reaches its
     threshold with a bootstrap interval above 0 (the swap reliance only while the background
     reliance is not negative); it is "mixed" when removing the object also lowers it by at
