@@ -314,8 +314,9 @@ def decide_verdict(
     if swap_low > config.swap_margin and swap_value >= swap_threshold and backgrounds_agree and raised_by_own:
         others = ("than on the backgrounds of the other class that suits it best" if config.swap_reference == "classes"
                   else "than on other classes'")
+        kept = "With the object kept and re-lit to each new background" if config.swap_relight else "With the object kept"
         return True, "swap", True, mixed, (
-            f"With the object kept, the feature is higher on its class's own backgrounds {others} "
+            f"{kept}, the feature is higher on its class's own backgrounds {others} "
             f"({swap_ci}, at least {swap_threshold:g} and its interval above {config.swap_margin:g}) and than on a "
             f"neutral background (drop {_fmt(background_drop)}, at least {config.swap_min_background_drop:g}), although "
             f"backgrounds alone barely move it ({ci}): it needs the object and the background together{tail}."

@@ -324,6 +324,9 @@ def test_a_swap_needs_the_own_background_to_beat_a_neutral_one_too():
     assert not spurious and decided_by == "background"
     spurious, decided_by, _, _, explanation = decide_verdict(config, **evidence, background_drop=0.4)
     assert spurious and decided_by == "swap" and "neutral background (drop +0.40" in explanation
+    assert explanation.startswith("With the object kept and re-lit to each new background,")  # swap_relight is on by default
+    _, _, _, _, plain = decide_verdict(dataclasses.replace(config, swap_relight=False), **evidence, background_drop=0.4)
+    assert plain.startswith("With the object kept, the feature")
     # 0 turns the gate off
     spurious, decided_by, *_ = decide_verdict(dataclasses.replace(config, swap_min_background_drop=0.0), **evidence,
                                               background_drop=0.06)
