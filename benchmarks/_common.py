@@ -11,6 +11,8 @@ cache instead of running the model again.
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,11 @@ from auditor.data import ImageSource
 from auditor.features import FeatureCache, extract_features
 from auditor.model import ModelAdapter
 from auditor.tuning import fit_weighted_logistic
+
+
+def load_records(paths: Sequence[str | Path]) -> list[dict]:
+    """The per-(class, feature) records of evidence JSONs (``bench_proving_ground.py --evidence-json``), merged in order."""
+    return [r for path in paths for r in json.loads(Path(path).read_text())["records"]]
 
 
 def report_adapter(report) -> ModelAdapter:

@@ -61,7 +61,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from _common import oracle_dfr, skewed_val_spec
+from _common import load_records, oracle_dfr, skewed_val_spec
 from auditor.api import audit
 from auditor.config import load_config
 from auditor.data import ImageSource
@@ -306,7 +306,6 @@ def score_mitigations(report, ctx, model, world: ProvingWorld, train, val, test,
         methods = score({"ERM": erm, **report.tuned_heads, "oracle": oracle})
         candidates = score(candidate_heads(report, ctx, seed))
         nt_guard = _neurontune_guard_scores(score, methods["ERM"], report, ctx, seed)
-        skewed_row = None
         if skewed:
             skew = skewed_val(world)
             skew_work = work.parent / (work.name + "-skewed")
@@ -319,7 +318,6 @@ def score_mitigations(report, ctx, model, world: ProvingWorld, train, val, test,
                           "candidates": score(candidate_heads(skew_report, skew_ctx, seed)),
                           "neurontune_guard": _neurontune_guard_scores(score, methods["ERM"], skew_report, skew_ctx, seed)}
             skewed_row["mid"] = mid_row(report, ctx, world, seed, work, score, erm)
-
     return methods, candidates, nt_guard, skewed_row
 
 
@@ -849,11 +847,11 @@ def main(argv: list[str] | None = None) -> None:
             name, sep, files = item.partition("=")
             if not sep:
                 parser.error(f"--calibrate-selection expects SELECTION=FILE[,FILE...], got {item!r}")
-            evidence[name] = [r for path in files.split(",") for r in json.loads(Path(path).read_text())["records"]]
+            evidence[name] = load_records(files.split(","))
         calibrate_selection(evidence)
         return
     if args.calibrate_only:
-        print_calibration([r for path in args.calibrate_only for r in json.loads(Path(path).read_text())["records"]])
+        print_calibration(load_records(args.calibrate_only))
         return
     if args.worlds in (None, ["all"]):
         names = list(QUICK_WORLDS) if args.quick and args.worlds is None else list(WORLDS)

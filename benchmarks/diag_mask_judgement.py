@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import math
-from pathlib import Path
 
+from _common import load_records
 from auditor.demo.worlds.calibration import record_number
 from bench_proving_ground import shipped_default, swap_rule
 
@@ -27,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("evidence", nargs="+", help="evidence JSONs of one model and one mask source (merged)")
     parser.add_argument("--show", type=int, default=10, help="cue classes to list, lowest first")
     args = parser.parse_args(argv)
-    records = [r for path in args.evidence for r in json.loads(Path(path).read_text())["records"]]
+    records = load_records(args.evidence)
     default = shipped_default(records)
     classes = collections.defaultdict(list)
     for record in records:

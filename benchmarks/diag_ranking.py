@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from _common import cached_model_activations
+from _common import cached_model_activations, load_records
 from auditor.demo.worlds import get_world
 from auditor.ranking import class_zscores
 
@@ -77,7 +75,7 @@ def main() -> None:
     parser.add_argument("evidence", nargs="+", help="evidence JSONs of bench_proving_ground.py")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    records = [r for path in args.evidence for r in json.loads(Path(path).read_text())["records"]]
+    records = load_records(args.evidence)
     runs = collections.defaultdict(list)
     for r in records:
         runs[(r["world"], r["model"], r["masks"], int(r["seed"]))].append(r)

@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import math
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
+from _common import load_records
 from bench_proving_ground import shipped_default, swap_rule, threshold_grid
 
 Counts = tuple[int, int, int, int]
@@ -86,11 +85,6 @@ def leave_one_world_out(table: list[dict[str, Counts]], worlds: Sequence[str],
     return scores, chosen
 
 
-def load_records(paths: Sequence[str]) -> list[dict]:
-    """The records of evidence JSONs (``bench_proving_ground.py --evidence-json``), merged."""
-    return [r for path in paths for r in json.loads(Path(path).read_text())["records"]]
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("evidence", nargs="*", help="evidence JSONs of one model and one mask source (merged)")
@@ -98,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="evidence of the same worlds audited with different settings; the first is the shipped one")
     args = parser.parse_args(argv)
     if bool(args.evidence) == bool(args.variants):
-        parser.error("give evidence files or --variants, not both")
+        parser.error("give either evidence files or --variants")
     if args.variants:
         variants = {}
         for item in args.variants:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import cached_model_activations
+from _common import cached_model_activations, load_records
 from auditor.demo.worlds.calibration import calibrate_lowo
 from bench_proving_ground import SWAP_DEFAULT, _print_lowo, shipped_default, swap_rule
 
@@ -61,7 +61,7 @@ def main() -> None:
     if args.out and Path(args.out).exists():
         records = json.loads(Path(args.out).read_text())["records"]
     else:
-        records = add_scales([r for path in args.evidence for r in json.loads(Path(path).read_text())["records"]])
+        records = add_scales(load_records(args.evidence))
         if args.out:
             Path(args.out).write_text(json.dumps({"records": records}))
     default = shipped_default(records)
