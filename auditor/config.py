@@ -202,6 +202,12 @@ class VerdictConfig:
             chosen leave-one-world-out on the proving ground's cnn16 and cnn32 dataset-mask evidence, audited with
             it off and on (22 of 22 folds; fewer control features flagged and more worlds at the bar), and checked
             on a world whose classes each have one object colour (``benchmarks/RESULTS.md``).
+        relight_mode: how a swap re-lights the object (``counterfactuals.relight_object``), with masks of either
+            kind: "shift" moves every object pixel by the difference between the new and the old background colour;
+            "ratio" scales it by their ratio per channel in pixel space (von Kries), which removes a multiplicative
+            cast or vignette from bright and dark objects alike; "chroma" scales by the ratio of their chromaticities
+            and shifts by the difference of their brightness. See ``benchmarks/RESULTS.md`` for how the default
+            was chosen.
         estimated_mask_swap_relight: ``swap_relight`` when the masks are estimated (SAM, boxes): off by default,
             because on the SAM-mask evidence it did not reach more worlds at the bar (off chosen in 21 of 22 folds);
             an imperfect mask re-lights background pixels with the object.
@@ -231,6 +237,7 @@ class VerdictConfig:
     reliance_quantile: float = 0.75
     swap_reference: str = "classes"
     swap_relight: bool = True
+    relight_mode: str = "shift"
     estimated_mask_swap_relight: bool = False
     reliance_confidence: float = 0.95
     ablation_fill: str = "neutral"
@@ -606,6 +613,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "tuning.groups": ("auto", "spuriosity"),
     "verdicts.swap_reference": ("donors", "classes"),
     "verdicts.swap_background_check": ("interval", "point"),
+    "verdicts.relight_mode": ("shift", "ratio", "chroma"),
     "verdicts.image_selection": ("top", "spread"),
     "neurontune.identification_split": ("val", "train"),
     "neurontune.combine": ("any", "mean"),

@@ -15,8 +15,9 @@ is a per-pixel selection, so it commutes with any per-channel normalisation).
 * :func:`clean_backgrounds`: donors with their own object removed, so that no
   second object shows after a paste.
 * :func:`paste_object`: the object kept, the background taken from donors.
-* :func:`relight_object`: the object shifted to the light and colour of a new background, so that a cast or
-  vignette over the whole scene leaves with the background instead of staying on the object.
+* :func:`relight_object`: the object moved (shifted, or scaled per channel) to the light and colour of a new
+  background, so that a cast or vignette over the whole scene leaves with the background instead of staying on
+  the object.
 * :func:`remove_object`: the image's own background with the object removed.
 * :func:`background_contrast`: how much more a feature responds to its class's own
   backgrounds (object removed) than to the backgrounds of other classes.
@@ -232,27 +233,49 @@ def local_background(images: torch.Tensor, outside: torch.Tensor, sigma: float =
     return estimate
 
 
-def relight_object(images: torch.Tensor, masks: torch.Tensor, backgrounds: torch.Tensor,
-                   sigma: float = RELIGHT_SIGMA) -> torch.Tensor:
-    """Shift each image's object to the light and colour of a new background, before :func:`paste_object`.
+RELIGHT_MODES = ("shift", "ratio", "chroma")
+RELIGHT_RATIO_FLOOR = 0.05
+RELIGHT_RATIO_LIMIT = 4.0
 
-    Every object pixel moves by the difference between the new background's and its own image's local
-    background colour (:func:`local_background`, both over the pixels outside the object). A colour cast or
-    vignette that covers object and background alike thus leaves the object when the background is swapped,
-    while the object's own pattern (its differences from its surroundings) is kept. The shift is additive, so it
-    commutes with a per-channel normalisation of the inputs, as the paste does.
+
+def relight_object(images: torch.Tensor, masks: torch.Tensor, backgrounds: torch.Tensor,
+                   sigma: float = RELIGHT_SIGMA, mode: str = "shift",
+                   mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> torch.Tensor:
+    """Move each image's object to the light and colour of a new background, before :func:`paste_object`.
+
+    Both modes compare the new background's and the image's own local background colour
+    (:func:`local_background`, both over the pixels outside the object), so that a colour cast or vignette that
+    covers object and background alike leaves the object when the background is swapped, while the object's own
+    pattern is kept:
+
+    * "shift": every object pixel moves by the difference of the two colours. Additive, so it commutes with a
+      per-channel normalisation of the inputs, as the paste does; it removes an additive cast exactly and a
+      multiplicative one only in part (most for objects as bright as their background).
+    * "ratio": every object pixel is scaled by the ratio of the two colours, per channel, in pixel space (von Kries
+      adaptation: light and white balance scale each channel). It removes a multiplicative cast or vignette from
+      bright and dark objects alike. The ratio uses a floor of ``RELIGHT_RATIO_FLOOR`` under both colours, is
+      limited to ``[1 / RELIGHT_RATIO_LIMIT, RELIGHT_RATIO_LIMIT]``, and the result is clipped to [0, 1].
+    * "chroma": the colour by the ratio, the light by the shift: every object pixel is scaled by the ratio of the
+      two colours' chromaticities (each channel over the mean of the channels) and then shifted by the difference
+      of their brightness (the mean of the channels), in pixel space. A colour cast leaves as with "ratio", while
+      a darker or brighter background does not scale the object's contrast. On one channel it is "shift".
 
     Args:
-        images: float ``(N, C, H, W)``.
+        images: float ``(N, C, H, W)`` in the model's input space.
         masks: bool ``(N, H, W)``, the objects.
-        backgrounds: float ``(N, C, H, W)``, the backgrounds the objects will be pasted onto.
+        backgrounds: float ``(N, C, H, W)``, the backgrounds the objects will be pasted onto (same space).
         sigma: see :func:`local_background`.
+        mode: "shift", "ratio" or "chroma" (``verdicts.relight_mode``).
+        mean: per-channel mean the inputs were normalised with, shape broadcastable to ``(1, C, 1, 1)``; with
+            ``std``, "ratio" and "chroma" work on ``images * std + mean`` (pixel space, [0, 1]). None: the inputs
+            are pixels.
+        std: per-channel standard deviation matching ``mean``.
 
     Returns:
-        float ``(N, C, H, W)``: ``images`` with the object pixels shifted (the rest unchanged).
+        float ``(N, C, H, W)``: ``images`` with the object pixels moved (the rest unchanged).
 
     Raises:
-        InvalidInputError: mismatched shapes.
+        InvalidInputError: mismatched shapes, an unknown ``mode``, or ``mean`` without ``std``.
 
     Example:
         >>> img = torch.full((1, 1, 8, 8), 0.7); obj = torch.zeros(1, 8, 8, dtype=torch.bool); obj[0, 3:5, 3:5] = True
@@ -260,16 +283,41 @@ def relight_object(images: torch.Tensor, masks: torch.Tensor, backgrounds: torch
         >>> out = relight_object(img, obj, torch.full((1, 1, 8, 8), 0.4))
         >>> round(float(out[0, 0, 4, 4]), 3), round(float(out[0, 0, 0, 0]), 3)  # still 0.2 above its new background
         (0.6, 0.7)
+        >>> # scaled by (0.35 + 0.05) / (0.7 + 0.05), the new light over the old above the floor
+        >>> round(float(relight_object(img, obj, torch.full((1, 1, 8, 8), 0.35), mode="ratio")[0, 0, 4, 4]), 3)
+        0.48
     """
     masks = _check(images, masks)
     if backgrounds.shape != images.shape:
         raise InvalidInputError(
             f"backgrounds of shape {tuple(backgrounds.shape)} do not match images of shape {tuple(images.shape)}"
         )
+    if mode not in RELIGHT_MODES:
+        raise InvalidInputError(f"relight mode must be one of {RELIGHT_MODES}; got {mode!r}")
+    if (mean is None) != (std is None):
+        raise InvalidInputError("give both mean and std (the inputs' normalisation) or neither")
     backgrounds = backgrounds.to(images)
     outside = ~masks
-    shift = local_background(backgrounds, outside, sigma) - local_background(images, outside, sigma)
-    return torch.where(masks[:, None], images + shift, images)
+    if mode == "shift":
+        shift = local_background(backgrounds, outside, sigma) - local_background(images, outside, sigma)
+        return torch.where(masks[:, None], images + shift, images)
+    if mean is not None:
+        mean, std = mean.to(images), std.to(images)
+        images_px, backgrounds_px = images * std + mean, backgrounds * std + mean
+    else:
+        images_px, backgrounds_px = images, backgrounds
+    own = local_background(images_px, outside, sigma).clamp(min=0) + RELIGHT_RATIO_FLOOR
+    new = local_background(backgrounds_px, outside, sigma).clamp(min=0) + RELIGHT_RATIO_FLOOR
+    if mode == "ratio":
+        relit = images_px * (new / own).clamp(1 / RELIGHT_RATIO_LIMIT, RELIGHT_RATIO_LIMIT)
+    else:
+        own_light, new_light = own.mean(1, keepdim=True), new.mean(1, keepdim=True)
+        chroma = ((new / new_light) / (own / own_light)).clamp(1 / RELIGHT_RATIO_LIMIT, RELIGHT_RATIO_LIMIT)
+        relit = images_px * chroma + (new_light - own_light)
+    relit = relit.clamp(0, 1)
+    if mean is not None:
+        relit = (relit - mean) / std
+    return torch.where(masks[:, None], relit, images)
 
 
 def remove_object(images: torch.Tensor, masks: torch.Tensor, backgrounds: torch.Tensor | None = None) -> torch.Tensor:

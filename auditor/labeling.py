@@ -212,10 +212,11 @@ class _Backgrounds:
         return torch.stack([self.memo[int(i)] for i in indices])
 
 
-def _swap(images: torch.Tensor, masks: torch.Tensor, backgrounds: torch.Tensor, relight: bool) -> torch.Tensor:
-    """The objects pasted onto ``backgrounds``, first re-lit to them when ``relight`` (``verdicts.swap_relight``)."""
-    if relight:
-        images = relight_object(images, masks, backgrounds)
+def _swap(images: torch.Tensor, masks: torch.Tensor, backgrounds: torch.Tensor, config: VerdictConfig,
+          source: ImageSource) -> torch.Tensor:
+    """The objects pasted onto ``backgrounds``, first re-lit to them (``verdicts.swap_relight``, ``relight_mode``)."""
+    if config.swap_relight:
+        images = relight_object(images, masks, backgrounds, mode=config.relight_mode, mean=source.mean, std=source.std)
     return paste_object(images, masks, backgrounds)
 
 
@@ -422,9 +423,9 @@ def run_verdicts(
                 pool_features = _features(adapter, backgrounds.get(pool), batch)
             other_bg = pool_features[labels[pool] != c]
             same_bg = _features(adapter, backgrounds.get(same_pool), batch)
-            same_acts = np.stack([_features(adapter, _swap(images, mask_tensor, backgrounds.get(same_donors[:, s]), config.swap_relight),
+            same_acts = np.stack([_features(adapter, _swap(images, mask_tensor, backgrounds.get(same_donors[:, s]), config, source),
                                             batch) for s in range(n_swaps)], 1)
-            rand_acts = np.stack([_features(adapter, _swap(images, mask_tensor, backgrounds.get(rand_donors[:, s]), config.swap_relight),
+            rand_acts = np.stack([_features(adapter, _swap(images, mask_tensor, backgrounds.get(rand_donors[:, s]), config, source),
                                             batch) for s in range(n_swaps)], 1)
             removed = _features(adapter, remove_object(images, dilate_masks(mask_tensor, config.background_dilation)), batch)
             for index in set(same_pool.tolist()) - pool_set:  # not needed by later classes

@@ -206,6 +206,40 @@ def test_relight_moves_a_scene_wide_cast_off_the_object_and_keeps_its_pattern(si
     assert (pasted[:, 0][masks] - donors[:, 0][masks]).mean() == pytest.approx(0.5, abs=0.05)
 
 
+def test_ratio_and_chroma_relight_remove_a_multiplicative_cast_from_bright_and_dark_objects_alike():
+    rng = np.random.default_rng(1)
+    size = 24
+    plain = torch.from_numpy(rng.uniform(0.3, 0.5, size=(2, 3, size, size)).astype(np.float32))
+    masks = torch.zeros(2, size, size, dtype=torch.bool)
+    masks[:, 6:18, 6:18] = True
+    objects = plain.clone()
+    objects[0][:, masks[0]] = 0.9  # a bright object
+    objects[1][:, masks[1]] = 0.1  # a dark one
+    gain = torch.tensor([1.2, 0.95, 0.7]).view(1, 3, 1, 1)  # a warm cast scales each channel of the whole scene
+    cast = objects * gain
+    donors = plain  # the same backgrounds without the cast
+    inside = masks[:, None].expand_as(cast)
+    ratio = relight_object(cast, masks, donors, mode="ratio")
+    shift = relight_object(cast, masks, donors, mode="shift")
+    ratio_error = (ratio - objects)[inside].abs().mean()
+    shift_error = (shift - objects)[inside].abs().mean()
+    chroma_error = (relight_object(cast, masks, donors, mode="chroma") - objects)[inside].abs().mean()
+    assert ratio_error < 0.02 < shift_error  # the shift over-corrects the dark object and under-corrects the bright one
+    assert chroma_error < 0.04 < shift_error  # the cast's colour leaves by the ratio, its light by the shift
+    grey = cast[:, :1]  # one channel: no chromaticity, so "chroma" is the shift
+    assert torch.allclose(relight_object(grey, masks, donors[:, :1], mode="chroma"),
+                          relight_object(grey, masks, donors[:, :1], mode="shift").clamp(0, 1), atol=1e-5)
+    assert torch.equal(ratio[~inside], cast[~inside])
+    # normalised inputs give the same pixels once the normalisation is undone
+    mean, std = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1), torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
+    normalised = relight_object((cast - mean) / std, masks, (donors - mean) / std, mode="ratio", mean=mean, std=std)
+    assert torch.allclose(normalised * std + mean, ratio, atol=1e-5)
+    with pytest.raises(InvalidInputError, match="relight mode"):
+        relight_object(cast, masks, donors, mode="gamma")
+    with pytest.raises(InvalidInputError, match="mean and std"):
+        relight_object(cast, masks, donors, mode="ratio", mean=mean)
+
+
 def test_local_background_ignores_the_object_and_rejects_bad_input():
     images = torch.zeros(1, 1, 8, 8)
     images[0, 0, 2:6, 2:6] = 9.0

@@ -245,6 +245,71 @@ def test_relit_swaps_see_the_part_of_a_cast_that_lies_on_the_object(tmp_path):
     assert relit_cast.label == "spurious"
 
 
+PIXEL_MEAN = torch.tensor([0.4, 0.3, 0.2]).view(3, 1, 1)
+PIXEL_STD = torch.tensor([0.2, 0.25, 0.3]).view(3, 1, 1)
+
+
+class ScaledCastPlanted(Dataset):
+    """Like :class:`CastPlanted`, but the object is bright in channel 1 too and class 0's cast scales channel 1 by
+    1.6 (a multiplicative cast, as light and white balance are), optionally as normalised model inputs."""
+
+    def __init__(self, normalised: bool, n: int = 24, size: int = 16):
+        rng = np.random.default_rng(0)
+        self.items = []
+        for label in (0, 1):
+            for _ in range(n):
+                image = torch.from_numpy(rng.uniform(0.1, 0.3, size=(3, size, size)).astype(np.float32))
+                mask = torch.zeros(size, size, dtype=torch.bool)
+                y, x = rng.integers(2, size - 8, size=2)
+                mask[y : y + 6, x : x + 6] = True
+                image[0][mask] += 0.6
+                image[1][mask] = 0.6
+                if label == 0:
+                    image[1] *= 1.6
+                if normalised:
+                    image = (image - PIXEL_MEAN) / PIXEL_STD
+                self.items.append((image, label, mask.numpy()))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+class PixelCastNet(CastNet):
+    """:class:`CastNet` on pixels, undoing the inputs' normalisation first when they are normalised."""
+
+    def __init__(self, normalised: bool):
+        super().__init__()
+        self.normalised = normalised
+
+    def forward(self, x):
+        return super().forward(x * PIXEL_STD + PIXEL_MEAN if self.normalised else x)
+
+
+def test_ratio_relighting_sees_all_of_a_multiplicative_cast_in_pixel_space(tmp_path):
+    def verdicts(mode: str, normalised: bool):
+        stats = dict(mean=PIXEL_MEAN.flatten().tolist(), std=PIXEL_STD.flatten().tolist()) if normalised else {}
+        source = ImageSource(ScaledCastPlanted(normalised), **stats)
+        adapter = ModelAdapter(PixelCastNet(normalised))
+        cache = extract_features(adapter, source, tmp_path / f"{mode}{normalised}", progress=False)
+        importance = class_feature_importance(cache.activations, cache.labels, adapter.head_weight().numpy())
+        config = VerdictConfig(n_images=8, n_donors=16, heatmap="gradient", relight_mode=mode)
+        return label_features(adapter, source, cache, {0: [0, 1]}, importance, DatasetMaskProvider(source), config,
+                              np.random.default_rng(0), progress=False)
+
+    (_, shifted), (ratio_core, ratio_cast) = verdicts("shift", False), verdicts("ratio", False)
+    # class 0's scene: 220 background pixels at 0.2 * 1.6 and 36 object pixels at 0.6 * 1.6 in channel 1 (0.41);
+    # on class 1's backgrounds (0.2) an object scaled back to 0.6 leaves 0.26, one shifted by 0.12 only 0.29
+    assert ratio_cast.swap_reliance == pytest.approx((0.41 - 0.26) / 0.41, abs=0.05)
+    assert ratio_cast.swap_reliance > shifted.swap_reliance + 0.05
+    assert ratio_core.label == "core" and abs(ratio_core.swap_reliance) < 0.05
+    # with normalised inputs the ratio is taken in pixel space: the same evidence
+    _, normalised_cast = verdicts("ratio", True)
+    assert normalised_cast.swap_reliance == pytest.approx(ratio_cast.swap_reliance, abs=1e-3)
+
+
 def test_examined_images_are_the_top_or_a_spread_of_the_ranking():
     activations = np.array([5.0, 1, 3, 9, 0, 2, 7, 4, 6, 8])
     members = np.arange(100, 110)
