@@ -18,8 +18,9 @@ decided (``decided_by``) and why (``explanation``).
 * **swap reliance**: the same comparison with each examined image's object pasted onto
   ``n_swaps`` backgrounds of each kind (mixed-same vs mixed-rand), with an interval over
   the images; it sees features that need the object and the background together. With
-  ``swap_relight`` (on for the dataset's masks) the pasted object is first shifted to its new
-  background's light and colour, so a cast or vignette over the whole scene leaves with it.
+  ``swap_relight`` (on for the dataset's masks) the pasted object is first moved to its new
+  background's light and colour (shifted, or scaled with ``relight_mode``), so a cast or vignette
+  over the whole scene leaves with it.
 * **object reliance**: the relative drop when the object is replaced by the image's own
   neighbouring background.
 * **heat density ratio**: the heatmap's mass per unit area inside the object divided by
