@@ -184,11 +184,16 @@ def test_background_swaps_tell_the_planted_features_apart(tmp_path):
     assert "about as much" in core.explanation
 
 
+PIXEL_MEAN = torch.tensor([0.4, 0.3, 0.2]).view(3, 1, 1)
+PIXEL_STD = torch.tensor([0.2, 0.25, 0.3]).view(3, 1, 1)
+
+
 class CastPlanted(Dataset):
     """Class 0: a square object on a noisy backdrop, with a cast (+0.4 in channel 1) over the whole scene, object
-    included; class 1: the same without the cast."""
+    included; class 1: the same without the cast. ``multiplicative``: the object is bright in channel 1 too and the
+    cast scales channel 1 by 1.6 (as light and white balance do); ``normalised``: items are normalised inputs."""
 
-    def __init__(self, n: int = 24, size: int = 16):
+    def __init__(self, n: int = 24, size: int = 16, multiplicative: bool = False, normalised: bool = False):
         rng = np.random.default_rng(0)
         self.items = []
         for label in (0, 1):
@@ -198,8 +203,12 @@ class CastPlanted(Dataset):
                 y, x = rng.integers(2, size - 8, size=2)
                 mask[y : y + 6, x : x + 6] = True
                 image[0][mask] += 0.6
+                if multiplicative:
+                    image[1][mask] = 0.6
                 if label == 0:
-                    image[1] += 0.4
+                    image[1] = image[1] * 1.6 if multiplicative else image[1] + 0.4
+                if normalised:
+                    image = (image - PIXEL_MEAN) / PIXEL_STD
                 self.items.append((image, label, mask.numpy()))
 
     def __len__(self):
@@ -245,38 +254,6 @@ def test_relit_swaps_see_the_part_of_a_cast_that_lies_on_the_object(tmp_path):
     assert relit_cast.label == "spurious"
 
 
-PIXEL_MEAN = torch.tensor([0.4, 0.3, 0.2]).view(3, 1, 1)
-PIXEL_STD = torch.tensor([0.2, 0.25, 0.3]).view(3, 1, 1)
-
-
-class ScaledCastPlanted(Dataset):
-    """Like :class:`CastPlanted`, but the object is bright in channel 1 too and class 0's cast scales channel 1 by
-    1.6 (a multiplicative cast, as light and white balance are), optionally as normalised model inputs."""
-
-    def __init__(self, normalised: bool, n: int = 24, size: int = 16):
-        rng = np.random.default_rng(0)
-        self.items = []
-        for label in (0, 1):
-            for _ in range(n):
-                image = torch.from_numpy(rng.uniform(0.1, 0.3, size=(3, size, size)).astype(np.float32))
-                mask = torch.zeros(size, size, dtype=torch.bool)
-                y, x = rng.integers(2, size - 8, size=2)
-                mask[y : y + 6, x : x + 6] = True
-                image[0][mask] += 0.6
-                image[1][mask] = 0.6
-                if label == 0:
-                    image[1] *= 1.6
-                if normalised:
-                    image = (image - PIXEL_MEAN) / PIXEL_STD
-                self.items.append((image, label, mask.numpy()))
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
-
-
 class PixelCastNet(CastNet):
     """:class:`CastNet` on pixels, undoing the inputs' normalisation first when they are normalised."""
 
@@ -291,7 +268,7 @@ class PixelCastNet(CastNet):
 def test_ratio_relighting_sees_all_of_a_multiplicative_cast_in_pixel_space(tmp_path):
     def verdicts(mode: str, normalised: bool):
         stats = dict(mean=PIXEL_MEAN.flatten().tolist(), std=PIXEL_STD.flatten().tolist()) if normalised else {}
-        source = ImageSource(ScaledCastPlanted(normalised), **stats)
+        source = ImageSource(CastPlanted(multiplicative=True, normalised=normalised), **stats)
         adapter = ModelAdapter(PixelCastNet(normalised))
         cache = extract_features(adapter, source, tmp_path / f"{mode}{normalised}", progress=False)
         importance = class_feature_importance(cache.activations, cache.labels, adapter.head_weight().numpy())
