@@ -243,7 +243,7 @@ def relight_object(images: torch.Tensor, masks: torch.Tensor, backgrounds: torch
                    mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> torch.Tensor:
     """Move each image's object to the light and colour of a new background, before :func:`paste_object`.
 
-    Both modes compare the new background's and the image's own local background colour
+    Every mode compares the new background's and the image's own local background colour
     (:func:`local_background`, both over the pixels outside the object), so that a colour cast or vignette that
     covers object and background alike leaves the object when the background is swapped, while the object's own
     pattern is kept:
