@@ -66,6 +66,7 @@ from auditor.counterfactuals import (
     reliance_scores,
     relight_object,
     remove_object,
+    swap_separation,
 )
 from auditor.data import ImageSource
 from auditor.errors import InvalidInputError
@@ -262,6 +263,7 @@ def decide_verdict(
     density: float,
     object_drop: float,
     background_drop: float,
+    separation: float = float("nan"),
 ) -> tuple[bool, str, bool, bool, str]:
     """The verdict rule on one (class, feature)'s measured evidence; replayable on recorded evidence.
 
@@ -276,6 +278,7 @@ def decide_verdict(
         density: the heat density ratio.
         object_drop, background_drop: the legacy fill ablation's drops (the verdict when ``background`` is
             None; otherwise ``background_drop`` gates the swap, see ``swap_min_background_drop``).
+        separation: the swap AUROC (``swap_auroc``); decides only when ``separation_threshold`` is above 0.
 
     Returns:
         ``(spurious, decided_by, counterfactual says spurious, mixed, explanation)``.
@@ -322,6 +325,13 @@ def decide_verdict(
             f"({swap_ci}, at least {swap_threshold:g} and its interval above {config.swap_margin:g}) and than on a "
             f"neutral background (drop {_fmt(background_drop)}, at least {config.swap_min_background_drop:g}), although "
             f"backgrounds alone barely move it ({ci}): it needs the object and the background together{tail}."
+        )
+    if 0 < config.separation_threshold <= separation and backgrounds_agree and raised_by_own:
+        return True, "separation", True, mixed, (
+            f"With the object kept, the feature's activations on its class's own backgrounds rank above those on "
+            f"other classes' backgrounds with AUROC {separation:.2f} (at least {config.separation_threshold:g}), and "
+            f"its own backgrounds raise it over a neutral one (drop {_fmt(background_drop)}), although the mean "
+            f"effects stay under their thresholds ({ci}; {swap_ci}){tail}."
         )
     if heat_spurious and object_high < 0:
         return True, "object", True, False, (
@@ -470,6 +480,8 @@ def run_verdicts(
                                                labels[rand_donors[swap_rows, :n_swaps]], scale, rng,
                                                confidence=config.reliance_confidence)
                 class_evidence = (float(by_class[0][0]), float(by_class[1][0]), float(by_class[2][0]))
+                separation = swap_separation(same_acts[swap_rows][..., [f]], rand_acts[swap_rows][..., [f]],
+                                             labels[rand_donors[swap_rows, :n_swaps]], scale)
                 swap_evidence = (float(rel.background[0]), float(rel.background_low[0]), float(rel.background_high[0]))
                 if config.swap_reference == "classes" and np.isfinite(class_evidence[0]):
                     swap_evidence = class_evidence
@@ -484,6 +496,8 @@ def run_verdicts(
                     class_swap_reliance=class_evidence[0],
                     class_swap_ci_low=class_evidence[1],
                     class_swap_ci_high=class_evidence[2],
+                    swap_auroc=float(separation[0][0]),
+                    class_swap_auroc=float(separation[1][0]),
                     random_background_drop=float(rel.random_drop[0]),
                     same_background_drop=float(rel.same_drop[0]),
                     object_reliance=object_reliance,
@@ -493,7 +507,8 @@ def run_verdicts(
                     n_backgrounds=[len(same_bg), len(other_bg)],
                 )
             spurious, decided_by, test_spurious, mixed, explanation = decide_verdict(
-                config, background, swap_evidence, object_reliance, object_high, heat_spurious, density, object_drop, background_drop)
+                config, background, swap_evidence, object_reliance, object_high, heat_spurious, density, object_drop, background_drop,
+                separation=evidence.get("swap_auroc", float("nan")))
             verdicts.append(
                 FeatureVerdict(
                     class_index=int(c),

@@ -66,6 +66,9 @@ class FeatureVerdict:
             feature that some classes' cues merely suppress. NaN without swaps.
         class_swap_ci_low: lower end of its bootstrap interval over the examined images.
         class_swap_ci_high: upper end.
+        swap_auroc: with the object kept, the AUROC of the feature's activations on same-class backgrounds
+            above those on other classes' backgrounds (0.5: the backgrounds make no difference).
+        class_swap_auroc: the same AUROC against the single other class whose backgrounds it separates worst.
         random_background_drop: relative drop from the original with other-class backgrounds.
         same_background_drop: relative drop from the original with same-class backgrounds.
         object_reliance: relative drop when the object is replaced by the image's own background.
@@ -104,6 +107,8 @@ class FeatureVerdict:
     class_swap_reliance: float = float("nan")
     class_swap_ci_low: float = float("nan")
     class_swap_ci_high: float = float("nan")
+    swap_auroc: float = float("nan")
+    class_swap_auroc: float = float("nan")
     random_background_drop: float = float("nan")
     same_background_drop: float = float("nan")
     object_reliance: float = float("nan")

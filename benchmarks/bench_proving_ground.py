@@ -648,7 +648,8 @@ def swap_rule(record: dict, params: dict) -> bool:
                            swap_reference=params.get("reference", "donors"),
                            swap_margin=params.get("margin", VerdictConfig().swap_margin),
                            swap_min_background_drop=params.get("drop", VerdictConfig().swap_min_background_drop),
-                           swap_background_check=params.get("check", VerdictConfig().swap_background_check))
+                           swap_background_check=params.get("check", VerdictConfig().swap_background_check),
+                           separation_threshold=params.get("separation", VerdictConfig().separation_threshold))
     value = lambda key: record_number(record, key)
     density = value("density_ratio")
     swap = (value("swap_reliance"), value("swap_ci_low"), value("swap_ci_high"))
@@ -657,7 +658,7 @@ def swap_rule(record: dict, params: dict) -> bool:
     spurious, *_ = decide_verdict(
         config, (value("background_reliance"), value("reliance_ci_low"), value("reliance_ci_high")), swap,
         value("object_reliance"), value("object_ci_high"), bool(density < config.density_threshold), density,
-        value("object_drop"), value("background_drop"))
+        value("object_drop"), value("background_drop"), separation=value("swap_auroc"))
     return bool(spurious)
 
 
@@ -667,7 +668,7 @@ def _shipped_verdict_defaults() -> dict:
     shipped = VerdictConfig()
     return {"reliance": shipped.reliance_threshold, "swap": shipped.swap_threshold, "reference": shipped.swap_reference,
             "margin": shipped.swap_margin, "drop": shipped.swap_min_background_drop,
-            "check": shipped.swap_background_check}
+            "check": shipped.swap_background_check, "separation": shipped.separation_threshold}
 
 
 def shipped_default(records: list[dict]) -> dict:
@@ -686,8 +687,8 @@ SWAP_DEFAULT = _shipped_verdict_defaults()
 
 
 def threshold_grid(default: dict) -> list[dict]:
-    """:data:`SWAP_GRID` with the neutral-drop gate and the background check at ``default``'s values."""
-    return [{**p, "drop": default["drop"], "check": default["check"]} for p in SWAP_GRID]
+    """:data:`SWAP_GRID` with the neutral-drop gate, the background check and the separation path at ``default``'s values."""
+    return [{**p, "drop": default["drop"], "check": default["check"], "separation": default["separation"]} for p in SWAP_GRID]
 SWAP_DROP_LEVELS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25)
 """Candidate ``verdicts.swap_min_background_drop`` values, calibrated with the other thresholds at their shipped values."""
 SWAP_BACKGROUND_CHECKS = ("point", "interval")

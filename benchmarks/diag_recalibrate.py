@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("evidence", nargs="*", help="evidence JSONs of one model and one mask source (merged)")
     parser.add_argument("--variants", nargs="+", default=None, metavar="NAME=FILE[,FILE...]",
                         help="evidence of the same worlds audited with different settings; the first is the shipped one")
+    parser.add_argument("--separation-levels", nargs="+", type=float, default=None, metavar="AUROC",
+                        help="also choose verdicts.separation_threshold among these (0 = off); needs evidence with swap_auroc")
     args = parser.parse_args(argv)
     if bool(args.evidence) == bool(args.variants):
         parser.error("give either evidence files or --variants")
@@ -111,6 +113,10 @@ def main(argv: list[str] | None = None) -> None:
     grid = threshold_grid(default)
     if default not in grid:
         grid.append(default)
+    if args.separation_levels:
+        grid = [{**params, "separation": level} for params in grid for level in args.separation_levels]
+        if default not in grid:
+            grid.append(default)
     settings = [(name, params) for name in variants for params in grid]
     table = [world_counts(variants[name], params, worlds) for name, params in settings]
     default_index = settings.index((next(iter(variants)), default))
@@ -143,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         s, chosen = leave_one_world_out(table, worlds, choose)
         described = "; ".join(
             f"{n}: " + (f"{settings[g][0]} " if len(variants) > 1 else "")
-            + ", ".join(f"{k}={v}" for k, v in settings[g][1].items() if k not in ("drop", "check"))
+            + ", ".join(f"{k}={v}" for k, v in settings[g][1].items() if k not in ("drop", "check") and (k != "separation" or args.separation_levels))
             for g, n in chosen.most_common(2))
         print(f"| {name} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['at_bar']}/{len(worlds)} | "
               f"{s['controls']} | {described} |")

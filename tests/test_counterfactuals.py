@@ -253,3 +253,23 @@ def test_local_background_ignores_the_object_and_rejects_bad_input():
         relight_object(images, masks[:, :4], images)
     with pytest.raises(InvalidInputError):
         relight_object(images, masks, images[:, :, :4])
+
+
+def test_swap_separation_ranks_own_backgrounds_against_all_and_against_the_worst_other_class():
+    from auditor.counterfactuals import swap_separation
+
+    rng = np.random.default_rng(0)
+    objects = rng.normal(2.0, 0.5, size=(16, 1, 1))  # the feature's spread over the class's objects
+    same = objects + 0.8 + rng.normal(0, 0.05, size=(16, 8, 1))
+    classes = np.tile(np.array([1, 1, 1, 1, 2, 2, 2, 2]), (16, 1))
+    lift = np.where(classes == 1, 0.0, 0.7)[..., None]  # class 2's backgrounds raise the feature almost as much
+    random = objects + lift + rng.normal(0, 0.05, size=(16, 8, 1))
+    pooled, worst = swap_separation(same, random, classes, np.array([2.0]))
+    assert 0.5 < worst[0] < pooled[0] < 1.0
+    assert swap_separation(same, same, classes, np.array([2.0]))[0][0] == pytest.approx(0.5)
+    # a negative feature: lower on its own backgrounds means higher in its own direction
+    flipped, _ = swap_separation(-same, -random, classes, np.array([-2.0]))
+    assert flipped[0] == pytest.approx(pooled[0])
+    assert np.isnan(swap_separation(same, random, classes, np.array([2.0]), min_swaps=100)[1][0])
+    with pytest.raises(InvalidInputError):
+        swap_separation(same, random[:, :4], classes, np.array([2.0]))

@@ -423,3 +423,23 @@ def test_spuriosity_uses_the_background_dominated_features_of_a_class():
     # class 0: the mixed feature 1 (mostly object) is left out while feature 2 carries the cue;
     # class 1 has only a mixed feature, which is kept; legacy verdicts without swaps always count.
     assert spurious_by_class(verdicts) == {0: [2], 1: [4], 2: [5]}
+
+
+def test_a_swap_whose_backgrounds_separate_the_feature_by_rank_is_spurious_through_the_separation_path():
+    from auditor.config import VerdictConfig
+    from auditor.labeling import decide_verdict
+
+    config = VerdictConfig()
+    assert config.separation_threshold == 0.9
+    # a faint cue: mean effects under both thresholds, yet own backgrounds rank above the others almost always
+    evidence = dict(background=(0.12, 0.05, 0.2), swap=(0.10, 0.06, 0.14), object_reliance=0.6, object_high=0.7,
+                    heat_spurious=False, density=2.0, object_drop=0.6, background_drop=0.3)
+    spurious, decided_by, _, mixed, explanation = decide_verdict(config, **evidence, separation=0.93)
+    assert spurious and decided_by == "separation" and mixed and "AUROC 0.93" in explanation
+    for separation in (0.85, float("nan")):
+        spurious, decided_by, *_ = decide_verdict(config, **evidence, separation=separation)
+        assert not spurious and decided_by == "background"
+    # the neutral-drop gate and the background check hold here too; 0 turns the path off
+    assert not decide_verdict(config, **{**evidence, "background_drop": 0.05}, separation=0.95)[0]
+    assert not decide_verdict(config, **{**evidence, "background": (-0.2, -0.3, -0.1)}, separation=0.95)[0]
+    assert not decide_verdict(dataclasses.replace(config, separation_threshold=0.0), **evidence, separation=0.99)[0]

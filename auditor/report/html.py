@@ -46,6 +46,7 @@ EVIDENCE_COLUMNS = (
     ("object_drop", "drop w/o object", "number"),
     ("background_drop", "drop w/o background", "number"),
     ("background_reliance", "background reliance [CI]", "reliance"),
+    ("swap_auroc", "swap AUROC", "number"),
     ("mixed", "mixed", "bool"),
     ("decided_by", "decided by", "text"),
     ("confirmed", "confirmed", "bool"),
