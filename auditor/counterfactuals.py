@@ -541,6 +541,19 @@ def background_contrast(
     return (value, *percentile_interval(boot, confidence))
 
 
+def _swap_arrays(what: str, same, random, random_classes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``same`` (N, S, D) and ``random`` (N, S', D) as float64 and ``random_classes`` (N, S') as an array; raises
+    InvalidInputError naming ``what`` when the shapes do not match."""
+    same, random = np.asarray(same, np.float64), np.asarray(random, np.float64)
+    random_classes = np.asarray(random_classes)
+    if same.ndim != 3 or random.ndim != 3 or random_classes.shape != random.shape[:2] or same.shape[::2] != random.shape[::2]:
+        raise InvalidInputError(
+            f"{what} needs same (N, S, D), random (N, S', D) and donor classes (N, S'); got {same.shape}, "
+            f"{random.shape} and {random_classes.shape}"
+        )
+    return same, random, random_classes
+
+
 def class_swap_contrast(
     same: np.ndarray,
     random: np.ndarray,
@@ -585,13 +598,7 @@ def class_swap_contrast(
         >>> float(class_swap_contrast(same, random, classes, np.array([1.0]), np.random.default_rng(0), min_swaps=2)[0][0])
         0.0
     """
-    same, random = np.asarray(same, np.float64), np.asarray(random, np.float64)
-    random_classes = np.asarray(random_classes)
-    if same.ndim != 3 or random.ndim != 3 or random_classes.shape != random.shape[:2] or same.shape[::2] != random.shape[::2]:
-        raise InvalidInputError(
-            f"class swap contrast needs same (N, S, D), random (N, S', D) and donor classes (N, S'); got {same.shape}, "
-            f"{random.shape} and {random_classes.shape}"
-        )
+    same, random, random_classes = _swap_arrays("class swap contrast", same, random, random_classes)
     scale = _signed_scale(np.asarray(scale, np.float64))
     classes = [k for k in np.unique(random_classes) if (random_classes == k).sum() >= min_swaps]
     n, d = same.shape[0], same.shape[2]
@@ -659,13 +666,7 @@ def swap_separation(
         >>> float(pooled[0]), float(worst[0])
         (0.8125, 0.625)
     """
-    same, random = np.asarray(same, np.float64), np.asarray(random, np.float64)
-    random_classes = np.asarray(random_classes)
-    if same.ndim != 3 or random.ndim != 3 or random_classes.shape != random.shape[:2] or same.shape[::2] != random.shape[::2]:
-        raise InvalidInputError(
-            f"swap separation needs same (N, S, D), random (N, S', D) and donor classes (N, S'); got {same.shape}, "
-            f"{random.shape} and {random_classes.shape}"
-        )
+    same, random, random_classes = _swap_arrays("swap separation", same, random, random_classes)
     sign = np.where(np.asarray(scale, np.float64) < 0, -1.0, 1.0)
     d = same.shape[2]
     same_flat = same.reshape(-1, d) * sign

@@ -466,22 +466,23 @@ def run_verdicts(
             evidence: dict = {}
             background = None
             swap_evidence = (float("nan"),) * 3
+            separation = float("nan")
             object_reliance = object_high = float("nan")
             if n_swaps > 0 and len(swap_rows) >= 2:
                 scale = base[rows, f].mean(keepdims=True)
                 value, low, high = background_contrast(same_bg[:, [f]], other_bg[:, [f]], scale, rng,
                                                        config.reliance_quantile, config.reliance_confidence)
                 background = (float(value[0]), float(low[0]), float(high[0]))
-                rel = reliance_scores(base[swap_rows][:, [f]], same_acts[swap_rows][..., [f]], rand_acts[swap_rows][..., [f]],
-                                      removed[swap_rows][:, [f]], rng, config.reliance_confidence,
-                                      quantile=config.reliance_quantile)
+                on_same, on_others = same_acts[swap_rows][..., [f]], rand_acts[swap_rows][..., [f]]
+                donor_classes = labels[rand_donors[swap_rows, :n_swaps]]
+                rel = reliance_scores(base[swap_rows][:, [f]], on_same, on_others, removed[swap_rows][:, [f]], rng,
+                                      config.reliance_confidence, quantile=config.reliance_quantile)
                 object_reliance, object_high = float(rel.object[0]), float(rel.object_high[0])
-                by_class = class_swap_contrast(same_acts[swap_rows][..., [f]], rand_acts[swap_rows][..., [f]],
-                                               labels[rand_donors[swap_rows, :n_swaps]], scale, rng,
+                by_class = class_swap_contrast(on_same, on_others, donor_classes, scale, rng,
                                                confidence=config.reliance_confidence)
                 class_evidence = (float(by_class[0][0]), float(by_class[1][0]), float(by_class[2][0]))
-                separation = swap_separation(same_acts[swap_rows][..., [f]], rand_acts[swap_rows][..., [f]],
-                                             labels[rand_donors[swap_rows, :n_swaps]], scale)
+                pooled_auroc, worst_class_auroc = swap_separation(on_same, on_others, donor_classes, scale)
+                separation = float(pooled_auroc[0])
                 swap_evidence = (float(rel.background[0]), float(rel.background_low[0]), float(rel.background_high[0]))
                 if config.swap_reference == "classes" and np.isfinite(class_evidence[0]):
                     swap_evidence = class_evidence
@@ -496,8 +497,8 @@ def run_verdicts(
                     class_swap_reliance=class_evidence[0],
                     class_swap_ci_low=class_evidence[1],
                     class_swap_ci_high=class_evidence[2],
-                    swap_auroc=float(separation[0][0]),
-                    class_swap_auroc=float(separation[1][0]),
+                    swap_auroc=separation,
+                    class_swap_auroc=float(worst_class_auroc[0]),
                     random_background_drop=float(rel.random_drop[0]),
                     same_background_drop=float(rel.same_drop[0]),
                     object_reliance=object_reliance,
@@ -508,7 +509,7 @@ def run_verdicts(
                 )
             spurious, decided_by, test_spurious, mixed, explanation = decide_verdict(
                 config, background, swap_evidence, object_reliance, object_high, heat_spurious, density, object_drop, background_drop,
-                separation=evidence.get("swap_auroc", float("nan")))
+                separation=separation)
             verdicts.append(
                 FeatureVerdict(
                     class_index=int(c),
