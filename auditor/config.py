@@ -216,6 +216,12 @@ class VerdictConfig:
         estimated_mask_swap_relight: ``swap_relight`` when the masks are estimated (SAM, boxes): off by default,
             because on the SAM-mask evidence it did not reach more worlds at the bar (off chosen in 21 of 22 folds);
             an imperfect mask re-lights background pixels with the object.
+        neutral_relight: re-light the kept object to the neutral fill too (as a swap does, when ``swap_relight`` is
+            on) before the fill ablation that gives ``background_drop`` and the neutral-drop gate
+            (``swap_min_background_drop``), so a cast over the whole scene leaves the object with the background
+            there as well. Off by default: chosen off leave-one-world-out on the proving ground's cnn16 dataset-mask
+            evidence (21 of 22 folds); re-lit to a grey fill, an object also loses its own colour, and on a world
+            whose classes differ by object colour that reads as background reliance (``benchmarks/RESULTS.md``).
         reliance_confidence: confidence level of the bootstrap intervals.
         ablation_fill: fill of the legacy ablation evidence (``object_drop``, ``background_drop``):
             "neutral" (grey at the data's brightness with its pixel noise) or "blur".
@@ -245,6 +251,7 @@ class VerdictConfig:
     swap_relight: bool = True
     relight_mode: str = "shift"
     estimated_mask_swap_relight: bool = False
+    neutral_relight: bool = False
     reliance_confidence: float = 0.95
     ablation_fill: str = "neutral"
     density_threshold: float = 1.0

@@ -417,6 +417,8 @@ def run_verdicts(
         mask_tensor = torch.from_numpy(union_masks)
         base = _features(adapter, images, batch)
         no_object, no_background = ablate(images, mask_tensor, fill, torch.Generator().manual_seed(int(rng.integers(2**31))))
+        if config.neutral_relight:
+            no_background = _swap(images, mask_tensor, no_background, config, source)
         legacy_object = _features(adapter, no_object, batch)
         legacy_background = _features(adapter, no_background, batch)
 

@@ -254,6 +254,29 @@ def test_relit_swaps_see_the_part_of_a_cast_that_lies_on_the_object(tmp_path):
     assert relit_cast.label == "spurious"
 
 
+def test_neutral_relight_takes_the_cast_off_the_object_in_the_neutral_fill_ablation(tmp_path):
+    source = ImageSource(CastPlanted())
+    adapter = ModelAdapter(CastNet())
+    cache = extract_features(adapter, source, tmp_path, progress=False)
+    importance = class_feature_importance(cache.activations, cache.labels, adapter.head_weight().numpy())
+
+    def cast_verdict(**settings):
+        config = VerdictConfig(n_images=8, n_donors=16, heatmap="gradient", **settings)
+        return label_features(adapter, source, cache, {0: [1]}, importance, DatasetMaskProvider(source), config,
+                              np.random.default_rng(0), progress=False)[0]
+
+    plain, relit = cast_verdict(neutral_relight=False), cast_verdict(neutral_relight=True)
+    # Class 0's scene is 0.6 in channel 1, object included. The fill (grey g) replaces the 220 background pixels;
+    # kept as it is the object holds 0.6 on its 36 pixels, re-lit it moves to the fill's g as well.
+    grey = (256 * 0.6 * (1 - plain.background_drop) - 36 * 0.6) / 220
+    assert 0.2 < grey < 0.45
+    assert relit.background_drop == pytest.approx(1 - grey / 0.6, abs=0.03)
+    assert relit.background_drop > plain.background_drop + 0.05
+    # without swap re-lighting there is nothing to re-light the object with: the same drop
+    unlit = cast_verdict(neutral_relight=True, swap_relight=False)
+    assert unlit.background_drop == pytest.approx(plain.background_drop, abs=1e-9)
+
+
 class PixelCastNet(CastNet):
     """:class:`CastNet` on pixels, undoing the inputs' normalisation first when they are normalised."""
 
