@@ -232,18 +232,25 @@ class CastNet(nn.Module):
         return self.fc(torch.stack([torch.relu(x[:, 0] - 0.5).mean((1, 2)), x[:, 1].mean((1, 2))], 1))
 
 
-def test_relit_swaps_see_the_part_of_a_cast_that_lies_on_the_object(tmp_path):
+def _cast_labeler(tmp_path):
+    """``label(features, **settings)``: class 0's verdicts on :class:`CastPlanted` with :class:`CastNet`, one feature
+    cache shared by every call."""
     source = ImageSource(CastPlanted())
     adapter = ModelAdapter(CastNet())
     cache = extract_features(adapter, source, tmp_path, progress=False)
     importance = class_feature_importance(cache.activations, cache.labels, adapter.head_weight().numpy())
 
-    def verdicts(relight: bool):
-        config = VerdictConfig(n_images=8, n_donors=16, heatmap="gradient", swap_relight=relight)
-        return label_features(adapter, source, cache, {0: [0, 1]}, importance, DatasetMaskProvider(source), config,
+    def label(features, **settings):
+        config = VerdictConfig(n_images=8, n_donors=16, heatmap="gradient", **settings)
+        return label_features(adapter, source, cache, {0: features}, importance, DatasetMaskProvider(source), config,
                               np.random.default_rng(0), progress=False)
 
-    (core, cast), (relit_core, relit_cast) = verdicts(False), verdicts(True)
+    return label
+
+
+def test_relit_swaps_see_the_part_of_a_cast_that_lies_on_the_object(tmp_path):
+    label = _cast_labeler(tmp_path)
+    (core, cast), (relit_core, relit_cast) = label([0, 1], swap_relight=False), label([0, 1], swap_relight=True)
     # Pasted as it is, the object carries its share of the cast (6x6 of 16x16 pixels) onto the other class's
     # backgrounds; re-lit, it leaves it behind, so the swap sees the whole cast.
     scale = 0.2 + 0.4
@@ -255,17 +262,8 @@ def test_relit_swaps_see_the_part_of_a_cast_that_lies_on_the_object(tmp_path):
 
 
 def test_neutral_relight_takes_the_cast_off_the_object_in_the_neutral_fill_ablation(tmp_path):
-    source = ImageSource(CastPlanted())
-    adapter = ModelAdapter(CastNet())
-    cache = extract_features(adapter, source, tmp_path, progress=False)
-    importance = class_feature_importance(cache.activations, cache.labels, adapter.head_weight().numpy())
-
-    def cast_verdict(**settings):
-        config = VerdictConfig(n_images=8, n_donors=16, heatmap="gradient", **settings)
-        return label_features(adapter, source, cache, {0: [1]}, importance, DatasetMaskProvider(source), config,
-                              np.random.default_rng(0), progress=False)[0]
-
-    plain, relit = cast_verdict(neutral_relight=False), cast_verdict(neutral_relight=True)
+    label = _cast_labeler(tmp_path)
+    (plain,), (relit,) = label([1], neutral_relight=False), label([1], neutral_relight=True)
     # Class 0's scene is 0.6 in channel 1, object included. The fill (grey g) replaces the 220 background pixels;
     # kept as it is the object holds 0.6 on its 36 pixels, re-lit it moves to the fill's g as well.
     grey = (256 * 0.6 * (1 - plain.background_drop) - 36 * 0.6) / 220
@@ -273,7 +271,7 @@ def test_neutral_relight_takes_the_cast_off_the_object_in_the_neutral_fill_ablat
     assert relit.background_drop == pytest.approx(1 - grey / 0.6, abs=0.03)
     assert relit.background_drop > plain.background_drop + 0.05
     # without swap re-lighting there is nothing to re-light the object with: the same drop
-    unlit = cast_verdict(neutral_relight=True, swap_relight=False)
+    (unlit,) = label([1], neutral_relight=True, swap_relight=False)
     assert unlit.background_drop == pytest.approx(plain.background_drop, abs=1e-9)
 
 
