@@ -222,6 +222,11 @@ class VerdictConfig:
             there as well. Off by default: chosen off leave-one-world-out on the proving ground's cnn16 dataset-mask
             evidence (21 of 22 folds); re-lit to a grey fill, an object also loses its own colour, and on a world
             whose classes differ by object colour that reads as background reliance (``benchmarks/RESULTS.md``).
+        neutral_relight_reference: the light ``neutral_relight`` moves the object to: "fill" (the neutral fill's
+            grey) or "other_classes" (the mean of the other classes' object-free backgrounds in the donor pool, the
+            light the object would have in other classes' images; the fill where no other class has a donor). A
+            grey light also strips the colour every background of the data shares; the other classes' light keeps
+            it and takes off only what the class's own backgrounds add.
         reliance_confidence: confidence level of the bootstrap intervals.
         ablation_fill: fill of the legacy ablation evidence (``object_drop``, ``background_drop``):
             "neutral" (grey at the data's brightness with its pixel noise) or "blur".
@@ -252,6 +257,7 @@ class VerdictConfig:
     relight_mode: str = "shift"
     estimated_mask_swap_relight: bool = False
     neutral_relight: bool = False
+    neutral_relight_reference: str = "fill"
     reliance_confidence: float = 0.95
     ablation_fill: str = "neutral"
     density_threshold: float = 1.0
@@ -627,6 +633,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "verdicts.swap_reference": ("donors", "classes"),
     "verdicts.swap_background_check": ("interval", "point"),
     "verdicts.relight_mode": ("shift", "ratio", "chroma"),
+    "verdicts.neutral_relight_reference": ("fill", "other_classes"),
     "verdicts.image_selection": ("top", "spread"),
     "neurontune.identification_split": ("val", "train"),
     "neurontune.combine": ("any", "mean"),

@@ -417,15 +417,20 @@ def run_verdicts(
         mask_tensor = torch.from_numpy(union_masks)
         base = _features(adapter, images, batch)
         no_object, no_background = ablate(images, mask_tensor, fill, torch.Generator().manual_seed(int(rng.integers(2**31))))
+        other_pool = pool[labels[pool] != c]
         if config.neutral_relight:
-            no_background = _swap(images, mask_tensor, no_background, config, source)
+            light = no_background
+            if config.neutral_relight_reference == "other_classes" and len(other_pool):
+                light = backgrounds.get(other_pool).mean(0, keepdim=True).expand_as(images)
+            relit = relight_object(images, mask_tensor, light, mode=config.relight_mode, mean=source.mean, std=source.std) \
+                if config.swap_relight else images
+            no_background = paste_object(relit, mask_tensor, no_background)
         legacy_object = _features(adapter, no_object, batch)
         legacy_background = _features(adapter, no_background, batch)
 
         area = union_masks.mean((1, 2))
         swappable = (area > 0) & (area < 1)
         same_pool = np.sort(rng.choice(members, size=min(config.n_donors, len(members)), replace=False)) if swap else members[:0]
-        other_pool = pool[labels[pool] != c]
         n_swaps = 0
         if swap and swappable.sum() >= 2 and len(same_pool) >= 2 and len(other_pool) >= 1:
             same_donors = pick_donors(same_pool, union, config.n_swaps, rng)

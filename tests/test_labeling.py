@@ -275,6 +275,22 @@ def test_neutral_relight_takes_the_cast_off_the_object_in_the_neutral_fill_ablat
     assert unlit.background_drop == pytest.approx(plain.background_drop, abs=1e-9)
 
 
+def test_neutral_relight_to_the_other_classes_light_keeps_the_object_colour_the_backgrounds_share(tmp_path):
+    label = _cast_labeler(tmp_path)
+    plain_core, plain_cast = label([0, 1], neutral_relight=False)
+    grey_core, grey_cast = label([0, 1], neutral_relight=True)
+    other_core, other_cast = label([0, 1], neutral_relight=True, neutral_relight_reference="other_classes")
+    # Channel 0 is 0.2 behind every class's objects: the other classes' light leaves the object (feature 0) as it is,
+    # the grey fill's light (about 0.3) brightens it and the core feature rises (a negative drop).
+    assert other_core.background_drop == pytest.approx(plain_core.background_drop, abs=0.02)
+    assert grey_core.background_drop < plain_core.background_drop - 0.1
+    # Channel 1, the cast: the other classes' light is 0.2, so the object's 36 pixels leave the cast at 0.2.
+    grey = (256 * 0.6 * (1 - plain_cast.background_drop) - 36 * 0.6) / 220
+    assert other_cast.background_drop == pytest.approx(1 - (220 * grey + 36 * 0.2) / (256 * 0.6), abs=0.03)
+    assert other_cast.background_drop > plain_cast.background_drop + 0.05
+    assert grey_cast.background_drop > plain_cast.background_drop + 0.05
+
+
 class PixelCastNet(CastNet):
     """:class:`CastNet` on pixels, undoing the inputs' normalisation first when they are normalised."""
 
