@@ -359,8 +359,14 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
     ctx = _audit_inputs(report, train, val, work)
 
     truth_auroc = truth_of(report, ctx.val_cache, val, world)
+    train_acts, train_labels = np.asarray(ctx.train_cache.activations), np.asarray(ctx.train_cache.labels)
+    n_examined = report.config.verdicts.n_images
     records, tp, flagged, positives = [], 0, 0, 0
     for v in report.verdicts:
+        class_acts = train_acts[train_labels == v.class_index, v.feature]
+        # the feature's spread over its class's training images, to put the verdict's effects on a scale of their own
+        spread = {"class_activation_mean": float(class_acts.mean()), "class_activation_std": float(class_acts.std()),
+                  "examined_activation_mean": float(np.sort(class_acts)[-n_examined:].mean())}
         auroc = truth_auroc[(v.class_index, v.feature)]
         truth = bool(np.isfinite(auroc) and auroc >= TRUTH_AUROC)
         spurious = v.label == "spurious"
@@ -371,7 +377,7 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
         records.append({**evidence, "world": world.name, "model": arch, "masks": masks, "seed": seed,
                         "class_name": world.class_names[v.class_index], "cue": world.classes[v.class_index].cue,
                         "control": world.classes[v.class_index].cue is None,
-                        "truth_auroc": auroc, "truth": truth})
+                        **spread, "truth_auroc": auroc, "truth": truth})
     flagged_controls = sum(bool(report.spurious_features(c)) for c in world.control_classes)
 
     spuriosity = report.spuriosity("val")
