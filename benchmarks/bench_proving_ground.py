@@ -177,6 +177,10 @@ SKEW_SHARES = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0)
 """Candidate ``tuning.skewed_validation_share`` values, chosen leave-one-world-out (0: never prefer the mistakes;
 1: always, once a spurious feature is found)."""
 
+FLOOR_LEVELS = (0.02, 0.05, 0.1, 1.0)
+"""Candidate ``tuning.max_accuracy_drop`` values (the floor on the spuriosity groups' mean accuracy that a retrained
+head must keep on the held-out half), compared leave-one-world-out (1: no floor)."""
+
 MID_CUE_RATE, MID_OTHER_RATE = 0.75, 0.15
 """The intermediate validation split of ``--skewed-val``: each class's own cue at 75%, another class's at 15%."""
 
@@ -215,15 +219,21 @@ def _skew_share_name(level: float) -> str:
     return f"skew share {level:g}"
 
 
+def _floor_name(level: float) -> str:
+    """The name :func:`candidate_heads` gives the design with ``tuning.max_accuracy_drop = level``."""
+    return f"floor {level:g}"
+
+
 def _spurious_of(report, n_classes: int) -> dict[int, list[int]]:
     return {c: [int(f) for f in report.spurious_features(c)] for c in range(n_classes)}
 
 
 def candidate_heads(report, ctx: _Inputs, seed: int, val_cache: FeatureCache | None = None,
                     val_scores: np.ndarray | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The low-spuriosity head of every design in :data:`TUNING_CANDIDATES` and every ``tuning.skewed_validation_share``
-    of :data:`SKEW_SHARES` (named ``skew share <x>``), fitted on this audit's caches and rankings, or on ``val_cache``
-    with its spuriosity ``val_scores`` in place of the audit's validation split."""
+    """The low-spuriosity head of every design in :data:`TUNING_CANDIDATES`, every ``tuning.skewed_validation_share``
+    of :data:`SKEW_SHARES` (named ``skew share <x>``) and every ``tuning.max_accuracy_drop`` of :data:`FLOOR_LEVELS`
+    (``floor <x>``), fitted on this audit's caches and rankings, or on ``val_cache`` with its spuriosity
+    ``val_scores`` in place of the audit's validation split."""
     from auditor.config import GapConfig, TuningConfig
     from auditor.tuning import run_tuning
 
@@ -231,7 +241,8 @@ def candidate_heads(report, ctx: _Inputs, seed: int, val_cache: FeatureCache | N
     val_cache = ctx.val_cache if val_cache is None else val_cache
     val_scores = report.spuriosity("val") if val_scores is None else val_scores
     spurious = _spurious_of(report, head[0].shape[0])
-    designs = {**TUNING_CANDIDATES, **{_skew_share_name(level): {"skewed_validation_share": level} for level in SKEW_SHARES}}
+    designs = {**TUNING_CANDIDATES, **{_skew_share_name(level): {"skewed_validation_share": level} for level in SKEW_SHARES},
+               **{_floor_name(level): {"max_accuracy_drop": level} for level in FLOOR_LEVELS}}
     out, fitted = {}, {}
     for name, overrides in designs.items():
         config = dataclasses.replace(TuningConfig(), baselines=[], **overrides)
@@ -531,6 +542,17 @@ def print_skew_share_calibration(rows: list[dict]) -> dict[str, float]:
     validation; ties go to the middle of the tied levels. The cue-free world is listed, not used:
     without a spurious verdict the check never runs.
     """
+    return _print_level_calibration(rows, "`tuning.skewed_validation_share`", SKEW_SHARES, _skew_share_name)
+
+
+def print_floor_calibration(rows: list[dict]) -> dict[str, float]:
+    """Leave-one-world-out choice of ``tuning.max_accuracy_drop`` among :data:`FLOOR_LEVELS`, scored as
+    :func:`print_skew_share_calibration` scores its levels; returns world -> level chosen without it."""
+    return _print_level_calibration(rows, "`tuning.max_accuracy_drop`", FLOOR_LEVELS, _floor_name)
+
+
+def _print_level_calibration(rows: list[dict], title: str, levels: tuple[float, ...], name) -> dict[str, float]:
+    """The table and choice of :func:`print_skew_share_calibration` for one tuning key's ``levels``."""
     rows = [r for r in rows if (r.get("skewed") or {}).get("mid")]
     worlds = [w for w in dict.fromkeys(r["world"] for r in rows) if get_world(w).cue_of_class]
     if len(worlds) < 2:
@@ -538,27 +560,27 @@ def print_skew_share_calibration(rows: list[dict]) -> dict[str, float]:
 
     def mean_wg(level: float, among: list[str]) -> float:
         picked = [r for r in rows if r["world"] in among]
-        return float(np.mean([np.mean(_wg(picked, _skew_share_name(level), part)) for part in ("balanced", "mid", "skewed")]))
+        return float(np.mean([np.mean(_wg(picked, name(level), part)) for part in ("balanced", "mid", "skewed")]))
 
-    print("\nLeave-one-world-out choice of `tuning.skewed_validation_share` (test worst-group accuracy of the low-spuriosity "
+    print(f"\nLeave-one-world-out choice of {title} (test worst-group accuracy of the low-spuriosity "
           "head, mean over seeds; balanced / 75% cue / skewed validation):\n")
-    print("| world | chosen on other worlds | " + " | ".join(f"{lv:g}" for lv in SKEW_SHARES) + " |")
-    print("|" + "---|" * (2 + len(SKEW_SHARES)))
+    print("| world | chosen on other worlds | " + " | ".join(f"{lv:g}" for lv in levels) + " |")
+    print("|" + "---|" * (2 + len(levels)))
     chosen = {}
     for world in dict.fromkeys(r["world"] for r in rows):
         others = [w for w in worlds if w != world]
-        scores = {lv: round(mean_wg(lv, others), 6) for lv in SKEW_SHARES}
-        tied = [lv for lv in SKEW_SHARES if scores[lv] == max(scores.values())]
+        scores = {lv: round(mean_wg(lv, others), 6) for lv in levels}
+        tied = [lv for lv in levels if scores[lv] == max(scores.values())]
         pick = tied[len(tied) // 2]
         chosen[world] = pick
         mine = [r for r in rows if r["world"] == world]
-        cells = [world, f"{pick:g}"] + [" / ".join(_f(np.mean(_wg(mine, _skew_share_name(lv), part)), 3)
-                                                   for part in ("balanced", "mid", "skewed")) for lv in SKEW_SHARES]
+        cells = [world, f"{pick:g}"] + [" / ".join(_f(np.mean(_wg(mine, name(lv), part)), 3)
+                                                   for part in ("balanced", "mid", "skewed")) for lv in levels]
         print("| " + " | ".join(cells) + " |")
-    held = {part: [np.mean(_wg([r for r in rows if r["world"] == w], _skew_share_name(chosen[w]), part)) for w in worlds]
+    held = {part: [np.mean(_wg([r for r in rows if r["world"] == w], name(chosen[w]), part)) for w in worlds]
             for part in ("balanced", "mid", "skewed")}
-    means = [" / ".join(_f(np.mean(_wg([r for r in rows if r["world"] in worlds], _skew_share_name(lv), part)), 3)
-                        for part in ("balanced", "mid", "skewed")) for lv in SKEW_SHARES]
+    means = [" / ".join(_f(np.mean(_wg([r for r in rows if r["world"] in worlds], name(lv), part)), 3)
+                        for part in ("balanced", "mid", "skewed")) for lv in levels]
     print("| **cue worlds, mean** | held out: " + " / ".join(_f(float(np.mean(v)), 3) for v in held.values()) + " | "
           + " | ".join(means) + " |")
     return chosen
@@ -846,6 +868,7 @@ def main(argv: list[str] | None = None) -> None:
         print_repair_bar(rows)
         print_tuning_calibration(rows)
         print_skew_share_calibration(rows)
+        print_floor_calibration(rows)
         print_neurontune_calibration(rows)
         return
     if args.calibrate_selection:
@@ -898,6 +921,7 @@ def main(argv: list[str] | None = None) -> None:
         print_repair_bar(rows)
         print_tuning_calibration(rows)
         print_skew_share_calibration(rows)
+        print_floor_calibration(rows)
         print_neurontune_calibration(rows)
     print_calibration(records)
 
