@@ -362,6 +362,10 @@ class TuningConfig:
         max_accuracy_drop: never return a head that scores more than this below the original on the held-out
             images: "reweight" compares the mean accuracy of the label-free groups (a skewed validation split's
             plain accuracy rewards the cue, so it would block every debiasing head), "select" plain accuracy.
+            Default 0.1 since stop 28 (0.02 before): on the nine proving worlds the levels 0.1 and "no floor" tie in
+            every leave-one-world-out fold and beat 0.02 by 2 points of worst group with 75%-cue and skewed
+            validation; 0.1 still refuses the head that inverts the core feature on a planted feature set, which no
+            floor at all keeps (``benchmarks/RESULTS.md``).
         baselines: other selections tuned the same way, each at most once ("random", "error").
         validation_fit_fraction: with validation data, this share of each class's validation images (a seeded
             split) may be fitted on; the rest is held out for checkpoint selection and every reported tuning
@@ -413,7 +417,7 @@ class TuningConfig:
     lr: float = 1e-2
     weight_decay: float = 1e-3
     target_gap: float = 0.05
-    max_accuracy_drop: float = 0.02
+    max_accuracy_drop: float = 0.1
     baselines: list[str] = field(default_factory=lambda: ["random", "error"])
     validation_fit_fraction: float = 0.5
     val_fit_per_class_fraction: float = 0.4
