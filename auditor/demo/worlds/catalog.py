@@ -382,6 +382,30 @@ HELD_OUT_WORLDS: dict[str, ProvingWorld] = {
                         "other classes' training images: a vignette (90%), gravel, a border at 80%, stripes (85%) and a "
                         "tree; two controls",
         ),
+        # Round 12, specified at stop 28 after round 11 was audited and before any world of rounds 9-11 served a choice.
+        ProvingWorld(
+            "held-out-52px-cast-vignette",
+            (C("eight", "digit:8@green", "cool", strength=0.85), C("triangle", "shape:triangle@red", "vignette"),
+             C("four", "digit:4@blue", "gravel", cue_rate=0.9), C("plus", "shape:plus@yellow", "tag"),
+             C("zero", "digit:0@purple"), C("diamond", "shape:diamond@cyan")),
+            image_size=52,
+            background="photos",
+            object_area=(0.08, 0.22),
+            seed=3323,
+            description="52 px on photographs, each class's objects in one colour: a cool cast at 85% on green objects, a "
+                        "vignette, gravel (90%) and a corner tag; two controls",
+        ),
+        ProvingWorld(
+            "held-out-36px-weak-leaky-casts",
+            (C("ring", "shape:ring", "warm", strength=0.6), C("five", "digit:5", "border"), C("square", "shape:square", "cat"),
+             C("two", "digit:2", "page", cue_rate=0.9), C("seven", "digit:7"), C("circle", "shape:circle")),
+            image_size=36,
+            cue_rate_other_train=0.06,
+            object_area=(0.12, 0.3),
+            seed=2424,
+            description="36 px on the plain background, each cue also behind 6% of other classes' training images: a warm "
+                        "cast at 60%, a border, a co-object and a printed page (90%); two controls",
+        ),
     )
 }
 """Worlds kept out of every default's choice: no threshold, design or default was chosen on them, so their
