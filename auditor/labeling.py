@@ -29,7 +29,8 @@ decided (``decided_by``) and why (``explanation``).
   replaced by a grey+noise or blurred fill. ``background_drop`` also gates the swap: the
   class's own backgrounds must beat a neutral one by ``swap_min_background_drop``, so a
   feature that every other class's cue suppresses does not pass the swap on its class's
-  plain backgrounds.
+  plain backgrounds. With ``neutral_relight`` (on by default, acting where swaps re-light) the
+  kept object is first re-lit to the fill, so a cast that also colours the object leaves it.
 
 Spurious when the background reliance reaches ``reliance_threshold`` or the swap
 reliance reaches ``swap_threshold`` while backgrounds alone do not point the other way
