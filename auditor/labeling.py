@@ -216,10 +216,12 @@ class _Backgrounds:
 
 
 def _swap(images: torch.Tensor, masks: torch.Tensor, backgrounds: torch.Tensor, config: VerdictConfig,
-          source: ImageSource) -> torch.Tensor:
-    """The objects pasted onto ``backgrounds``, first re-lit to them (``verdicts.swap_relight``, ``relight_mode``)."""
+          source: ImageSource, light: torch.Tensor | None = None) -> torch.Tensor:
+    """The objects pasted onto ``backgrounds``, first re-lit (``verdicts.swap_relight``, ``relight_mode``) to them or,
+    when given, to the light of ``light`` (same shape)."""
     if config.swap_relight:
-        images = relight_object(images, masks, backgrounds, mode=config.relight_mode, mean=source.mean, std=source.std)
+        images = relight_object(images, masks, backgrounds if light is None else light, mode=config.relight_mode,
+                                mean=source.mean, std=source.std)
     return paste_object(images, masks, backgrounds)
 
 
@@ -419,13 +421,11 @@ def run_verdicts(
         base = _features(adapter, images, batch)
         no_object, no_background = ablate(images, mask_tensor, fill, torch.Generator().manual_seed(int(rng.integers(2**31))))
         other_pool = pool[labels[pool] != c]
-        if config.neutral_relight:
-            light = no_background
+        if config.neutral_relight and config.swap_relight:  # without re-lighting the paste would change nothing
+            light = None
             if config.neutral_relight_reference == "other_classes" and len(other_pool):
                 light = backgrounds.get(other_pool).mean(0, keepdim=True).expand_as(images)
-            relit = relight_object(images, mask_tensor, light, mode=config.relight_mode, mean=source.mean, std=source.std) \
-                if config.swap_relight else images
-            no_background = paste_object(relit, mask_tensor, no_background)
+            no_background = _swap(images, mask_tensor, no_background, config, source, light=light)
         legacy_object = _features(adapter, no_object, batch)
         legacy_background = _features(adapter, no_background, batch)
 
