@@ -405,6 +405,10 @@ class TuningConfig:
             ``max_accuracy_drop`` of the original on the spuriosity groups' mean accuracy. 0 turns the check off.
             Default 0.5, chosen leave-one-world-out on the proving ground with balanced, intermediate (75% cue)
             and training-skewed validation.
+        skewed_judge: how the heads balancing the mistakes are judged when validation counts as skewed (above):
+            "mistakes" (default): by their worst mistakes group on the held-out half; "both": by their worst group
+            over the mistakes and the spuriosity groups; "guarded": by the mistakes, but the winner is kept only
+            if it scores at least as well as the original head on the spuriosity groups (else the unskewed rule).
         refit_on_validation: "reweight": after choosing ``C`` on the held-out half, refit the kept head on every
             validation image with that ``C`` (as DFR does). The reported ``after`` metrics are then those of the
             half-fitted head on the held-out half: a held-out estimate of the procedure, not of the kept head,
@@ -428,6 +432,7 @@ class TuningConfig:
     inverse_l2_grid: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1, 0.3, 1.0, 3.0])
     groups: str = "auto"
     skewed_validation_share: float = 0.5
+    skewed_judge: str = "mistakes"
     refit_on_validation: bool = True
 
 
@@ -636,6 +641,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "tuning.selection": ("worst_group", "worst_decile", "gap"),
     "tuning.mode": ("reweight", "select"),
     "tuning.groups": ("auto", "spuriosity"),
+    "tuning.skewed_judge": ("mistakes", "both", "guarded"),
     "verdicts.swap_reference": ("donors", "classes"),
     "verdicts.swap_background_check": ("interval", "point"),
     "verdicts.relight_mode": ("shift", "ratio", "chroma"),

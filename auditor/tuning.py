@@ -587,7 +587,7 @@ def selection_score(selection: str, metrics: dict) -> tuple[float, float]:
 
 def _choose_reweighted(candidates: list[dict], original_score: tuple[float, float], groupings: dict[str, np.ndarray],
                        held: np.ndarray, held_x: np.ndarray, held_y: np.ndarray, selection: str,
-                       prefer_mistakes: bool = False) -> dict | None:
+                       prefer_mistakes: bool = False, skewed_judge: str = "mistakes") -> dict | None:
     """The reweighted candidate to keep, or None to keep the original head (see :func:`reweight_head`).
 
     With ``prefer_mistakes`` (validation as skewed as training, see :func:`low_spuriosity_share`)
@@ -596,7 +596,10 @@ def _choose_reweighted(candidates: list[dict], original_score: tuple[float, floa
     floor on the method's own groups, which is what stops a head fitted on a handful of ambiguous
     mistakes from being kept (on a planted feature set with 10 mistakes in 600 images, such a
     head inverted the core feature and fell from 0.43 to 0.00 test worst group). Without such a
-    candidate the rule below applies.
+    candidate the rule below applies. ``skewed_judge`` (``tuning.skewed_judge``) says how the
+    preferred candidates are judged: "mistakes" by their worst mistakes group alone; "both" by their
+    worst group over the mistakes and the spuriosity groups; "guarded" by the mistakes, the winner
+    kept only if its spuriosity score is at least the original head's (else the rule below).
 
     With one grouping: the best candidate by its selection score, if it beats the original head.
     With several (``tuning.groups: auto``) and worst-group selection, two stages. First, among the
@@ -610,7 +613,15 @@ def _choose_reweighted(candidates: list[dict], original_score: tuple[float, floa
     mistakes_fitted = [c for c in candidates if c["grouping"] == "error"]
     if prefer_mistakes and "error" in groupings and mistakes_fitted and selection == "worst_group":
         mistakes = groupings["error"][held]
-        return max(mistakes_fitted, key=lambda c: group_accuracies(c["weight"], c["bias"], held_x, held_y, mistakes))
+
+        def on_mistakes(candidate: dict) -> tuple[float, float]:
+            return group_accuracies(candidate["weight"], candidate["bias"], held_x, held_y, mistakes)
+
+        if skewed_judge == "both":
+            return max(mistakes_fitted, key=lambda c: (min(on_mistakes(c)[0], c["metrics"]["worst_group_accuracy"]), on_mistakes(c)[1]))
+        preferred = max(mistakes_fitted, key=on_mistakes)
+        if skewed_judge == "mistakes" or preferred["score"] <= original_score:
+            return preferred
     best_own = min(candidates, key=lambda c: c["score"], default=None)
     if best_own is not None and not best_own["score"] < original_score:
         best_own = None
@@ -705,7 +716,8 @@ def reweight_head(
                     candidates.append({"weight": w, "bias": b, "score": criterion(metrics), "inverse_l2": float(inverse_l2),
                                        "metrics": metrics, "grouping": grouping})
     chosen = _choose_reweighted(candidates, best["score"], groupings, held, held_x, held_y, config.selection,
-                                prefer_mistakes=bool(validation_skew and validation_skew.get("skewed")))
+                                prefer_mistakes=bool(validation_skew and validation_skew.get("skewed")),
+                                skewed_judge=config.skewed_judge)
     if chosen is not None:
         best = chosen
     after = dict(best["metrics"])

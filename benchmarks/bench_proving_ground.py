@@ -177,6 +177,10 @@ SKEW_SHARES = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0)
 """Candidate ``tuning.skewed_validation_share`` values, chosen leave-one-world-out (0: never prefer the mistakes;
 1: always, once a spurious feature is found)."""
 
+SKEWED_JUDGES = ("both", "mistakes", "guarded")
+"""Candidate ``tuning.skewed_judge`` rules (how the mistakes-balanced heads are judged on a skewed split), compared
+leave-one-world-out like the skew share; the shipped "mistakes" sits in the middle, where a three-way tie goes."""
+
 FLOOR_LEVELS = (0.02, 0.05, 0.1, 1.0)
 """Candidate ``tuning.max_accuracy_drop`` values (the floor on the spuriosity groups' mean accuracy that a retrained
 head must keep on the held-out half), compared leave-one-world-out (1: no floor)."""
@@ -219,6 +223,11 @@ def _skew_share_name(level: float) -> str:
     return f"skew share {level:g}"
 
 
+def _judge_name(judge: str) -> str:
+    """The name :func:`candidate_heads` gives the design with ``tuning.skewed_judge = judge``."""
+    return f"skewed judge {judge}"
+
+
 def _floor_name(level: float) -> str:
     """The name :func:`candidate_heads` gives the design with ``tuning.max_accuracy_drop = level``."""
     return f"floor {level:g}"
@@ -242,7 +251,8 @@ def candidate_heads(report, ctx: _Inputs, seed: int, val_cache: FeatureCache | N
     val_scores = report.spuriosity("val") if val_scores is None else val_scores
     spurious = _spurious_of(report, head[0].shape[0])
     designs = {**TUNING_CANDIDATES, **{_skew_share_name(level): {"skewed_validation_share": level} for level in SKEW_SHARES},
-               **{_floor_name(level): {"max_accuracy_drop": level} for level in FLOOR_LEVELS}}
+               **{_floor_name(level): {"max_accuracy_drop": level} for level in FLOOR_LEVELS},
+               **{_judge_name(judge): {"skewed_judge": judge} for judge in SKEWED_JUDGES}}
     out, fitted = {}, {}
     for name, overrides in designs.items():
         config = dataclasses.replace(TuningConfig(), baselines=[], **overrides)
@@ -551,20 +561,30 @@ def print_floor_calibration(rows: list[dict]) -> dict[str, float]:
     return _print_level_calibration(rows, "`tuning.max_accuracy_drop`", FLOOR_LEVELS, _floor_name)
 
 
-def _print_level_calibration(rows: list[dict], title: str, levels: tuple[float, ...], name) -> dict[str, float]:
+def print_judge_calibration(rows: list[dict]) -> dict[str, str]:
+    """Leave-one-world-out choice of ``tuning.skewed_judge`` among :data:`SKEWED_JUDGES`, scored as
+    :func:`print_skew_share_calibration` scores its levels; returns world -> rule chosen without it."""
+    return _print_level_calibration(rows, "`tuning.skewed_judge`", SKEWED_JUDGES, _judge_name)
+
+
+def _level_text(level: float | str) -> str:
+    return level if isinstance(level, str) else f"{level:g}"
+
+
+def _print_level_calibration(rows: list[dict], title: str, levels: tuple, name) -> dict:
     """The table and choice of :func:`print_skew_share_calibration` for one tuning key's ``levels``."""
     rows = [r for r in rows if (r.get("skewed") or {}).get("mid")]
     worlds = [w for w in dict.fromkeys(r["world"] for r in rows) if get_world(w).cue_of_class]
     if len(worlds) < 2:
         return {}
 
-    def mean_wg(level: float, among: list[str]) -> float:
+    def mean_wg(level, among: list[str]) -> float:
         picked = [r for r in rows if r["world"] in among]
         return float(np.mean([np.mean(_wg(picked, name(level), part)) for part in ("balanced", "mid", "skewed")]))
 
     print(f"\nLeave-one-world-out choice of {title} (test worst-group accuracy of the low-spuriosity "
           "head, mean over seeds; balanced / 75% cue / skewed validation):\n")
-    print("| world | chosen on other worlds | " + " | ".join(f"{lv:g}" for lv in levels) + " |")
+    print("| world | chosen on other worlds | " + " | ".join(_level_text(lv) for lv in levels) + " |")
     print("|" + "---|" * (2 + len(levels)))
     chosen = {}
     for world in dict.fromkeys(r["world"] for r in rows):
@@ -574,7 +594,7 @@ def _print_level_calibration(rows: list[dict], title: str, levels: tuple[float, 
         pick = tied[len(tied) // 2]
         chosen[world] = pick
         mine = [r for r in rows if r["world"] == world]
-        cells = [world, f"{pick:g}"] + [" / ".join(_f(np.mean(_wg(mine, name(lv), part)), 3)
+        cells = [world, _level_text(pick)] + [" / ".join(_f(np.mean(_wg(mine, name(lv), part)), 3)
                                                    for part in ("balanced", "mid", "skewed")) for lv in levels]
         print("| " + " | ".join(cells) + " |")
     held = {part: [np.mean(_wg([r for r in rows if r["world"] == w], name(chosen[w]), part)) for w in worlds]
@@ -869,6 +889,7 @@ def main(argv: list[str] | None = None) -> None:
         print_tuning_calibration(rows)
         print_skew_share_calibration(rows)
         print_floor_calibration(rows)
+        print_judge_calibration(rows)
         print_neurontune_calibration(rows)
         return
     if args.calibrate_selection:
@@ -922,6 +943,7 @@ def main(argv: list[str] | None = None) -> None:
         print_tuning_calibration(rows)
         print_skew_share_calibration(rows)
         print_floor_calibration(rows)
+        print_judge_calibration(rows)
         print_neurontune_calibration(rows)
     print_calibration(records)
 

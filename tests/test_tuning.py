@@ -364,3 +364,39 @@ def test_auto_groups_compare_retrained_heads_on_every_grouping_but_never_lose_to
     preferred = _choose_reweighted([fixes_nothing, mistakes_head_worse, mistakes_head], original, *args, prefer_mistakes=True)
     assert preferred is mistakes_head
     assert _choose_reweighted([fixes_nothing, fixes_mistakes], original, *args, prefer_mistakes=True) is fixes_mistakes
+
+
+def test_skewed_judge_rules_choose_among_the_mistakes_heads_differently():
+    from auditor.tuning import _choose_reweighted
+
+    held_y = np.repeat([0, 1], 4)
+    groupings = {"spuriosity": 2 * held_y, "error": 2 * held_y + np.tile([0, 0, 1, 1], 2)}
+    args = (groupings, np.arange(8), np.eye(8), held_y, "worst_group")
+
+    def mistakes_head(predictions, own_worst):
+        weight = np.zeros((2, 8))
+        weight[np.array(predictions), np.arange(8)] = 1.0
+        return {"weight": weight, "bias": np.zeros(2), "score": (-own_worst, -0.85), "grouping": "error",
+                "metrics": {"worst_group_accuracy": own_worst}}
+
+    right_on_every_mistake = mistakes_head([0, 0, 0, 0, 1, 1, 1, 1], 0.3)  # but poor on the spuriosity groups
+    half_the_mistakes = mistakes_head([0, 0, 0, 1, 1, 1, 1, 0], 0.7)
+    original = (-0.7, -0.8)
+    heads = [right_on_every_mistake, half_the_mistakes]
+
+    def choose(judge):
+        return _choose_reweighted(heads, original, *args, prefer_mistakes=True, skewed_judge=judge)
+
+    assert choose("mistakes") is right_on_every_mistake
+    assert choose("both") is half_the_mistakes  # min(1.0, 0.3) < min(0.5, 0.7)
+    # guarded: the mistakes' favourite loses to the original on the spuriosity groups, so the unskewed rule decides
+    assert choose("guarded") is half_the_mistakes
+    assert _choose_reweighted([right_on_every_mistake], original, *args, prefer_mistakes=True, skewed_judge="guarded") is None
+
+
+def test_skewed_judge_is_validated():
+    from auditor.config import load_config
+
+    with pytest.raises(ConfigError, match="skewed_judge"):
+        load_config(**{"tuning.skewed_judge": "votes"})
+    assert load_config(**{"tuning.skewed_judge": "both"}).tuning.skewed_judge == "both"
