@@ -252,7 +252,7 @@ def neurontune_head(
     max_suppressed_fraction: float = 0.5,
     select_activations: np.ndarray | None = None,
     select_labels: np.ndarray | None = None,
-    min_gain_confidence: float = 0.9,
+    min_gain_confidence: float = 0.99,
     n_bootstrap: int = 1000,
     rng: np.random.Generator | None = None,
 ) -> dict:
