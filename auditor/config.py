@@ -409,6 +409,10 @@ class TuningConfig:
             "mistakes" (default): by their worst mistakes group on the held-out half; "both": by their worst group
             over the mistakes and the spuriosity groups; "guarded": by the mistakes, but the winner is kept only
             if it scores at least as well as the original head on the spuriosity groups (else the unskewed rule).
+        control_groups: "reweight", low-spuriosity tuning: how the classes without a spurious verdict are grouped.
+            "none" (default): one group each. "other_cues": split at the Otsu cut of the strongest other class's
+            spuriosity (its spurious features' mean activation, standardised over that class's images), so images
+            of a clean class behind another class's leaked cue weigh as much as the rest.
         refit_on_validation: "reweight": after choosing ``C`` on the held-out half, refit the kept head on every
             validation image with that ``C`` (as DFR does). The reported ``after`` metrics are then those of the
             half-fitted head on the held-out half: a held-out estimate of the procedure, not of the kept head,
@@ -433,6 +437,7 @@ class TuningConfig:
     groups: str = "auto"
     skewed_validation_share: float = 0.5
     skewed_judge: str = "mistakes"
+    control_groups: str = "none"
     refit_on_validation: bool = True
 
 
@@ -643,6 +648,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "tuning.mode": ("reweight", "select"),
     "tuning.groups": ("auto", "spuriosity"),
     "tuning.skewed_judge": ("mistakes", "both", "guarded"),
+    "tuning.control_groups": ("none", "other_cues"),
     "verdicts.swap_reference": ("donors", "classes"),
     "verdicts.swap_background_check": ("interval", "point"),
     "verdicts.relight_mode": ("shift", "ratio", "chroma"),

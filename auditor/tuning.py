@@ -448,6 +448,47 @@ def low_spuriosity_share(train_activations: np.ndarray, train_labels: np.ndarray
     return float(np.mean(shares)) if shares else float("nan")
 
 
+def other_cue_scores(activations: np.ndarray, labels: np.ndarray, scores: np.ndarray,
+                     spurious: dict[int, list[int]]) -> np.ndarray:
+    """Spuriosity with the classes that have no spurious feature scored by the other classes' cues.
+
+    The true groups of a class the audit found clean are "carries another class's cue or not"
+    (its images behind a leaked cue are the ones a cue-driven head gets wrong), and the
+    spuriosity of its own class cannot see them. Here each such image is scored by the strongest
+    other class's spuriosity: for every class d with spurious features, the mean activation of
+    d's spurious features, standardised by its mean and spread over d's own images; the maximum
+    over d. Classes with spurious features keep ``scores``.
+
+    Args:
+        activations: float ``(N, D)``; labels: int ``(N,)``.
+        scores: float ``(N,)`` spuriosity (NaN for classes without spurious features).
+        spurious: class -> spurious feature indices.
+
+    Returns:
+        float64 ``(N,)``: ``scores`` with its NaN rows of labelled images filled where some class has
+        spurious features (NaN stays where none has).
+
+    Example:
+        >>> acts = np.array([[1.0], [3.0], [0.0], [2.0]]); labels = np.array([0, 0, 1, 1])
+        >>> other_cue_scores(acts, labels, np.array([1.0, 3.0, np.nan, np.nan]), {0: [0]}).tolist()
+        [1.0, 3.0, -2.0, 0.0]
+    """
+    activations, labels = np.asarray(activations, np.float64), np.asarray(labels)
+    out = np.asarray(scores, np.float64).copy()
+    columns = []
+    for d, features in spurious.items():
+        own = labels == d
+        if not features or own.sum() < 2:
+            continue
+        value = activations[:, features].mean(1)
+        spread = value[own].std()
+        columns.append((value - value[own].mean()) / (spread if spread > 0 else 1.0))
+    if columns:
+        fill = ~np.isfinite(out) & (labels >= 0)
+        out[fill] = np.max(columns, axis=0)[fill]
+    return out
+
+
 def label_free_groupings(method: str, labels: np.ndarray, scores: np.ndarray, correct: np.ndarray,
                          low_spuriosity_groups: str = "auto") -> dict[str, np.ndarray]:
     """The label-free groupings a reweighting method may balance, by name (see :func:`tuning_groups`).
@@ -651,6 +692,7 @@ def reweight_head(
     *,
     evaluated_on: str = "val",
     validation_skew: dict | None = None,
+    group_scores: np.ndarray | None = None,
 ) -> tuple[TuningResult, np.ndarray, np.ndarray]:
     """DFR-style last-layer retraining with label-free group weights (``tuning.mode: reweight``).
 
@@ -676,6 +718,8 @@ def reweight_head(
             :func:`run_tuning`'s skew check (``low_spuriosity_share``, ``threshold``, ``skewed``);
             with ``skewed`` true the heads fitted on the mistakes are preferred (:func:`_choose_reweighted`).
             It is copied into ``after["validation_skew"]``.
+        group_scores: float ``(N,)`` scores the spuriosity grouping splits instead of ``scores`` (see
+            :func:`other_cue_scores`); the gaps are still measured on ``scores``. None: ``scores``.
 
     Returns:
         ``(TuningResult, weight float32 (K, D), bias float32 (K,))``; ``after`` holds the
@@ -687,7 +731,8 @@ def reweight_head(
     start = time.perf_counter()
     labels = np.asarray(data.labels)
     activations = np.asarray(data.activations, np.float64)
-    groupings = label_free_groupings(method, labels, scores, np.asarray(data.correct), config.groups)
+    groupings = label_free_groupings(method, labels, scores if group_scores is None else group_scores,
+                                     np.asarray(data.correct), config.groups)
     fit_rows, held = np.asarray(fit_rows, np.int64), np.asarray(held_out_rows, np.int64)
     held_x, held_y, held_scores = activations[held], labels[held], np.asarray(scores)[held]
     judged_by = next(iter(groupings.values()))[held]  # candidates from every grouping are judged by the method's own
@@ -824,11 +869,15 @@ def run_tuning(
                             100 * share, 100 * TRAINING_TAIL, 100 * config.skewed_validation_share,
                             "as skewed as training: preferring heads that balance the model's mistakes" if skew["skewed"]
                             else "enough low-spuriosity images: both groupings compared as usual")
+        group_scores = None
+        if config.control_groups == "other_cues" and spurious and np.isfinite(np.asarray(data_scores, np.float64)).any():
+            group_scores = other_cue_scores(np.asarray(data.activations), data.labels, data_scores, spurious)
         results, heads = {}, {}
         for method in ["low_spuriosity", *config.baselines]:
             result, w, b = reweight_head(method, weight, bias, data, data_scores, config, gap_config, fit_rows, held_rows,
                                          evaluated_on="val" if has_validation else "train",
-                                         validation_skew=skew if method == "low_spuriosity" else None)
+                                         validation_skew=skew if method == "low_spuriosity" else None,
+                                         group_scores=group_scores if method == "low_spuriosity" else None)
             results[method], heads[method] = result, (w, b)
         return TuningStageResult(results=results, heads=heads)
     fit_rows = held_rows = None

@@ -181,6 +181,10 @@ SKEWED_JUDGES = ("both", "mistakes", "guarded")
 """Candidate ``tuning.skewed_judge`` rules (how the mistakes-balanced heads are judged on a skewed split), compared
 leave-one-world-out like the skew share; the shipped "mistakes" sits in the middle, where a three-way tie goes."""
 
+CONTROL_GROUPS = ("other_cues", "none")
+"""Candidate ``tuning.control_groups`` rules, compared leave-one-world-out like the skew share (a tie goes to the shipped
+"none", the second of two)."""
+
 FLOOR_LEVELS = (0.02, 0.05, 0.1, 1.0)
 """Candidate ``tuning.max_accuracy_drop`` values (the floor on the spuriosity groups' mean accuracy that a retrained
 head must keep on the held-out half), compared leave-one-world-out (1: no floor)."""
@@ -228,6 +232,11 @@ def _judge_name(judge: str) -> str:
     return f"skewed judge {judge}"
 
 
+def _control_groups_name(rule: str) -> str:
+    """The name :func:`candidate_heads` gives the design with ``tuning.control_groups = rule``."""
+    return f"control groups {rule}"
+
+
 def _floor_name(level: float) -> str:
     """The name :func:`candidate_heads` gives the design with ``tuning.max_accuracy_drop = level``."""
     return f"floor {level:g}"
@@ -252,7 +261,8 @@ def candidate_heads(report, ctx: _Inputs, seed: int, val_cache: FeatureCache | N
     spurious = _spurious_of(report, head[0].shape[0])
     designs = {**TUNING_CANDIDATES, **{_skew_share_name(level): {"skewed_validation_share": level} for level in SKEW_SHARES},
                **{_floor_name(level): {"max_accuracy_drop": level} for level in FLOOR_LEVELS},
-               **{_judge_name(judge): {"skewed_judge": judge} for judge in SKEWED_JUDGES}}
+               **{_judge_name(judge): {"skewed_judge": judge} for judge in SKEWED_JUDGES},
+               **{_control_groups_name(rule): {"control_groups": rule} for rule in CONTROL_GROUPS}}
     out, fitted = {}, {}
     for name, overrides in designs.items():
         config = dataclasses.replace(TuningConfig(), baselines=[], **overrides)
@@ -565,6 +575,12 @@ def print_judge_calibration(rows: list[dict]) -> dict[str, str]:
     """Leave-one-world-out choice of ``tuning.skewed_judge`` among :data:`SKEWED_JUDGES`, scored as
     :func:`print_skew_share_calibration` scores its levels; returns world -> rule chosen without it."""
     return _print_level_calibration(rows, "`tuning.skewed_judge`", SKEWED_JUDGES, _judge_name)
+
+
+def print_control_groups_calibration(rows: list[dict]) -> dict[str, str]:
+    """Leave-one-world-out choice of ``tuning.control_groups`` among :data:`CONTROL_GROUPS`, scored as
+    :func:`print_skew_share_calibration` scores its levels; returns world -> rule chosen without it."""
+    return _print_level_calibration(rows, "`tuning.control_groups`", CONTROL_GROUPS, _control_groups_name)
 
 
 def _level_text(level: float | str) -> str:
@@ -890,6 +906,7 @@ def main(argv: list[str] | None = None) -> None:
         print_skew_share_calibration(rows)
         print_floor_calibration(rows)
         print_judge_calibration(rows)
+        print_control_groups_calibration(rows)
         print_neurontune_calibration(rows)
         return
     if args.calibrate_selection:
@@ -944,6 +961,7 @@ def main(argv: list[str] | None = None) -> None:
         print_skew_share_calibration(rows)
         print_floor_calibration(rows)
         print_judge_calibration(rows)
+        print_control_groups_calibration(rows)
         print_neurontune_calibration(rows)
     print_calibration(records)
 

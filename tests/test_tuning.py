@@ -400,3 +400,27 @@ def test_skewed_judge_is_validated():
     with pytest.raises(ConfigError, match="skewed_judge"):
         load_config(**{"tuning.skewed_judge": "votes"})
     assert load_config(**{"tuning.skewed_judge": "both"}).tuning.skewed_judge == "both"
+
+
+def test_other_cue_scores_split_a_clean_class_by_the_leaked_cue():
+    from auditor.tuning import other_cue_scores, tuning_groups
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 60)
+    cue_of_class0 = np.where(labels == 0, rng.random(120) < 0.9, rng.random(120) < 0.3)  # leaks into class 1
+    acts = np.stack([3.0 * cue_of_class0 + rng.normal(0, 0.3, 120), rng.normal(0, 1, 120)], 1)
+    scores = np.where(labels == 0, acts[:, 0], np.nan)  # class 1 has no spurious feature
+    filled = other_cue_scores(acts, labels, scores, {0: [0], 1: []})
+    assert np.array_equal(filled[labels == 0], scores[labels == 0])
+    groups = tuning_groups("low_spuriosity", labels, filled, np.ones(120, bool))
+    clean = labels == 1
+    assert np.array_equal(groups[clean] == 3, cue_of_class0[clean])  # the Otsu split finds the leaked cue exactly
+    assert np.isnan(other_cue_scores(acts, labels, np.full(120, np.nan), {})).all()  # no spurious feature: nothing
+
+
+def test_control_groups_is_validated():
+    from auditor.config import load_config
+
+    with pytest.raises(ConfigError, match="control_groups"):
+        load_config(**{"tuning.control_groups": "everything"})
+    assert load_config(**{"tuning.control_groups": "other_cues"}).tuning.control_groups == "other_cues"
