@@ -424,3 +424,18 @@ def test_control_groups_is_validated():
     with pytest.raises(ConfigError, match="control_groups"):
         load_config(**{"tuning.control_groups": "everything"})
     assert load_config(**{"tuning.control_groups": "other_cues"}).tuning.control_groups == "other_cues"
+
+
+def test_control_groups_other_cues_splits_the_clean_class_inside_run_tuning():
+    problem = planted_problem(0.5)
+    spurious = {0: [1], 1: []}  # the audit found class 1 clean; class 0's cue leaks into half of class 1's images
+    val_scores = np.where(problem.val_y == 0, problem.val_x[:, 1], np.nan).astype(float)
+    train_scores = np.where(problem.train_y == 0, problem.train_x[:, 1], np.nan).astype(float)
+
+    def n_groups(rule):
+        stage = run_tuning((problem.weight, problem.bias), problem.train, train_scores, problem.val, val_scores,
+                           TuningConfig(baselines=[], groups="spuriosity", control_groups=rule), GapConfig(), seed=0,
+                           spurious=spurious)
+        return stage.results["low_spuriosity"].after["n_groups"]
+
+    assert (n_groups("none"), n_groups("other_cues")) == (3, 4)
