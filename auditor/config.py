@@ -366,7 +366,9 @@ class TuningConfig:
             every leave-one-world-out fold and beat 0.02 by 2 points of worst group with 75%-cue and skewed
             validation; 0.1 still refuses the head that inverts the core feature on a planted feature set, which no
             floor at all keeps (``benchmarks/RESULTS.md``).
-        baselines: other selections tuned the same way, each at most once ("random", "error").
+        baselines: other selections tuned the same way, each at most once ("random", "error", and with
+            ``mode: reweight`` "afr": AFR-style weights ``exp(-gamma * p)`` of the model's true-class probability,
+            Qiu et al. 2023, judged by the mistakes like "error").
         validation_fit_fraction: with validation data, this share of each class's validation images (a seeded
             split) may be fitted on; the rest is held out for checkpoint selection and every reported tuning
             metric. 0: fit on training images only and select/report on all of validation.
@@ -629,7 +631,7 @@ class AuditConfig:
         return _validate(merged)
 
 
-BASELINE_SELECTIONS: tuple[str, ...] = ("random", "error")
+BASELINE_SELECTIONS: tuple[str, ...] = ("random", "error", "afr")
 """Selections allowed in ``tuning.baselines`` (tuned like the low-spuriosity head, for comparison)."""
 
 PREPROCESSING: tuple[str, ...] = ("auto", "model", "none")
@@ -830,6 +832,9 @@ def _check_consistency(config: AuditConfig) -> None:
             "`tuning.mode` is 'reweight', which fits on part of the validation images, but "
             "`tuning.validation_fit_fraction` is 0; set it in (0, 1) (default 0.5) or use `tuning.mode: select`"
         )
+    if config.tuning.enabled and config.tuning.mode == "select" and "afr" in config.tuning.baselines:
+        raise ConfigError("`tuning.baselines` lists 'afr', which reweights every validation image and needs "
+                          "`tuning.mode: reweight`; drop it or use the default mode")
     if config.report.annotations_as_labels and not config.report.human_annotations:
         raise ConfigError(
             "`report.annotations_as_labels` is true but `report.human_annotations` names no CSV; "

@@ -75,7 +75,9 @@ from auditor.results import TuningResult
 
 logger = logging.getLogger(__name__)
 
-SELECTIONS = ("low_spuriosity", "random", "error")
+SELECTIONS = ("low_spuriosity", "random", "error", "afr")
+AFR_GAMMAS = (1.0, 2.0, 4.0, 8.0)
+"""Temperatures of the AFR-style baseline's weights ``exp(-gamma * p)``, each tried with every ``inverse_l2_grid`` value."""
 
 
 def split_validation(labels: np.ndarray, fit_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -192,6 +194,8 @@ def select_tuning_images(
     """
     if method not in SELECTIONS:
         raise ConfigError(f"unknown tuning method {method!r}; choose one of {list(SELECTIONS)}")
+    if method == "afr":
+        raise ConfigError("the `afr` baseline reweights every image and needs `tuning.mode: reweight`")
     chosen = []
     for c in np.unique(labels):
         if c < 0:  # unreadable images
@@ -375,7 +379,7 @@ def tuning_groups(method: str, labels: np.ndarray, scores: np.ndarray, correct: 
     Args:
         method: "low_spuriosity": images above / at most the Otsu split of their class's
             spuriosity (classes without a spurious feature form one group); "random": the class
-            alone (plain class-balanced retraining); "error": misclassified / correctly classified.
+            alone (plain class-balanced retraining); "error" and "afr": misclassified / correctly classified.
         labels: int ``(N,)`` (negative rows get group -1).
         scores: float ``(N,)`` spuriosity (NaN for classes without spurious features).
         correct: bool ``(N,)`` the model's own predictions were right.
@@ -391,7 +395,7 @@ def tuning_groups(method: str, labels: np.ndarray, scores: np.ndarray, correct: 
     labels = np.asarray(labels)
     scores = np.asarray(scores, np.float64)
     flags = np.zeros(len(labels), np.int64)
-    if method == "error":
+    if method in ("error", "afr"):
         flags = (~np.asarray(correct, bool)).astype(np.int64)
     elif method == "low_spuriosity":
         for c in np.unique(labels[labels >= 0]):
@@ -493,7 +497,8 @@ def label_free_groupings(method: str, labels: np.ndarray, scores: np.ndarray, co
                          low_spuriosity_groups: str = "auto") -> dict[str, np.ndarray]:
     """The label-free groupings a reweighting method may balance, by name (see :func:`tuning_groups`).
 
-    "random" and "error" have one grouping each. Low-spuriosity tuning has the spuriosity
+    "random", "error" and "afr" have one grouping each ("afr" is judged by the mistakes, like "error";
+    its weights come from the model's confidence, see :func:`afr_weights`). Low-spuriosity tuning has the spuriosity
     grouping, and with ``low_spuriosity_groups="auto"`` also the model's mistakes ("error"), but
     only when the audit found a spurious feature in some class (a finite score): with no
     spuriosity evidence at all there is nothing to repair. The first grouping is the method's own:
@@ -503,7 +508,7 @@ def label_free_groupings(method: str, labels: np.ndarray, scores: np.ndarray, co
     choice fell 18 points below ERM.
 
     Args:
-        method: "low_spuriosity", "random" or "error".
+        method: "low_spuriosity", "random", "error" or "afr".
         labels: int ``(N,)``; scores: float ``(N,)`` spuriosity (NaN without spurious features);
         correct: bool ``(N,)`` the model was right.
         low_spuriosity_groups: "auto" or "spuriosity" (``tuning.groups``).
@@ -529,6 +534,31 @@ def label_free_groupings(method: str, labels: np.ndarray, scores: np.ndarray, co
     if low_spuriosity_groups == "auto" and np.isfinite(np.asarray(scores, np.float64)).any():
         groupings["error"] = tuning_groups("error", labels, scores, correct)
     return groupings
+
+
+def afr_weights(true_class_probability: np.ndarray, labels: np.ndarray, gamma: float) -> np.ndarray:
+    """AFR-style sample weights (Qiu et al., 2023): ``exp(-gamma * p)``, every class the same total.
+
+    ``p`` is the model's own softmax probability of the true class, so the images the model finds
+    hard (often those without their class's cue) weigh most; no group label is used.
+
+    Args:
+        true_class_probability: float ``(n,)`` in [0, 1]; labels: int ``(n,)``; gamma: >= 0.
+
+    Returns:
+        float64 ``(n,)`` with mean 1.
+
+    Example:
+        >>> afr_weights(np.array([1.0, 0.0, 0.5, 0.5]), np.array([0, 0, 1, 1]), 0.0).tolist()
+        [1.0, 1.0, 1.0, 1.0]
+    """
+    labels = np.asarray(labels)
+    weights = np.exp(-float(gamma) * np.asarray(true_class_probability, np.float64))
+    classes = np.unique(labels)
+    for c in classes:
+        members = labels == c
+        weights[members] *= (len(labels) / len(classes)) / weights[members].sum()
+    return weights
 
 
 def group_balanced_weights(labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -707,7 +737,8 @@ def reweight_head(
     scores worse than the original head on the method's own criterion.
 
     Args:
-        method: "low_spuriosity", "random" or "error".
+        method: "low_spuriosity", "random", "error" or "afr" (weights ``exp(-gamma * p)`` of the model's
+            true-class probability, :func:`afr_weights`, with ``gamma`` from :data:`AFR_GAMMAS` chosen with ``C``).
         weight, bias: the model's head ``(K, D)``, ``(K,)``.
         data: the FeatureCache both row sets index (validation; training without validation data).
         scores: float ``(N,)`` spuriosity of ``data``.
@@ -750,16 +781,29 @@ def reweight_head(
     fit_labels = labels[fit_rows]
     usable = fit_labels >= 0
     fit_rows, fit_labels = fit_rows[usable], fit_labels[usable]
+    true_probability = None
+    if method == "afr":
+        logits = activations @ np.asarray(weight, np.float64).T + np.asarray(bias, np.float64)
+        probabilities = np.exp(logits - logits.max(1, keepdims=True))
+        probabilities /= probabilities.sum(1, keepdims=True)
+        true_probability = probabilities[np.arange(len(labels)), np.clip(labels, 0, None)]
+
+    def weights_for(rows: np.ndarray, grouping: str, gamma: float | None) -> np.ndarray:
+        if gamma is not None:
+            return afr_weights(true_probability[rows], labels[rows], gamma)
+        return group_balanced_weights(labels[rows], groupings[grouping][rows])
+
     candidates = []
     if len(np.unique(fit_labels)) >= 2:
-        for grouping, groups in groupings.items():
-            sample_weights = group_balanced_weights(fit_labels, groups[fit_rows])
-            for inverse_l2 in config.inverse_l2_grid:
-                w, b = fit_weighted_logistic(activations[fit_rows], fit_labels, sample_weights, weight.shape[0], inverse_l2)
-                metrics = metrics_of(w, b)
-                if metrics["mean_group_accuracy"] >= floor:
-                    candidates.append({"weight": w, "bias": b, "score": criterion(metrics), "inverse_l2": float(inverse_l2),
-                                       "metrics": metrics, "grouping": grouping})
+        for grouping in groupings:
+            for gamma in (AFR_GAMMAS if method == "afr" else (None,)):
+                sample_weights = weights_for(fit_rows, grouping, gamma)
+                for inverse_l2 in config.inverse_l2_grid:
+                    w, b = fit_weighted_logistic(activations[fit_rows], fit_labels, sample_weights, weight.shape[0], inverse_l2)
+                    metrics = metrics_of(w, b)
+                    if metrics["mean_group_accuracy"] >= floor:
+                        candidates.append({"weight": w, "bias": b, "score": criterion(metrics), "inverse_l2": float(inverse_l2),
+                                           "metrics": metrics, "grouping": grouping, "afr_gamma": gamma})
     chosen = _choose_reweighted(candidates, best["score"], groupings, held, held_x, held_y, config.selection,
                                 prefer_mistakes=bool(validation_skew and validation_skew.get("skewed")),
                                 skewed_judge=config.skewed_judge)
@@ -770,8 +814,8 @@ def reweight_head(
     kept_w, kept_b = best["weight"], best["bias"]
     if best["inverse_l2"] is not None and config.refit_on_validation:
         rows = np.concatenate([fit_rows, held[held_y >= 0]])
-        groups = groupings[best["grouping"]]
-        kept_w, kept_b = fit_weighted_logistic(activations[rows], labels[rows], group_balanced_weights(labels[rows], groups[rows]),
+        kept_w, kept_b = fit_weighted_logistic(activations[rows], labels[rows],
+                                               weights_for(rows, best["grouping"], best.get("afr_gamma")),
                                                weight.shape[0], best["inverse_l2"])
         refit_on = f"{evaluated_on}, every image (the metrics are those of the half-fitted head on the held-out half)"
     where = f"{evaluated_on}, held-out half"
@@ -781,7 +825,7 @@ def reweight_head(
     kept_groups = groupings[best["grouping"] or next(iter(groupings))]
     after.update(fitted_on={evaluated_on: n_fitted} if n_fitted else {}, inverse_l2=best["inverse_l2"], refit_on=refit_on,
                  refit=bool(best["inverse_l2"] is not None and config.refit_on_validation),
-                 grouping=best["grouping"], groupings_tried=list(groupings),
+                 grouping=best["grouping"], groupings_tried=list(groupings), afr_gamma=best.get("afr_gamma"),
                  n_groups=len(np.unique(kept_groups[fit_rows])) if len(fit_rows) else 0)
     if validation_skew is not None:
         after["validation_skew"] = dict(validation_skew)

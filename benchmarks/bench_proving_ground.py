@@ -89,7 +89,7 @@ from auditor.model import ModelAdapter
 
 QUICK_WORLDS = ("corner-tag", "photo-texture", "no-cue")
 TRUTH_AUROC = 0.75
-METHODS = ("ERM", "low_spuriosity", "random", "error", "neurontune", "oracle")
+METHODS = ("ERM", "low_spuriosity", "random", "error", "afr", "neurontune", "oracle")
 
 
 def group_ids(split: ProvingSplit, world: ProvingWorld) -> np.ndarray:

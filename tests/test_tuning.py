@@ -439,3 +439,22 @@ def test_control_groups_other_cues_splits_the_clean_class_inside_run_tuning():
         return stage.results["low_spuriosity"].after["n_groups"]
 
     assert (n_groups("none"), n_groups("other_cues")) == (3, 4)
+
+
+def test_afr_baseline_upweights_what_the_model_finds_hard_and_needs_reweight_mode():
+    from auditor.config import load_config
+    from auditor.tuning import afr_weights
+
+    weights = afr_weights(np.array([0.9, 0.1, 0.9, 0.9]), np.array([0, 0, 1, 1]), gamma=4.0)
+    assert weights[1] > weights[0] and np.isclose(weights[:2].sum(), weights[2:].sum()) and np.isclose(weights.mean(), 1.0)
+    problem = planted_problem(0.5)
+    val_scores = np.where(problem.val_y == 0, problem.val_x[:, 1], problem.val_x[:, 2]).astype(float)
+    train_scores = np.where(problem.train_y == 0, problem.train_x[:, 1], problem.train_x[:, 2]).astype(float)
+    stage = run_tuning((problem.weight, problem.bias), problem.train, train_scores, problem.val, val_scores,
+                       TuningConfig(baselines=["afr"]), GapConfig(), seed=0, spurious=problem.spurious)
+    erm = planted_worst_group(problem.weight, problem.bias, problem.test_x, problem.test_y, problem.test_cues)
+    afr = planted_worst_group(*stage.heads["afr"], problem.test_x, problem.test_y, problem.test_cues)
+    assert afr >= erm + 0.3, (erm, afr)
+    assert stage.results["afr"].after["afr_gamma"] is not None and stage.results["afr"].after["grouping"] == "afr"
+    with pytest.raises(ConfigError, match="afr"):
+        load_config(**{"tuning.mode": "select", "tuning.baselines": ["random", "afr"]})
