@@ -122,6 +122,8 @@ def _tuning_fit(result: Mapping, after: Mapping) -> str:
             return "original head kept"
         groups = {"spuriosity": "low / high spuriosity", "error": "the model's right / wrong answers", "random": "classes"}
         balanced = f", balancing {groups.get(after['grouping'], after['grouping'])}" if after.get("grouping") else ""
+        if after.get("afr_gamma") is not None:
+            balanced = f", weighted by the model's confidence (AFR, gamma={after['afr_gamma']:g})"
         return (f"reweighted{balanced}, C={after['inverse_l2']:g}"
                 + ("; refitted on all validation images" if after.get("refit") else ""))
     epochs = result.get("epochs")

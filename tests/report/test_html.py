@@ -288,8 +288,11 @@ def test_tuning_table_says_how_each_reweighted_head_was_fitted(results, tmp_path
                                   "after": {**metrics, "inverse_l2": 0.3, "refit": True, "grouping": "error"}}
     results["tuning"]["random"] = {"method": "random", "n_train_images": 0, "epochs": 0, "before": metrics,
                                    "after": {**metrics, "inverse_l2": None, "grouping": None}}
+    results["tuning"]["afr"] = {"method": "afr", "n_train_images": 150, "epochs": 0, "before": metrics,
+                                "after": {**metrics, "inverse_l2": 1.0, "refit": False, "grouping": "afr", "afr_gamma": 4.0}}
     text = render_html(results, tmp_path, tmp_path / "report.html").read_text()
     assert "reweighted, balancing the model&#39;s right / wrong answers, C=0.3; refitted on all validation images" in text
+    assert "reweighted, weighted by the model&#39;s confidence (AFR, gamma=4), C=1" in text
     assert "original head kept" in text and "40 epochs" in text  # the select-mode head keeps its epoch count
 
 
