@@ -329,7 +329,7 @@ def test_misspelt_key_is_reported_before_missing_required_keys(tmp_path, capsys)
     assert "unknown config key `modle`" in err and "Did you mean `model`" in err and "is required" not in err
     path.write_text("data: {train: some/folder}\ntuning: {baselines: [random, randm]}\n")
     assert main(["config", "--validate", str(path)]) == 2
-    assert "`tuning.baselines` entries must be among ['random', 'error']; got 'randm'" in capsys.readouterr().err
+    assert "`tuning.baselines` entries must be among ['random', 'error', 'afr']; got 'randm'" in capsys.readouterr().err
     path.write_text("data: {train: some/folder}\n")
     assert main(["config", "--validate", str(path)]) == 2
     assert "`model.source` is required" in capsys.readouterr().err

@@ -89,7 +89,7 @@ def test_model_and_data_input_keys_live_in_the_config():
         ({"data": {"num_workers": -1}}, "`data.num_workers` must be zero or more"),
         ({"data": {"mean": [0.5, 0.5, 0.5]}}, "`data.mean` and `data.std` go together"),
         ({"data": {"mean": [0.5, 0.5, 0.5], "std": [0.2]}}, "`data.mean` has 3 values but `data.std` has 1"),
-        ({"tuning": {"baselines": ["randm"]}}, r"`tuning.baselines` entries must be among \['random', 'error'\]; got 'randm'\. Did you mean 'random'"),
+        ({"tuning": {"baselines": ["randm"]}}, r"`tuning.baselines` entries must be among \['random', 'error', 'afr'\]; got 'randm'\. Did you mean 'random'"),
         ({"tuning": {"baselines": ["error", "error"]}}, r"`tuning.baselines` lists \['error'\] more than once"),
         ({"gate": {"fail_on": ["max_gap 0.1"]}}, "`gate.fail_on`: cannot read gate condition 'max_gap 0.1'"),
         ({"gate": {"fail_on": ["max_gapp>0.1"]}}, r"unknown gate metric 'max_gapp'.*Did you mean 'max_gap'"),
@@ -158,4 +158,4 @@ def test_every_key_is_documented():
     text = defaults_yaml()
     assert "  source: null  # where the model comes from" in text
     assert "  max_skipped_fraction: 0.01  # share of unreadable images tolerated before the audit stops" in text
-    assert "baselines: [random, error]  #" in text and "One of ['random', 'error']." in text
+    assert "baselines: [random, error]  #" in text and "One of ['random', 'error', 'afr']." in text
