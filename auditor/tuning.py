@@ -689,7 +689,11 @@ def _choose_reweighted(candidates: list[dict], original_score: tuple[float, floa
             return group_accuracies(candidate["weight"], candidate["bias"], held_x, held_y, mistakes)
 
         if skewed_judge == "both":
-            return max(mistakes_fitted, key=lambda c: (min(on_mistakes(c)[0], c["metrics"]["worst_group_accuracy"]), on_mistakes(c)[1]))
+            def worst_over_both(candidate: dict) -> tuple[float, float]:
+                worst, mean = on_mistakes(candidate)
+                return (min(worst, candidate["metrics"]["worst_group_accuracy"]), mean)
+
+            return max(mistakes_fitted, key=worst_over_both)
         preferred = max(mistakes_fitted, key=on_mistakes)
         if skewed_judge == "mistakes" or preferred["score"] <= original_score:
             return preferred
