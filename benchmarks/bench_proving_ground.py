@@ -189,6 +189,15 @@ FLOOR_LEVELS = (0.02, 0.05, 0.1, 1.0)
 """Candidate ``tuning.max_accuracy_drop`` values (the floor on the spuriosity groups' mean accuracy that a retrained
 head must keep on the held-out half), compared leave-one-world-out (1: no floor)."""
 
+TUNING_KEY_LEVELS = {
+    "skewed_validation_share": ("skew share", SKEW_SHARES),
+    "max_accuracy_drop": ("floor", FLOOR_LEVELS),
+    "skewed_judge": ("skewed judge", SKEWED_JUDGES),
+    "control_groups": ("control groups", CONTROL_GROUPS),
+}
+"""``tuning`` keys whose levels :func:`candidate_heads` fits as candidate heads (named ``"<prefix> <level>"``, see
+:func:`_candidate_name`) and :func:`print_tuning_key_calibrations` chooses leave-one-world-out."""
+
 MID_CUE_RATE, MID_OTHER_RATE = 0.75, 0.15
 """The intermediate validation split of ``--skewed-val``: each class's own cue at 75%, another class's at 15%."""
 
@@ -222,24 +231,13 @@ def mid_val(world: ProvingWorld) -> ProvingSplit:
     return load_split(spec, "train")
 
 
-def _skew_share_name(level: float) -> str:
-    """The name :func:`candidate_heads` gives the design with ``tuning.skewed_validation_share = level``."""
-    return f"skew share {level:g}"
+def _level_text(level: float | str) -> str:
+    return level if isinstance(level, str) else f"{level:g}"
 
 
-def _judge_name(judge: str) -> str:
-    """The name :func:`candidate_heads` gives the design with ``tuning.skewed_judge = judge``."""
-    return f"skewed judge {judge}"
-
-
-def _control_groups_name(rule: str) -> str:
-    """The name :func:`candidate_heads` gives the design with ``tuning.control_groups = rule``."""
-    return f"control groups {rule}"
-
-
-def _floor_name(level: float) -> str:
-    """The name :func:`candidate_heads` gives the design with ``tuning.max_accuracy_drop = level``."""
-    return f"floor {level:g}"
+def _candidate_name(key: str, level: float | str) -> str:
+    """The name :func:`candidate_heads` gives the design with ``tuning.<key> = level`` (e.g. "skew share 0.5")."""
+    return f"{TUNING_KEY_LEVELS[key][0]} {_level_text(level)}"
 
 
 def _spurious_of(report, n_classes: int) -> dict[int, list[int]]:
@@ -259,10 +257,8 @@ def candidate_heads(report, ctx: _Inputs, seed: int, val_cache: FeatureCache | N
     val_cache = ctx.val_cache if val_cache is None else val_cache
     val_scores = report.spuriosity("val") if val_scores is None else val_scores
     spurious = _spurious_of(report, head[0].shape[0])
-    designs = {**TUNING_CANDIDATES, **{_skew_share_name(level): {"skewed_validation_share": level} for level in SKEW_SHARES},
-               **{_floor_name(level): {"max_accuracy_drop": level} for level in FLOOR_LEVELS},
-               **{_judge_name(judge): {"skewed_judge": judge} for judge in SKEWED_JUDGES},
-               **{_control_groups_name(rule): {"control_groups": rule} for rule in CONTROL_GROUPS}}
+    designs = {**TUNING_CANDIDATES, **{_candidate_name(key, level): {key: level}
+                                       for key, (_, levels) in TUNING_KEY_LEVELS.items() for level in levels}}
     out, fitted = {}, {}
     for name, overrides in designs.items():
         config = dataclasses.replace(TuningConfig(), baselines=[], **overrides)
@@ -554,41 +550,21 @@ def print_tuning_calibration(rows: list[dict]) -> dict[str, str]:
     return chosen
 
 
-def print_skew_share_calibration(rows: list[dict]) -> dict[str, float]:
-    """Leave-one-world-out choice of ``tuning.skewed_validation_share``; returns world -> level chosen without it.
+def print_tuning_key_calibrations(rows: list[dict]) -> dict[str, dict]:
+    """Leave-one-world-out choice of every key of :data:`TUNING_KEY_LEVELS`; returns key -> world -> level chosen
+    without that world.
 
     Each cue world is scored with the level whose mean test worst-group accuracy over the other cue
     worlds is highest, averaged over balanced, intermediate (:data:`MID_CUE_RATE`) and training-skewed
     validation; ties go to the middle of the tied levels. The cue-free world is listed, not used:
-    without a spurious verdict the check never runs.
+    without a spurious verdict the skew check never runs.
     """
-    return _print_level_calibration(rows, "`tuning.skewed_validation_share`", SKEW_SHARES, _skew_share_name)
-
-
-def print_floor_calibration(rows: list[dict]) -> dict[str, float]:
-    """Leave-one-world-out choice of ``tuning.max_accuracy_drop`` among :data:`FLOOR_LEVELS`, scored as
-    :func:`print_skew_share_calibration` scores its levels; returns world -> level chosen without it."""
-    return _print_level_calibration(rows, "`tuning.max_accuracy_drop`", FLOOR_LEVELS, _floor_name)
-
-
-def print_judge_calibration(rows: list[dict]) -> dict[str, str]:
-    """Leave-one-world-out choice of ``tuning.skewed_judge`` among :data:`SKEWED_JUDGES`, scored as
-    :func:`print_skew_share_calibration` scores its levels; returns world -> rule chosen without it."""
-    return _print_level_calibration(rows, "`tuning.skewed_judge`", SKEWED_JUDGES, _judge_name)
-
-
-def print_control_groups_calibration(rows: list[dict]) -> dict[str, str]:
-    """Leave-one-world-out choice of ``tuning.control_groups`` among :data:`CONTROL_GROUPS`, scored as
-    :func:`print_skew_share_calibration` scores its levels; returns world -> rule chosen without it."""
-    return _print_level_calibration(rows, "`tuning.control_groups`", CONTROL_GROUPS, _control_groups_name)
-
-
-def _level_text(level: float | str) -> str:
-    return level if isinstance(level, str) else f"{level:g}"
+    return {key: _print_level_calibration(rows, f"`tuning.{key}`", levels, lambda level, key=key: _candidate_name(key, level))
+            for key, (_, levels) in TUNING_KEY_LEVELS.items()}
 
 
 def _print_level_calibration(rows: list[dict], title: str, levels: tuple, name) -> dict:
-    """The table and choice of :func:`print_skew_share_calibration` for one tuning key's ``levels``."""
+    """The table and choice of :func:`print_tuning_key_calibrations` for one tuning key's ``levels``."""
     rows = [r for r in rows if (r.get("skewed") or {}).get("mid")]
     worlds = [w for w in dict.fromkeys(r["world"] for r in rows) if get_world(w).cue_of_class]
     if len(worlds) < 2:
@@ -903,10 +879,7 @@ def main(argv: list[str] | None = None) -> None:
         print_skewed_table(rows)
         print_repair_bar(rows)
         print_tuning_calibration(rows)
-        print_skew_share_calibration(rows)
-        print_floor_calibration(rows)
-        print_judge_calibration(rows)
-        print_control_groups_calibration(rows)
+        print_tuning_key_calibrations(rows)
         print_neurontune_calibration(rows)
         return
     if args.calibrate_selection:
@@ -958,10 +931,7 @@ def main(argv: list[str] | None = None) -> None:
         print_skewed_table(rows)
         print_repair_bar(rows)
         print_tuning_calibration(rows)
-        print_skew_share_calibration(rows)
-        print_floor_calibration(rows)
-        print_judge_calibration(rows)
-        print_control_groups_calibration(rows)
+        print_tuning_key_calibrations(rows)
         print_neurontune_calibration(rows)
     print_calibration(records)
 
