@@ -185,6 +185,10 @@ CONTROL_GROUPS = ("other_cues", "none")
 """Candidate ``tuning.control_groups`` rules, compared leave-one-world-out like the skew share (a tie goes to the shipped
 "none", the second of two)."""
 
+TRAINING_IMAGES = ("none", "when_skewed", "low_spuriosity", "all")
+"""Candidate ``tuning.training_images`` sets (training images added to the fitting half), compared leave-one-world-out
+like the skew share."""
+
 FLOOR_LEVELS = (0.02, 0.05, 0.1, 1.0)
 """Candidate ``tuning.max_accuracy_drop`` values (the floor on the spuriosity groups' mean accuracy that a retrained
 head must keep on the held-out half), compared leave-one-world-out (1: no floor)."""
@@ -194,6 +198,7 @@ TUNING_KEY_LEVELS = {
     "max_accuracy_drop": ("floor", FLOOR_LEVELS),
     "skewed_judge": ("skewed judge", SKEWED_JUDGES),
     "control_groups": ("control groups", CONTROL_GROUPS),
+    "training_images": ("training images", TRAINING_IMAGES),
 }
 """``tuning`` keys whose levels :func:`candidate_heads` fits as candidate heads (named ``"<prefix> <level>"``, see
 :func:`_candidate_name`) and :func:`print_tuning_key_calibrations` chooses leave-one-world-out."""

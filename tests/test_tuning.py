@@ -16,6 +16,7 @@ from auditor.tuning import (
     run_tuning,
     select_tuning_images,
     split_validation,
+    training_rows,
     tune_head,
     tuning_groups,
 )
@@ -274,7 +275,12 @@ def test_auto_groups_balance_the_mistakes_when_validation_is_as_skewed_as_traini
                                     spuriosity_scores(p.val_x, p.val_y, p.spurious), dataclasses.replace(config, baselines=["error"]),
                                     GapConfig(), seed=0, spurious=p.spurious)
         assert planted_worst_group(*error_baseline.heads["error"], p.test_x, p.test_y, p.test_cues) < erm - 0.2
-        assert after["grouping"] != "error"
+        validation_only = run_tuning((p.weight, p.bias), p.train, spuriosity_scores(p.train_x, p.train_y, p.spurious), p.val,
+                                     spuriosity_scores(p.val_x, p.val_y, p.spurious),
+                                     dataclasses.replace(config, training_images="none"), GapConfig(), seed=0, spurious=p.spurious)
+        assert validation_only.results["low_spuriosity"].after["grouping"] != "error"
+        # by default the training images' low tail joins the fit, and the mistakes head no longer inverts
+        assert after["fitted_on"]["train"] > 0
     # the check can be turned off, and never runs without spurious features or with `groups: spuriosity`
     for off, kwargs in ((dataclasses.replace(config, skewed_validation_share=0.0), {"spurious": p.spurious}),
                         (dataclasses.replace(config, groups="spuriosity"), {"spurious": p.spurious}), (config, {})):
@@ -458,3 +464,64 @@ def test_afr_baseline_upweights_what_the_model_finds_hard_and_needs_reweight_mod
     assert stage.results["afr"].after["afr_gamma"] is not None and stage.results["afr"].after["grouping"] == "afr"
     with pytest.raises(ConfigError, match="afr"):
         load_config(**{"tuning.mode": "select", "tuning.baselines": ["random", "afr"]})
+
+
+def test_training_rows_pick_each_spurious_class_low_tail_and_are_validated():
+    from auditor.config import load_config
+
+    labels = np.array([0, 0, 0, 0, 1, 1, -1])
+    scores = np.array([0.0, 0.1, 5.0, 5.2, np.nan, np.nan, 0.0])
+    assert training_rows("none", labels, scores).tolist() == []
+    assert training_rows("low_spuriosity", labels, scores).tolist() == [0, 1]  # class 1 has no spurious feature
+    assert training_rows("when_skewed", labels, scores).tolist() == [0, 1]
+    assert training_rows("all", labels, scores).tolist() == [0, 1, 2, 3, 4, 5]
+    with pytest.raises(ConfigError, match="training_images"):
+        training_rows("some", labels, scores)
+    with pytest.raises(ConfigError, match="training_images"):
+        load_config(**{"tuning.training_images": "some"})
+    assert load_config(**{"tuning.training_images": "when_skewed"}).tuning.training_images == "when_skewed"
+
+
+def small_skewed_problem(seed, val_cue_rate=0.95, n_val=60):
+    """Training at cue rate 0.95 (400 per class), a validation split (``n_val`` per class) and a balanced test split."""
+    rng = np.random.default_rng(seed)
+    train_x, train_y, _ = planted_split(400, 0.95, rng)
+    val_x, val_y, _ = planted_split(n_val, val_cue_rate, rng)
+    test_x, test_y, test_cues = planted_split(400, 0.5, rng)
+    weight, bias = erm_head(train_x, train_y)
+    spurious = {0: [1], 1: [2]}
+    return dict(head=(weight, bias), train=cache_for(train_x, train_y, weight, bias),
+                train_scores=spuriosity_scores(train_x, train_y, spurious), val=cache_for(val_x, val_y, weight, bias),
+                val_scores=spuriosity_scores(val_x, val_y, spurious), spurious=spurious, test=(test_x, test_y, test_cues))
+
+
+def tuned_with(problem, training_images, baselines=()):
+    stage = run_tuning(problem["head"], problem["train"], problem["train_scores"], problem["val"], problem["val_scores"],
+                       TuningConfig(baselines=list(baselines), training_images=training_images), GapConfig(), seed=0,
+                       spurious=problem["spurious"])
+    return stage, planted_worst_group(*stage.heads["low_spuriosity"], *problem["test"])
+
+
+def test_low_spuriosity_training_images_lift_the_worst_group_when_a_small_validation_split_is_skewed():
+    gains = []
+    for seed in (0, 1, 2):
+        problem = small_skewed_problem(seed)
+        alone, alone_worst = tuned_with(problem, "none")
+        joined, joined_worst = tuned_with(problem, "when_skewed", baselines=["error"])
+        after = joined.results["low_spuriosity"].after
+        assert after["validation_skew"]["skewed"] and after["fitted_on"]["train"] > 0
+        assert "train" not in alone.results["low_spuriosity"].after["fitted_on"]
+        assert "train" not in joined.results["error"].after["fitted_on"]  # the baselines stay on validation
+        gains.append(joined_worst - alone_worst)
+    # a handful of cue-free validation images per class cannot balance a head; training's low tail holds ~20 each
+    assert min(gains) > 0 and np.mean(gains) > 0.1
+
+
+def test_when_skewed_leaves_a_balanced_validation_split_alone():
+    problem = small_skewed_problem(0, val_cue_rate=0.5, n_val=300)
+    stage, _ = tuned_with(problem, "when_skewed")
+    after = stage.results["low_spuriosity"].after
+    assert not after["validation_skew"]["skewed"] and "train" not in after["fitted_on"]
+    forced, _ = tuned_with(problem, "low_spuriosity")
+    fitted = forced.results["low_spuriosity"].after["fitted_on"]
+    assert not fitted or fitted["train"] > 0

@@ -124,7 +124,9 @@ def _tuning_fit(result: Mapping, after: Mapping) -> str:
         balanced = f", balancing {groups.get(after['grouping'], after['grouping'])}" if after.get("grouping") else ""
         if after.get("afr_gamma") is not None:
             balanced = f", weighted by the model's confidence (AFR, gamma={after['afr_gamma']:g})"
-        return (f"reweighted{balanced}, C={after['inverse_l2']:g}"
+        fitted_on = after.get("fitted_on") if isinstance(after.get("fitted_on"), Mapping) else {}
+        joined = f"; with {fitted_on['train']} training images" if fitted_on.get("train") else ""
+        return (f"reweighted{balanced}, C={after['inverse_l2']:g}{joined}"
                 + ("; refitted on all validation images" if after.get("refit") else ""))
     epochs = result.get("epochs")
     return f"{epochs} epochs" if epochs is not None else ""

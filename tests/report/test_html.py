@@ -294,6 +294,10 @@ def test_tuning_table_says_how_each_reweighted_head_was_fitted(results, tmp_path
     assert "reweighted, balancing the model&#39;s right / wrong answers, C=0.3; refitted on all validation images" in text
     assert "reweighted, weighted by the model&#39;s confidence (AFR, gamma=4), C=1" in text
     assert "original head kept" in text and "40 epochs" in text  # the select-mode head keeps its epoch count
+    results["tuning"]["low_spuriosity"]["after"].update(inverse_l2=0.1, refit=False, grouping="spuriosity",
+                                                        fitted_on={"val": 150, "train": 42})  # tuning.training_images
+    text = render_html(results, tmp_path, tmp_path / "report.html").read_text()
+    assert "reweighted, balancing low / high spuriosity, C=0.1; with 42 training images" in text
 
 
 @pytest.mark.parametrize(("skewed", "grouping"), [(True, "error"), (True, "spuriosity"), (False, "spuriosity")])
