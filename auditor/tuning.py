@@ -23,8 +23,9 @@ the user's model is never modified. Two designs (``tuning.mode``):
   the least spurious training images of each class join the fitting half
   (``tuning.training_images: when_skewed``, :func:`training_rows`), and the heads fitted on the
   mistakes are preferred and compared by the mistakes, still under the floor on the spuriosity
-  groups. The reported ``before`` / ``after`` figures are measured on the held-out half only. Without validation data, the training split is halved
-  instead (a warning says so: features of memorised images).
+  groups. The reported ``before`` / ``after`` figures are measured on the held-out half only.
+  Without validation data, the training split is halved instead (a warning says so: features of
+  memorised images).
 * **select**: the paper-literal rule of Moayeri et al.: fine-tune (Adam) on the ``n_per_class``
   least spurious training images per class, plus ``val_fit_per_class_fraction`` of each class
   of the first validation half picked by the same rule, from the model's head and from zero
@@ -725,7 +726,8 @@ def training_rows(choice: str, labels: np.ndarray, scores: np.ndarray) -> np.nda
 
     Args:
         choice: "none", "when_skewed" or "low_spuriosity" (the images at most their class's Otsu split of spuriosity,
-            classes with spurious features only) or "all" (every labelled image).
+            classes with spurious features only; whether "when_skewed" applies at all is :func:`run_tuning`'s skew
+            check) or "all" (every labelled image).
         labels: int ``(N,)`` training labels; scores: float ``(N,)`` training spuriosity (NaN for
             classes without spurious features).
 

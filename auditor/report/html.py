@@ -159,6 +159,9 @@ def _validation_skew_sentence(after: Mapping) -> str | None:
     if not skew.get("skewed"):
         return found + "validation holds enough low-spuriosity images to balance the spuriosity split."
     found += "validation is about as skewed as training, so its least spurious images are too few to balance or judge by; "
+    fitted_on = after.get("fitted_on") if isinstance(after.get("fitted_on"), Mapping) else {}
+    if fitted_on.get("train"):
+        found += f"the {fitted_on['train']} least spurious training images joined the fit, and "
     if after.get("grouping") == "error":
         return found + "a head balancing the model's right and wrong answers was kept."
     return found + ("no head balancing the model's right and wrong answers stayed within the accuracy floor on the "

@@ -305,7 +305,9 @@ def test_tuning_section_reports_the_validation_skew_check(results, tmp_path, ske
     results["tuning"]["low_spuriosity"]["after"]["validation_skew"] = {
         "low_spuriosity_share": 0.18 if skewed else 0.64, "training_tail": 0.1, "threshold": 0.5, "skewed": skewed}
     results["tuning"]["low_spuriosity"]["after"]["grouping"] = grouping
+    results["tuning"]["low_spuriosity"]["after"]["fitted_on"] = {"val": 150, "train": 40} if skewed else {"val": 150}
     text = render_html(results, tmp_path, tmp_path / "report.html").read_text()
+    assert ("the 40 least spurious training images joined the fit, and" in text) is skewed
     share = "18%" if skewed else "64%"
     assert f"Validation skew check: {share} of the validation images are less spurious than the least spurious 10%" in text
     assert ("about as skewed as training" in text) is skewed and ("holds enough low-spuriosity images" in text) is not skewed
