@@ -251,10 +251,10 @@ def _spurious_of(report, n_classes: int) -> dict[int, list[int]]:
 
 def candidate_heads(report, ctx: _Inputs, seed: int, val_cache: FeatureCache | None = None,
                     val_scores: np.ndarray | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The low-spuriosity head of every design in :data:`TUNING_CANDIDATES`, every ``tuning.skewed_validation_share``
-    of :data:`SKEW_SHARES` (named ``skew share <x>``) and every ``tuning.max_accuracy_drop`` of :data:`FLOOR_LEVELS`
-    (``floor <x>``), fitted on this audit's caches and rankings, or on ``val_cache`` with its spuriosity
-    ``val_scores`` in place of the audit's validation split."""
+    """The low-spuriosity head of every design in :data:`TUNING_CANDIDATES` and of every level of every key in
+    :data:`TUNING_KEY_LEVELS` (named ``"<prefix> <level>"``, e.g. ``skew share 0.5``, ``training images when_skewed``),
+    fitted on this audit's caches and rankings, or on ``val_cache`` with its spuriosity ``val_scores`` in place of the
+    audit's validation split."""
     from auditor.config import GapConfig, TuningConfig
     from auditor.tuning import run_tuning
 
