@@ -48,19 +48,31 @@ def cache_for(activations, labels, weight, bias):
     return FeatureCache.from_arrays(activations, activations @ weight.T + bias, labels)
 
 
-def planted_problem(val_cue_rate):
-    """Training at cue rate 0.95 (400 per class), validation at ``val_cue_rate`` (300), a balanced test split
-    (400), the ERM head and the feature caches of train and validation."""
+def planted_problem(val_cue_rate, seed=3, n_val=300):
+    """Training at cue rate 0.95 (400 per class), validation at ``val_cue_rate`` (``n_val`` per class), a balanced
+    test split (400), the ERM head, the feature caches of train and validation and their spuriosity."""
     from types import SimpleNamespace
 
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
     train_x, train_y, _ = planted_split(400, 0.95, rng)
-    val_x, val_y, _ = planted_split(300, val_cue_rate, rng)
+    val_x, val_y, _ = planted_split(n_val, val_cue_rate, rng)
     test_x, test_y, test_cues = planted_split(400, 0.5, rng)
     weight, bias = erm_head(train_x, train_y)
+    spurious = {0: [1], 1: [2]}
     return SimpleNamespace(train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, test_x=test_x, test_y=test_y,
-                           test_cues=test_cues, weight=weight, bias=bias, spurious={0: [1], 1: [2]},
-                           train=cache_for(train_x, train_y, weight, bias), val=cache_for(val_x, val_y, weight, bias))
+                           test_cues=test_cues, weight=weight, bias=bias, spurious=spurious,
+                           train=cache_for(train_x, train_y, weight, bias), val=cache_for(val_x, val_y, weight, bias),
+                           train_scores=spuriosity_scores(train_x, train_y, spurious),
+                           val_scores=spuriosity_scores(val_x, val_y, spurious))
+
+
+def tuned_with(p, training_images, baselines=()):
+    """Low-spuriosity tuning of a planted problem with the default config but these two keys; the stage and the
+    kept head's planted test worst group."""
+    stage = run_tuning((p.weight, p.bias), p.train, p.train_scores, p.val, p.val_scores,
+                       TuningConfig(baselines=list(baselines), training_images=training_images), GapConfig(), seed=0,
+                       spurious=p.spurious)
+    return stage, planted_worst_group(*stage.heads["low_spuriosity"], p.test_x, p.test_y, p.test_cues)
 
 
 def test_fit_head_learns_a_separable_problem_and_respects_feature_mask():
@@ -275,9 +287,7 @@ def test_auto_groups_balance_the_mistakes_when_validation_is_as_skewed_as_traini
                                     spuriosity_scores(p.val_x, p.val_y, p.spurious), dataclasses.replace(config, baselines=["error"]),
                                     GapConfig(), seed=0, spurious=p.spurious)
         assert planted_worst_group(*error_baseline.heads["error"], p.test_x, p.test_y, p.test_cues) < erm - 0.2
-        validation_only = run_tuning((p.weight, p.bias), p.train, spuriosity_scores(p.train_x, p.train_y, p.spurious), p.val,
-                                     spuriosity_scores(p.val_x, p.val_y, p.spurious),
-                                     dataclasses.replace(config, training_images="none"), GapConfig(), seed=0, spurious=p.spurious)
+        validation_only, _ = tuned_with(p, "none")
         assert validation_only.results["low_spuriosity"].after["grouping"] != "error"
         # by default the training images' low tail joins the fit, and the mistakes head no longer inverts
         assert after["fitted_on"]["train"] > 0
@@ -482,30 +492,10 @@ def test_training_rows_pick_each_spurious_class_low_tail_and_are_validated():
     assert load_config(**{"tuning.training_images": "when_skewed"}).tuning.training_images == "when_skewed"
 
 
-def small_skewed_problem(seed, val_cue_rate=0.95, n_val=60):
-    """Training at cue rate 0.95 (400 per class), a validation split (``n_val`` per class) and a balanced test split."""
-    rng = np.random.default_rng(seed)
-    train_x, train_y, _ = planted_split(400, 0.95, rng)
-    val_x, val_y, _ = planted_split(n_val, val_cue_rate, rng)
-    test_x, test_y, test_cues = planted_split(400, 0.5, rng)
-    weight, bias = erm_head(train_x, train_y)
-    spurious = {0: [1], 1: [2]}
-    return dict(head=(weight, bias), train=cache_for(train_x, train_y, weight, bias),
-                train_scores=spuriosity_scores(train_x, train_y, spurious), val=cache_for(val_x, val_y, weight, bias),
-                val_scores=spuriosity_scores(val_x, val_y, spurious), spurious=spurious, test=(test_x, test_y, test_cues))
-
-
-def tuned_with(problem, training_images, baselines=()):
-    stage = run_tuning(problem["head"], problem["train"], problem["train_scores"], problem["val"], problem["val_scores"],
-                       TuningConfig(baselines=list(baselines), training_images=training_images), GapConfig(), seed=0,
-                       spurious=problem["spurious"])
-    return stage, planted_worst_group(*stage.heads["low_spuriosity"], *problem["test"])
-
-
 def test_low_spuriosity_training_images_lift_the_worst_group_when_a_small_validation_split_is_skewed():
     gains = []
     for seed in (0, 1, 2):
-        problem = small_skewed_problem(seed)
+        problem = planted_problem(0.95, seed=seed, n_val=60)
         alone, alone_worst = tuned_with(problem, "none")
         joined, joined_worst = tuned_with(problem, "when_skewed", baselines=["error"])
         after = joined.results["low_spuriosity"].after
@@ -518,7 +508,7 @@ def test_low_spuriosity_training_images_lift_the_worst_group_when_a_small_valida
 
 
 def test_when_skewed_leaves_a_balanced_validation_split_alone():
-    problem = small_skewed_problem(0, val_cue_rate=0.5, n_val=300)
+    problem = planted_problem(0.5, seed=0)
     stage, _ = tuned_with(problem, "when_skewed")
     after = stage.results["low_spuriosity"].after
     assert not after["validation_skew"]["skewed"] and "train" not in after["fitted_on"]
