@@ -115,6 +115,12 @@ def _class_view(entry: dict, art: dict, skipped_reason: str | None) -> dict:
     }
 
 
+def _training_images_fitted(after: Mapping) -> int:
+    """How many training images joined a reweighted head's fit (``tuning.training_images``); 0 when none did."""
+    fitted_on = after.get("fitted_on")
+    return int(fitted_on.get("train") or 0) if isinstance(fitted_on, Mapping) else 0
+
+
 def _tuning_fit(result: Mapping, after: Mapping) -> str:
     """How a tuned head was fitted, in a few words (reweighting: its C and refit; selection: epochs)."""
     if "inverse_l2" in after:
@@ -124,8 +130,8 @@ def _tuning_fit(result: Mapping, after: Mapping) -> str:
         balanced = f", balancing {groups.get(after['grouping'], after['grouping'])}" if after.get("grouping") else ""
         if after.get("afr_gamma") is not None:
             balanced = f", weighted by the model's confidence (AFR, gamma={after['afr_gamma']:g})"
-        fitted_on = after.get("fitted_on") if isinstance(after.get("fitted_on"), Mapping) else {}
-        joined = f"; with {fitted_on['train']} training images" if fitted_on.get("train") else ""
+        n_training = _training_images_fitted(after)
+        joined = f"; with {n_training} training images" if n_training else ""
         return (f"reweighted{balanced}, C={after['inverse_l2']:g}{joined}"
                 + ("; refitted on all validation images" if after.get("refit") else ""))
     epochs = result.get("epochs")
@@ -159,9 +165,8 @@ def _validation_skew_sentence(after: Mapping) -> str | None:
     if not skew.get("skewed"):
         return found + "validation holds enough low-spuriosity images to balance the spuriosity split."
     found += "validation is about as skewed as training, so its least spurious images are too few to balance or judge by; "
-    fitted_on = after.get("fitted_on") if isinstance(after.get("fitted_on"), Mapping) else {}
-    if fitted_on.get("train"):
-        found += f"the {fitted_on['train']} least spurious training images joined the fit, and "
+    if n_training := _training_images_fitted(after):
+        found += f"the {n_training} least spurious training images joined the fit, and "
     if after.get("grouping") == "error":
         return found + "a head balancing the model's right and wrong answers was kept."
     return found + ("no head balancing the model's right and wrong answers stayed within the accuracy floor on the "
