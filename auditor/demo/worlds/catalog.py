@@ -488,6 +488,35 @@ HELD_OUT_WORLDS: dict[str, ProvingWorld] = {
                         "of other classes' training images: a corner tag (90%), a co-object, grass at 80% and a warm cast "
                         "(85%); two controls",
         ),
+        # Round 16, specified at stop 31 before any result of that stop's tuning.cross_fit run was read.
+        ProvingWorld(
+            "held-out-44px-wide-sizes-photos",
+            (C("four", "digit:4", "stripes", cue_rate=0.85), C("ring", "shape:ring", "cat", strength=0.8),
+             C("seven", "digit:7", "vignette", strength=0.8), C("diamond", "shape:diamond", "page", cue_rate=0.9),
+             C("two", "digit:2"), C("plus", "shape:plus")),
+            image_size=44,
+            background="photos",
+            object_area=(0.05, 0.4),
+            n_val=150,
+            seed=3131,
+            description="44 px on photographs, object sizes from 5% to 40%, 150 validation images per class: stripes "
+                        "(85%), a faint co-object, a faint vignette and a printed page (90%); two controls",
+        ),
+        ProvingWorld(
+            "held-out-40px-eight-faint-leaky",
+            (C("zero", "digit:0", "gravel", strength=0.7), C("square", "shape:square", "border", strength=0.7),
+             C("five", "digit:5", "cool", cue_rate=0.9), C("circle", "shape:circle", "watermark"),
+             C("eight", "digit:8", "brick", cue_rate=0.85), C("triangle", "shape:triangle", "tag", strength=0.7),
+             C("three", "digit:3"), C("ring", "shape:ring")),
+            image_size=40,
+            cue_rate_other_train=0.06,
+            noise=0.05,
+            n_train=500,
+            seed=3232,
+            description="40 px, eight classes on the plain background with noise 0.05, each cue also behind 6% of other "
+                        "classes' training images: faint gravel, a faint border, a cool cast (90%), a moving watermark, "
+                        "brick (85%) and a faint corner tag; two controls",
+        ),
     )
 }
 """Worlds kept out of every default's choice: no threshold, design or default was chosen on them, so their
