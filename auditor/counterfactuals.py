@@ -563,6 +563,7 @@ def class_swap_contrast(
     min_swaps: int = 8,
     confidence: float = 0.95,
     n_bootstrap: int = 1000,
+    statistic: str = "mean",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Swap reliance against the most favourable other class: same-class backgrounds minus the best other class.
 
@@ -575,6 +576,11 @@ def class_swap_contrast(
     small-sample means would be biased upwards. The interval resamples the examined images
     with their swaps.
 
+    With ``statistic="median"`` each side is summarised by the median of its swaps instead of
+    the mean: a cue that also sits behind a minority of another class's images (a leaky cue)
+    raises that class's mean, and with it the reference, but not its median; likewise the few
+    images of the class without its cue do not lower the same-class median.
+
     Args:
         same: float ``(N, S, D)`` activations with S same-class backgrounds per image.
         random: float ``(N, S', D)`` activations with S' other-class backgrounds per image.
@@ -584,12 +590,13 @@ def class_swap_contrast(
         min_swaps: swaps a donor class needs to serve as a reference.
         confidence: two-sided confidence level.
         n_bootstrap: bootstrap resamples.
+        statistic: "mean" or "median" of each side's swaps.
 
     Returns:
         ``(contrast, low, high)``, each float ``(D,)``; NaN when no donor class has ``min_swaps`` swaps.
 
     Raises:
-        InvalidInputError: mismatched shapes.
+        InvalidInputError: mismatched shapes, or an unknown ``statistic``.
 
     Example:
         >>> same = np.full((4, 2, 1), 1.0)
@@ -599,12 +606,16 @@ def class_swap_contrast(
         0.0
     """
     same, random, random_classes = _swap_arrays("class swap contrast", same, random, random_classes)
+    if statistic not in ("mean", "median"):
+        raise InvalidInputError(f"the class swap statistic must be 'mean' or 'median'; got {statistic!r}")
     scale = _signed_scale(np.asarray(scale, np.float64))
     classes = [k for k in np.unique(random_classes) if (random_classes == k).sum() >= min_swaps]
     n, d = same.shape[0], same.shape[2]
     if not classes:
         nan = np.full(d, np.nan)
         return nan, nan.copy(), nan.copy()
+    if statistic == "median":
+        return _class_swap_median_contrast(same, random, random_classes, classes, scale, rng, confidence, n_bootstrap)
     same_sum, same_count = same.sum(1), np.full((n, 1), same.shape[1])
     class_sums = np.stack([(random * (random_classes == k)[..., None]).sum(1) for k in classes], 1)  # (N, K, D)
     class_counts = np.stack([(random_classes == k).sum(1) for k in classes], 1)[..., None]  # (N, K, 1)
@@ -615,6 +626,39 @@ def class_swap_contrast(
         counts = class_counts[rows].sum(-3)
         class_means = np.where(counts > 0, class_sums[rows].sum(-3) / np.maximum(counts, 1), -np.inf)
         return (same_mean - class_means.max(-2)) / scale
+
+    value = contrast(np.arange(n))
+    boot = contrast(rng.integers(0, n, size=(n_bootstrap, n)))
+    return (value, *percentile_interval(boot, confidence))
+
+
+def _pooled_median(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Median over the resampled images' swaps, NaN swaps left out; -inf where a resample has none.
+
+    Args:
+        values: float ``(N, S, D)``, NaN where a swap does not belong to the group.
+        rows: int ``(..., n)`` image indices of each resample.
+
+    Returns:
+        float ``(..., D)``.
+    """
+    picked = values[rows]  # (..., n, S, D)
+    pooled = picked.reshape(*rows.shape[:-1], -1, values.shape[-1])
+    count = np.isfinite(pooled).sum(-2, keepdims=True)
+    ordered = np.sort(np.where(np.isfinite(pooled), pooled, np.inf), axis=-2)
+    low = np.take_along_axis(ordered, np.maximum((count - 1) // 2, 0), -2)
+    high = np.take_along_axis(ordered, np.maximum(count // 2, 0), -2)
+    return np.where(count > 0, (low + high) / 2, -np.inf)[..., 0, :]
+
+
+def _class_swap_median_contrast(same, random, random_classes, classes, scale, rng, confidence, n_bootstrap):
+    """:func:`class_swap_contrast` with medians: (median same-class swap - highest median other-class swap) / scale."""
+    n = same.shape[0]
+    by_class = [np.where((random_classes == k)[..., None], random, np.nan) for k in classes]
+
+    def contrast(rows: np.ndarray) -> np.ndarray:
+        best = np.max(np.stack([_pooled_median(values, rows) for values in by_class]), 0)
+        return (_pooled_median(same, rows) - best) / scale
 
     value = contrast(np.arange(n))
     boot = contrast(rng.integers(0, n, size=(n_bootstrap, n)))

@@ -118,8 +118,24 @@ def head_metrics(
         ``decile_accuracy`` (ten values).
     """
     labels = np.asarray(labels)
+    return correctness_metrics(head_predictions(activations, weight, bias) == labels, labels, scores, gap_config)
+
+
+def correctness_metrics(correct: np.ndarray, labels: np.ndarray, scores: np.ndarray | None, gap_config: GapConfig) -> dict:
+    """:func:`head_metrics` from the predictions' correctness, whatever head (or heads) made them.
+
+    Args:
+        correct: bool ``(N,)`` whether each image was classified right.
+        labels: int ``(N,)`` (negative rows ignored).
+        scores: float ``(N,)`` spuriosity, or None (no gaps or deciles then).
+        gap_config: k of the gaps.
+
+    Returns:
+        The dict of :func:`head_metrics`.
+    """
+    labels = np.asarray(labels)
+    correct = np.asarray(correct, bool)
     usable = labels >= 0
-    correct = head_predictions(activations, weight, bias) == labels
     per_class = class_accuracy(correct, labels)
     metrics = {
         "accuracy": float(correct[usable].mean()) if usable.any() else float("nan"),

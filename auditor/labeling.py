@@ -322,6 +322,8 @@ def decide_verdict(
     if swap_low > config.swap_margin and swap_value >= swap_threshold and backgrounds_agree and raised_by_own:
         others = ("than on the backgrounds of the other class that suits it best" if config.swap_reference == "classes"
                   else "than on other classes'")
+        if config.swap_reference == "classes" and config.class_swap_statistic == "median":
+            others += " (medians of the swaps)"
         kept = "With the object kept and re-lit to each new background" if config.swap_relight else "With the object kept"
         return True, "swap", True, mixed, (
             f"{kept}, the feature is higher on its class's own backgrounds {others} "
@@ -486,9 +488,15 @@ def run_verdicts(
                 rel = reliance_scores(base[swap_rows][:, [f]], on_same, on_others, removed[swap_rows][:, [f]], rng,
                                       config.reliance_confidence, quantile=config.reliance_quantile)
                 object_reliance, object_high = float(rel.object[0]), float(rel.object_high[0])
+                twin = np.random.Generator(type(rng.bit_generator)())  # the median on the mean's resamples
+                twin.bit_generator.state = rng.bit_generator.state
                 by_class = class_swap_contrast(on_same, on_others, donor_classes, scale, rng,
                                                confidence=config.reliance_confidence)
-                class_evidence = (float(by_class[0][0]), float(by_class[1][0]), float(by_class[2][0]))
+                by_class_median = class_swap_contrast(on_same, on_others, donor_classes, scale, twin,
+                                                      confidence=config.reliance_confidence, statistic="median")
+                class_means = (float(by_class[0][0]), float(by_class[1][0]), float(by_class[2][0]))
+                class_medians = (float(by_class_median[0][0]), float(by_class_median[1][0]), float(by_class_median[2][0]))
+                class_evidence = class_medians if config.class_swap_statistic == "median" else class_means
                 pooled_auroc, worst_class_auroc = swap_separation(on_same, on_others, donor_classes, scale)
                 separation = float(pooled_auroc[0])
                 swap_evidence = (float(rel.background[0]), float(rel.background_low[0]), float(rel.background_high[0]))
@@ -502,9 +510,12 @@ def run_verdicts(
                     swap_reliance=float(rel.background[0]),
                     swap_ci_low=float(rel.background_low[0]),
                     swap_ci_high=float(rel.background_high[0]),
-                    class_swap_reliance=class_evidence[0],
-                    class_swap_ci_low=class_evidence[1],
-                    class_swap_ci_high=class_evidence[2],
+                    class_swap_reliance=class_means[0],
+                    class_swap_ci_low=class_means[1],
+                    class_swap_ci_high=class_means[2],
+                    class_median_swap_reliance=class_medians[0],
+                    class_median_swap_ci_low=class_medians[1],
+                    class_median_swap_ci_high=class_medians[2],
                     swap_auroc=separation,
                     class_swap_auroc=float(worst_class_auroc[0]),
                     random_background_drop=float(rel.random_drop[0]),

@@ -66,6 +66,10 @@ class FeatureVerdict:
             feature that some classes' cues merely suppress. NaN without swaps.
         class_swap_ci_low: lower end of its bootstrap interval over the examined images.
         class_swap_ci_high: upper end.
+        class_median_swap_reliance: the same comparison with each side summarised by the median of its swaps
+            (robust to a cue behind a minority of another class's images). NaN without swaps.
+        class_median_swap_ci_low: lower end of its bootstrap interval over the examined images.
+        class_median_swap_ci_high: upper end.
         swap_auroc: with the object kept, the AUROC of the feature's activations on same-class backgrounds
             above those on other classes' backgrounds (0.5: the backgrounds make no difference).
         class_swap_auroc: the same AUROC against the single other class whose backgrounds it separates worst.
@@ -107,6 +111,9 @@ class FeatureVerdict:
     class_swap_reliance: float = float("nan")
     class_swap_ci_low: float = float("nan")
     class_swap_ci_high: float = float("nan")
+    class_median_swap_reliance: float = float("nan")
+    class_median_swap_ci_low: float = float("nan")
+    class_median_swap_ci_high: float = float("nan")
     swap_auroc: float = float("nan")
     class_swap_auroc: float = float("nan")
     random_background_drop: float = float("nan")

@@ -23,7 +23,9 @@ the user's model is never modified. Two designs (``tuning.mode``):
   the least spurious training images of each class join the fitting half
   (``tuning.training_images: when_skewed``, :func:`training_rows`), and the heads fitted on the
   mistakes are preferred and compared by the mistakes, still under the floor on the spuriosity
-  groups. The reported ``before`` / ``after`` figures are measured on the held-out half only.
+  groups. With ``tuning.cross_fit`` (the default) every candidate is also fitted on the second
+  half and scored on the first, so both halves judge it out of fold; the reported ``before`` /
+  ``after`` figures are those out-of-fold predictions (on the held-out half only without it).
   Without validation data, the training split is halved instead (a warning says so: features of
   memorised images).
 * **select**: the paper-literal rule of Moayeri et al.: fine-tune (Adam) on the ``n_per_class``
@@ -74,7 +76,7 @@ import torch.nn.functional as F
 
 from auditor.config import GapConfig, TuningConfig
 from auditor.errors import ConfigError
-from auditor.evaluation import head_metrics, head_predictions
+from auditor.evaluation import correctness_metrics, head_predictions
 from auditor.features import FeatureCache
 from auditor.results import TuningResult
 
@@ -414,7 +416,7 @@ def tuning_groups(method: str, labels: np.ndarray, scores: np.ndarray, correct: 
     return groups
 
 
-LOW_SPURIOSITY_GROUPS = ("auto", "spuriosity")
+LOW_SPURIOSITY_GROUPS = ("auto", "spuriosity", "all")
 TRAINING_TAIL = 0.1
 """The training quantile :func:`low_spuriosity_share` compares validation images against."""
 
@@ -510,13 +512,14 @@ def label_free_groupings(method: str, labels: np.ndarray, scores: np.ndarray, co
     no kept head may lose to the original head on it. Why the mistakes never judge against the
     original head: it is wrong on every image of its own "mistakes" group, so judged by that
     group any change looks like progress; on a planted feature set with skewed validation that
-    choice fell 18 points below ERM.
+    choice fell 18 points below ERM. With ``low_spuriosity_groups="all"`` the plain class-balanced
+    heads ("random": each class one group, DFR without groups) are candidates too, judged like the rest.
 
     Args:
         method: "low_spuriosity", "random", "error" or "afr".
         labels: int ``(N,)``; scores: float ``(N,)`` spuriosity (NaN without spurious features);
         correct: bool ``(N,)`` the model was right.
-        low_spuriosity_groups: "auto" or "spuriosity" (``tuning.groups``).
+        low_spuriosity_groups: "auto", "spuriosity" or "all" (``tuning.groups``).
 
     Returns:
         Ordered dict name -> int64 ``(N,)`` groups; names are "spuriosity", "random" or "error".
@@ -536,8 +539,10 @@ def label_free_groupings(method: str, labels: np.ndarray, scores: np.ndarray, co
     if method != "low_spuriosity":
         return {method: tuning_groups(method, labels, scores, correct)}
     groupings = {"spuriosity": tuning_groups(method, labels, scores, correct)}
-    if low_spuriosity_groups == "auto" and np.isfinite(np.asarray(scores, np.float64)).any():
+    if low_spuriosity_groups in ("auto", "all") and np.isfinite(np.asarray(scores, np.float64)).any():
         groupings["error"] = tuning_groups("error", labels, scores, correct)
+        if low_spuriosity_groups == "all":
+            groupings["random"] = tuning_groups("random", labels, scores, correct)
     return groupings
 
 
@@ -620,8 +625,13 @@ def fit_weighted_logistic(
 def group_accuracies(weight: np.ndarray, bias: np.ndarray, activations: np.ndarray, labels: np.ndarray,
                      groups: np.ndarray) -> tuple[float, float]:
     """``(worst, mean)`` accuracy over the groups present (rows with a negative label ignored); NaN when none."""
+    return correct_group_accuracies(head_predictions(activations, weight, bias) == labels, labels, groups)
+
+
+def correct_group_accuracies(correct: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
+    """:func:`group_accuracies` from bool ``(n,)`` correctness (e.g. out-of-fold predictions of several heads)."""
     usable = np.asarray(labels) >= 0
-    correct = head_predictions(activations, weight, bias) == labels
+    correct = np.asarray(correct, bool)
     accuracies = [correct[usable & (groups == g)].mean() for g in np.unique(groups[usable])]
     return (float(min(accuracies)), float(np.mean(accuracies))) if accuracies else (float("nan"), float("nan"))
 
@@ -639,8 +649,14 @@ def held_out_metrics(weight: np.ndarray, bias: np.ndarray, activations: np.ndarr
     Returns:
         The head_metrics dict with ``worst_group_accuracy`` and ``mean_group_accuracy`` added.
     """
-    metrics = head_metrics(weight, bias, activations, labels, scores, gap_config)
-    metrics["worst_group_accuracy"], metrics["mean_group_accuracy"] = group_accuracies(weight, bias, activations, labels, groups)
+    return correct_metrics(head_predictions(activations, weight, bias) == labels, labels, scores, groups, gap_config)
+
+
+def correct_metrics(correct: np.ndarray, labels: np.ndarray, scores: np.ndarray, groups: np.ndarray,
+                    gap_config: GapConfig) -> dict:
+    """:func:`held_out_metrics` from bool ``(n,)`` correctness instead of a head."""
+    metrics = correctness_metrics(correct, labels, scores, gap_config)
+    metrics["worst_group_accuracy"], metrics["mean_group_accuracy"] = correct_group_accuracies(correct, labels, groups)
     return metrics
 
 
@@ -662,7 +678,7 @@ def selection_score(selection: str, metrics: dict) -> tuple[float, float]:
 
 
 def _choose_reweighted(candidates: list[dict], original_score: tuple[float, float], groupings: dict[str, np.ndarray],
-                       held: np.ndarray, held_x: np.ndarray, held_y: np.ndarray, selection: str,
+                       held: np.ndarray, held_y: np.ndarray, selection: str,
                        prefer_mistakes: bool = False, skewed_judge: str = "mistakes") -> dict | None:
     """The reweighted candidate to keep, or None to keep the original head (see :func:`reweight_head`).
 
@@ -691,7 +707,7 @@ def _choose_reweighted(candidates: list[dict], original_score: tuple[float, floa
         mistakes = groupings["error"][held]
 
         def on_mistakes(candidate: dict) -> tuple[float, float]:
-            return group_accuracies(candidate["weight"], candidate["bias"], held_x, held_y, mistakes)
+            return correct_group_accuracies(candidate["correct"], held_y, mistakes)
 
         if skewed_judge == "both":
             def worst_over_both(candidate: dict) -> tuple[float, float]:
@@ -711,7 +727,7 @@ def _choose_reweighted(candidates: list[dict], original_score: tuple[float, floa
 
     def worst_over_groupings(candidate: dict) -> tuple[float, float]:
         worst = min([candidate["metrics"]["worst_group_accuracy"]]
-                    + [group_accuracies(candidate["weight"], candidate["bias"], held_x, held_y, g)[0] for g in others.values()])
+                    + [correct_group_accuracies(candidate["correct"], held_y, g)[0] for g in others.values()])
         return (-worst, candidate["score"][1])
 
     first = min(candidates, key=worst_over_groupings)
@@ -813,7 +829,9 @@ def reweight_head(
     groupings = label_free_groupings(method, labels, scores if group_scores is None else group_scores,
                                      np.asarray(data.correct), config.groups)
     fit_rows, held = np.asarray(fit_rows, np.int64), np.asarray(held_out_rows, np.int64)
+    fit_rows, held = fit_rows[labels[fit_rows] >= 0], held[labels[held] >= 0]
     n_training = 0
+    joined_rows = np.zeros(0, np.int64)
     if training is not None and len(training[2]):
         train_cache, train_scores, train_rows = training
         train_rows = np.asarray(train_rows, np.int64)
@@ -822,26 +840,30 @@ def reweight_head(
         class_only = tuning_groups("random", train_labels, train_scores, np.asarray(train_cache.correct))
         groupings = {name: np.concatenate([groups, train_groupings.get(name, class_only)[train_rows]])
                      for name, groups in groupings.items()}
-        fit_rows = np.concatenate([fit_rows, len(labels) + np.arange(len(train_rows))])
+        joined_rows = len(labels) + np.arange(len(train_rows))
         activations = np.vstack([activations, np.asarray(train_cache.activations, np.float64)[train_rows]])
         labels = np.concatenate([labels, train_labels[train_rows]])
         n_training = len(train_rows)
-    held_x, held_y, held_scores = activations[held], labels[held], np.asarray(scores)[held]
-    judged_by = next(iter(groupings.values()))[held]  # candidates from every grouping are judged by the method's own
+    # (rows a head is fitted on, rows it judges): the fitting half judged on the held-out half, and with
+    # ``cross_fit`` also the reverse, so every validation image judges each candidate once, by a head not fitted on it
+    folds = [(np.concatenate([fit_rows, joined_rows]), held)]
+    if config.cross_fit and len(fit_rows):
+        folds.append((np.concatenate([held, joined_rows]), fit_rows))
+    judged = np.concatenate([rows for _, rows in folds])
+    held_x, held_y, held_scores = activations[judged], labels[judged], np.asarray(scores)[judged]
+    judged_by = next(iter(groupings.values()))[judged]  # candidates from every grouping are judged by the method's own
 
-    def metrics_of(w: np.ndarray, b: np.ndarray) -> dict:
-        return held_out_metrics(w, b, held_x, held_y, held_scores, judged_by, gap_config)
+    def metrics_of(correct: np.ndarray) -> dict:
+        return correct_metrics(correct, held_y, held_scores, judged_by, gap_config)
 
     def criterion(metrics: dict) -> tuple[float, float]:
         return selection_score(config.selection, metrics)
 
-    before = metrics_of(weight, bias)
+    original_correct = head_predictions(held_x, weight, bias) == held_y
+    before = metrics_of(original_correct)
     floor = before["mean_group_accuracy"] - config.max_accuracy_drop
     best = {"weight": np.asarray(weight, np.float64), "bias": np.asarray(bias, np.float64), "score": criterion(before),
-            "inverse_l2": None, "metrics": before, "grouping": None}
-    fit_labels = labels[fit_rows]
-    usable = fit_labels >= 0
-    fit_rows, fit_labels = fit_rows[usable], fit_labels[usable]
+            "inverse_l2": None, "metrics": before, "grouping": None, "correct": original_correct}
     true_probability = None
     if method == "afr":
         logits = activations @ np.asarray(weight, np.float64).T + np.asarray(bias, np.float64)
@@ -855,17 +877,21 @@ def reweight_head(
         return group_balanced_weights(labels[rows], groupings[grouping][rows])
 
     candidates = []
-    if len(np.unique(fit_labels)) >= 2:
+    if all(len(np.unique(labels[fitted])) >= 2 for fitted, _ in folds):
         for grouping in groupings:
             for gamma in (AFR_GAMMAS if method == "afr" else (None,)):
-                sample_weights = weights_for(fit_rows, grouping, gamma)
+                weights_by_fold = [weights_for(fitted, grouping, gamma) for fitted, _ in folds]
                 for inverse_l2 in config.inverse_l2_grid:
-                    w, b = fit_weighted_logistic(activations[fit_rows], fit_labels, sample_weights, weight.shape[0], inverse_l2)
-                    metrics = metrics_of(w, b)
+                    heads = [fit_weighted_logistic(activations[fitted], labels[fitted], sample_weights, weight.shape[0], inverse_l2)
+                             for (fitted, _), sample_weights in zip(folds, weights_by_fold)]
+                    correct = np.concatenate([head_predictions(activations[rows], w, b) == labels[rows]
+                                              for (_, rows), (w, b) in zip(folds, heads)])
+                    metrics = metrics_of(correct)
                     if metrics["mean_group_accuracy"] >= floor:
-                        candidates.append({"weight": w, "bias": b, "score": criterion(metrics), "inverse_l2": float(inverse_l2),
-                                           "metrics": metrics, "grouping": grouping, "afr_gamma": gamma})
-    chosen = _choose_reweighted(candidates, best["score"], groupings, held, held_x, held_y, config.selection,
+                        candidates.append({"weight": heads[0][0], "bias": heads[0][1], "score": criterion(metrics),
+                                           "inverse_l2": float(inverse_l2), "metrics": metrics, "grouping": grouping,
+                                           "afr_gamma": gamma, "correct": correct})
+    chosen = _choose_reweighted(candidates, best["score"], groupings, judged, held_y, config.selection,
                                 prefer_mistakes=bool(validation_skew and validation_skew.get("skewed")),
                                 skewed_judge=config.skewed_judge)
     if chosen is not None:
@@ -873,16 +899,20 @@ def reweight_head(
     after = dict(best["metrics"])
     refit_on = evaluated_on + ", fitting half" if best["inverse_l2"] is not None else None
     kept_w, kept_b = best["weight"], best["bias"]
+    fit_rows = folds[0][0]
     if best["inverse_l2"] is not None and config.refit_on_validation:
-        rows = np.concatenate([fit_rows, held[held_y >= 0]])
+        rows = np.concatenate([fit_rows, held])
         kept_w, kept_b = fit_weighted_logistic(activations[rows], labels[rows],
                                                weights_for(rows, best["grouping"], best.get("afr_gamma")),
                                                weight.shape[0], best["inverse_l2"])
         joined = f" and {n_training} training images" if n_training else ""
-        refit_on = f"{evaluated_on}, every image{joined} (the metrics are those of the half-fitted head on the held-out half)"
-    where = f"{evaluated_on}, held-out half"
+        judged_text = ("heads fitted on one half, on the other" if len(folds) > 1
+                       else "the half-fitted head on the held-out half")
+        refit_on = f"{evaluated_on}, every image{joined} (the metrics are those of {judged_text})"
+    where = (f"{evaluated_on}, both halves, each judged by heads fitted on the other" if len(folds) > 1
+             else f"{evaluated_on}, held-out half")
     for metrics in (before, after):
-        metrics.update(evaluated_on=where, n_evaluated=len(held))
+        metrics.update(evaluated_on=where, n_evaluated=len(judged))
     n_fitted = len(fit_rows) if best["inverse_l2"] is not None else 0
     fitted_on = {}
     if n_fitted:
@@ -968,7 +998,7 @@ def run_tuning(
         data, data_scores = (evaluation, evaluation_scores) if has_validation else (train, train_scores)
         fit_rows, held_rows = split_validation(data.labels, config.validation_fit_fraction, np.random.default_rng([seed, 1]))
         skew = None
-        if has_validation and config.groups == "auto" and spurious and config.skewed_validation_share > 0:
+        if has_validation and config.groups in ("auto", "all") and spurious and config.skewed_validation_share > 0:
             share = low_spuriosity_share(np.asarray(train.activations), train.labels, np.asarray(evaluation.activations),
                                          evaluation.labels, spurious)
             if np.isfinite(share):

@@ -189,6 +189,14 @@ TRAINING_IMAGES = ("none", "when_skewed", "low_spuriosity", "all")
 """Candidate ``tuning.training_images`` sets (training images added to the fitting half), compared leave-one-world-out
 like the skew share."""
 
+LOW_SPURIOSITY_GROUPINGS = ("spuriosity", "auto", "all")
+"""Candidate ``tuning.groups`` sets (which label-free groupings low-spuriosity heads balance), compared
+leave-one-world-out like the skew share; the shipped "auto" sits in the middle, where a three-way tie goes."""
+
+CROSS_FIT = (False, True)
+"""Candidate ``tuning.cross_fit`` settings (candidates judged on the held-out half, or on both halves out of fold),
+compared leave-one-world-out like the skew share (a tie goes to the second of two, the shipped on)."""
+
 FLOOR_LEVELS = (0.02, 0.05, 0.1, 1.0)
 """Candidate ``tuning.max_accuracy_drop`` values (the floor on the spuriosity groups' mean accuracy that a retrained
 head must keep on the held-out half), compared leave-one-world-out (1: no floor)."""
@@ -199,6 +207,8 @@ TUNING_KEY_LEVELS = {
     "skewed_judge": ("skewed judge", SKEWED_JUDGES),
     "control_groups": ("control groups", CONTROL_GROUPS),
     "training_images": ("training images", TRAINING_IMAGES),
+    "groups": ("groups", LOW_SPURIOSITY_GROUPINGS),
+    "cross_fit": ("cross fit", CROSS_FIT),
 }
 """``tuning`` keys whose levels :func:`candidate_heads` fits as candidate heads (named ``"<prefix> <level>"``, see
 :func:`_candidate_name`) and :func:`print_tuning_key_calibrations` chooses leave-one-world-out."""
@@ -236,7 +246,9 @@ def mid_val(world: ProvingWorld) -> ProvingSplit:
     return load_split(spec, "train")
 
 
-def _level_text(level: float | str) -> str:
+def _level_text(level: float | str | bool) -> str:
+    if isinstance(level, bool):
+        return "on" if level else "off"
     return level if isinstance(level, str) else f"{level:g}"
 
 
@@ -250,11 +262,12 @@ def _spurious_of(report, n_classes: int) -> dict[int, list[int]]:
 
 
 def candidate_heads(report, ctx: _Inputs, seed: int, val_cache: FeatureCache | None = None,
-                    val_scores: np.ndarray | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                    val_scores: np.ndarray | None = None,
+                    tuning_keys: tuple[str, ...] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The low-spuriosity head of every design in :data:`TUNING_CANDIDATES` and of every level of every key in
     :data:`TUNING_KEY_LEVELS` (named ``"<prefix> <level>"``, e.g. ``skew share 0.5``, ``training images when_skewed``),
     fitted on this audit's caches and rankings, or on ``val_cache`` with its spuriosity ``val_scores`` in place of the
-    audit's validation split."""
+    audit's validation split. ``tuning_keys``: only the levels of these keys (no design of :data:`TUNING_CANDIDATES`)."""
     from auditor.config import GapConfig, TuningConfig
     from auditor.tuning import run_tuning
 
@@ -262,8 +275,9 @@ def candidate_heads(report, ctx: _Inputs, seed: int, val_cache: FeatureCache | N
     val_cache = ctx.val_cache if val_cache is None else val_cache
     val_scores = report.spuriosity("val") if val_scores is None else val_scores
     spurious = _spurious_of(report, head[0].shape[0])
-    designs = {**TUNING_CANDIDATES, **{_candidate_name(key, level): {key: level}
-                                       for key, (_, levels) in TUNING_KEY_LEVELS.items() for level in levels}}
+    designs = {**({} if tuning_keys else TUNING_CANDIDATES),
+               **{_candidate_name(key, level): {key: level} for key, (_, levels) in TUNING_KEY_LEVELS.items()
+                  for level in levels if not tuning_keys or key in tuning_keys}}
     out, fitted = {}, {}
     for name, overrides in designs.items():
         config = dataclasses.replace(TuningConfig(), baselines=[], **overrides)
@@ -275,7 +289,8 @@ def candidate_heads(report, ctx: _Inputs, seed: int, val_cache: FeatureCache | N
     return out
 
 
-def mid_row(report, ctx: _Inputs, world: ProvingWorld, seed: int, work: Path, score, erm: tuple) -> dict:
+def mid_row(report, ctx: _Inputs, world: ProvingWorld, seed: int, work: Path, score, erm: tuple,
+            tuning_keys: tuple[str, ...] | None = None) -> dict:
     """ERM (the model's head ``erm``), the oracle and every tuning design on the intermediate validation split
     (:func:`mid_val`); the verdicts and spurious features are the balanced audit's, the spuriosity is recomputed
     from them on the new split."""
@@ -286,7 +301,7 @@ def mid_row(report, ctx: _Inputs, world: ProvingWorld, seed: int, work: Path, sc
     acts, labels = np.asarray(cache.activations), np.asarray(cache.labels)
     scores = spuriosity_scores(acts, labels, _spurious_of(report, len(world.class_names)))
     oracle = oracle_dfr(acts, labels, group_ids(mid, world), seed=seed)
-    return {"methods": score({"ERM": erm, "oracle": oracle}), "candidates": score(candidate_heads(report, ctx, seed, cache, scores))}
+    return {"methods": score({"ERM": erm, "oracle": oracle}), "candidates": score(candidate_heads(report, ctx, seed, cache, scores, tuning_keys))}
 
 
 NEURONTUNE_CONFIDENCE_LEVELS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.99)
@@ -317,7 +332,7 @@ def _neurontune_guard_scores(score, erm_scores: dict, report, ctx, seed: int) ->
 
 
 def score_mitigations(report, ctx, model, world: ProvingWorld, train, val, test, masks: str, config, work: Path,
-                      seed: int, skewed: bool) -> tuple[dict, dict, dict, dict | None]:
+                      seed: int, skewed: bool, tuning_keys: tuple[str, ...] | None = None) -> tuple[dict, dict, dict, dict | None]:
     """Every mitigation's test accuracy and worst group for one audit: (methods, candidate designs, NeuronTune
     guard, the same with a skewed validation split or None); see :func:`run_one`."""
     test_groups = group_ids(test, world)
@@ -336,7 +351,7 @@ def score_mitigations(report, ctx, model, world: ProvingWorld, train, val, test,
         # the bar: DFR on the validation features with the true group labels (benchmarks/_common.py)
         oracle = oracle_dfr(val_acts, np.asarray(ctx.val_cache.labels), group_ids(val, world), seed=seed)
         methods = score({"ERM": erm, **report.tuned_heads, "oracle": oracle})
-        candidates = score(candidate_heads(report, ctx, seed))
+        candidates = score(candidate_heads(report, ctx, seed, tuning_keys=tuning_keys))
         nt_guard = _neurontune_guard_scores(score, methods["ERM"], report, ctx, seed)
         if skewed:
             skew = skewed_val(world)
@@ -347,15 +362,15 @@ def score_mitigations(report, ctx, model, world: ProvingWorld, train, val, test,
             skew_oracle = oracle_dfr(np.asarray(skew_ctx.val_cache.activations), np.asarray(skew_ctx.val_cache.labels),
                                      group_ids(skew, world), seed=seed)
             skewed_row = {"methods": score({"ERM": erm, **skew_report.tuned_heads, "oracle": skew_oracle}),
-                          "candidates": score(candidate_heads(skew_report, skew_ctx, seed)),
+                          "candidates": score(candidate_heads(skew_report, skew_ctx, seed, tuning_keys=tuning_keys)),
                           "neurontune_guard": _neurontune_guard_scores(score, methods["ERM"], skew_report, skew_ctx, seed)}
-            skewed_row["mid"] = mid_row(report, ctx, world, seed, work, score, erm)
+            skewed_row["mid"] = mid_row(report, ctx, world, seed, work, score, erm, tuning_keys)
     return methods, candidates, nt_guard, skewed_row
 
 
 def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, quick: bool,
             skewed: bool = False, overrides: dict[str, object] | None = None,
-            verdicts_only: bool = False) -> tuple[dict, list[dict]]:
+            verdicts_only: bool = False, tuning_keys: tuple[str, ...] | None = None) -> tuple[dict, list[dict]]:
     """Train/load, audit and score one (world, model, mask source, seed); (table row, evidence records).
 
     With ``skewed``, the world is audited a second time with a validation split as skewed as
@@ -427,7 +442,7 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
     nt_guard = skewed_row = None
     if not verdicts_only:
         methods, candidates, nt_guard, skewed_row = score_mitigations(
-            report, ctx, model, world, train, val, test, masks, config, work, seed, skewed)
+            report, ctx, model, world, train, val, test, masks, config, work, seed, skewed, tuning_keys)
 
     row = {
         "world": world.name, "model": arch, "masks": masks, "seed": seed,
@@ -534,7 +549,9 @@ def print_tuning_calibration(rows: list[dict]) -> dict[str, str]:
     worlds = list(dict.fromkeys(r["world"] for r in rows))
     if len(worlds) < 2:
         return {}
-    names = [*TUNING_CANDIDATES, CLASS_ONLY]
+    names = [n for n in TUNING_CANDIDATES if any(n in r["candidates"] for r in rows)] + [CLASS_ONLY]
+    if len(names) < 2:  # a --tuning-keys run fits no design
+        return {}
     print("\nLeave-one-world-out choice of the tuning design (test worst-group accuracy of the low-spuriosity head, "
           "mean over seeds; balanced / skewed validation):\n")
     print("| world | chosen on other worlds | held-out wg balanced | held-out wg skewed | "
@@ -564,8 +581,9 @@ def print_tuning_key_calibrations(rows: list[dict]) -> dict[str, dict]:
     validation; ties go to the middle of the tied levels. The cue-free world is listed, not used:
     without a spurious verdict the skew check never runs.
     """
+    fitted = {name for r in rows for name in (r.get("candidates") or {})}
     return {key: _print_level_calibration(rows, f"`tuning.{key}`", levels, lambda level, key=key: _candidate_name(key, level))
-            for key, (_, levels) in TUNING_KEY_LEVELS.items()}
+            for key, (_, levels) in TUNING_KEY_LEVELS.items() if all(_candidate_name(key, lv) in fitted for lv in levels)}
 
 
 def _print_level_calibration(rows: list[dict], title: str, levels: tuple, name) -> dict:
@@ -691,6 +709,7 @@ def swap_rule(record: dict, params: dict) -> bool:
         return bool(record.get("label") == "spurious")  # no swap was possible: the legacy rule decided
     config = VerdictConfig(reliance_threshold=params["reliance"], swap_threshold=params["swap"],
                            swap_reference=params.get("reference", "donors"),
+                           class_swap_statistic=params.get("statistic", VerdictConfig().class_swap_statistic),
                            swap_margin=params.get("margin", VerdictConfig().swap_margin),
                            swap_min_background_drop=params.get("drop", VerdictConfig().swap_min_background_drop),
                            swap_background_check=params.get("check", VerdictConfig().swap_background_check),
@@ -698,8 +717,11 @@ def swap_rule(record: dict, params: dict) -> bool:
     value = lambda key: record_number(record, key)
     density = value("density_ratio")
     swap = (value("swap_reliance"), value("swap_ci_low"), value("swap_ci_high"))
-    if config.swap_reference == "classes" and math.isfinite(value("class_swap_reliance")):
-        swap = (value("class_swap_reliance"), value("class_swap_ci_low"), value("class_swap_ci_high"))
+    prefix = "class_median_swap" if config.class_swap_statistic == "median" else "class_swap"
+    if prefix == "class_median_swap" and "class_median_swap_reliance" not in record:
+        raise ValueError("this evidence was recorded before class_median_swap_reliance existed; audit it again")
+    if config.swap_reference == "classes" and math.isfinite(value(f"{prefix}_reliance")):
+        swap = (value(f"{prefix}_reliance"), value(f"{prefix}_ci_low"), value(f"{prefix}_ci_high"))
     spurious, *_ = decide_verdict(
         config, (value("background_reliance"), value("reliance_ci_low"), value("reliance_ci_high")), swap,
         value("object_reliance"), value("object_ci_high"), bool(density < config.density_threshold), density,
@@ -712,6 +734,7 @@ def _shipped_verdict_defaults() -> dict:
 
     shipped = VerdictConfig()
     return {"reliance": shipped.reliance_threshold, "swap": shipped.swap_threshold, "reference": shipped.swap_reference,
+            "statistic": shipped.class_swap_statistic,
             "margin": shipped.swap_margin, "drop": shipped.swap_min_background_drop,
             "check": shipped.swap_background_check, "separation": shipped.separation_threshold}
 
@@ -732,8 +755,10 @@ SWAP_DEFAULT = _shipped_verdict_defaults()
 
 
 def threshold_grid(default: dict) -> list[dict]:
-    """:data:`SWAP_GRID` with the neutral-drop gate, the background check and the separation path at ``default``'s values."""
-    return [{**p, "drop": default["drop"], "check": default["check"], "separation": default["separation"]} for p in SWAP_GRID]
+    """:data:`SWAP_GRID` with the neutral-drop gate, the background check, the separation path and the class swap
+    statistic at ``default``'s values."""
+    return [{**p, "drop": default["drop"], "check": default["check"], "separation": default["separation"],
+             "statistic": default["statistic"]} for p in SWAP_GRID]
 SWAP_DROP_LEVELS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25)
 """Candidate ``verdicts.swap_min_background_drop`` values, calibrated with the other thresholds at their shipped values."""
 SWAP_BACKGROUND_CHECKS = ("point", "interval")
@@ -862,6 +887,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calibrate-selection", nargs="+", default=None, metavar="SELECTION=FILE[,FILE...]",
                         help="skip auditing; choose verdicts.image_selection leave-one-world-out on each selection's evidence")
     parser.add_argument("--table-only", nargs="+", default=None, help="skip auditing; print the table of these --rows-json files")
+    parser.add_argument("--tuning-keys", nargs="+", default=None, choices=list(TUNING_KEY_LEVELS),
+                        help="fit the candidate heads of these tuning keys' levels only (no tuning design), for a faster "
+                             "run; their leave-one-world-out tables are printed as usual")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="audit-config overrides for an experiment, e.g. features.top_k=10 (values parsed as YAML)")
     args = parser.parse_args(argv)
@@ -918,7 +946,8 @@ def main(argv: list[str] | None = None) -> None:
                     for seed in args.seeds:
                         row, recs = run_one(world, arch, masks, seed, Path(tmp) / f"{name}-{arch}-{masks}-{seed}",
                                             args.quick, skewed=args.skewed_val, overrides=overrides,
-                                            verdicts_only=args.verdicts_only)
+                                            verdicts_only=args.verdicts_only,
+                                            tuning_keys=tuple(args.tuning_keys) if args.tuning_keys else None)
                         rows.append(row)
                         records.extend(recs)
                         logging.getLogger("proving").warning(

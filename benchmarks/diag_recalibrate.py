@@ -12,6 +12,9 @@ background check at their shipped values) and chooses a setting leave one world 
 Each held-out world is scored with the setting chosen without it; the line gives pooled precision, recall, F1, the
 worlds at the bar and the control features flagged, and the settings chosen most often.
 
+With ``--separation-levels`` and ``--statistic-levels`` the separation path and the class swap statistic
+(``verdicts.class_swap_statistic``) are chosen with the thresholds.
+
 With ``--variants NAME=FILE[,FILE...] ...`` the evidence comes in variants audited with different settings (e.g.
 ``verdicts.swap_relight`` off and on, same worlds and seeds), and the variant is chosen with the thresholds: each
 objective then also runs with the thresholds at their shipped values and only the variant chosen, and the first
@@ -92,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="evidence of the same worlds audited with different settings; the first is the shipped one")
     parser.add_argument("--separation-levels", nargs="+", type=float, default=None, metavar="AUROC",
                         help="also choose verdicts.separation_threshold among these (0 = off); needs evidence with swap_auroc")
+    parser.add_argument("--statistic-levels", nargs="+", choices=("mean", "median"), default=None,
+                        help="also choose verdicts.class_swap_statistic among these; needs evidence with "
+                             "class_median_swap_reliance")
     args = parser.parse_args(argv)
     if bool(args.evidence) == bool(args.variants):
         parser.error("give either evidence files or --variants")
@@ -115,6 +121,10 @@ def main(argv: list[str] | None = None) -> None:
         grid.append(default)
     if args.separation_levels:
         grid = [{**params, "separation": level} for params in grid for level in args.separation_levels]
+        if default not in grid:
+            grid.append(default)
+    if args.statistic_levels:
+        grid = [{**params, "statistic": level} for params in grid for level in args.statistic_levels]
         if default not in grid:
             grid.append(default)
     settings = [(name, params) for name in variants for params in grid]
@@ -149,7 +159,8 @@ def main(argv: list[str] | None = None) -> None:
         s, chosen = leave_one_world_out(table, worlds, choose)
         described = "; ".join(
             f"{n}: " + (f"{settings[g][0]} " if len(variants) > 1 else "")
-            + ", ".join(f"{k}={v}" for k, v in settings[g][1].items() if k not in ("drop", "check") and (k != "separation" or args.separation_levels))
+            + ", ".join(f"{k}={v}" for k, v in settings[g][1].items() if k not in ("drop", "check")
+                        and (k != "separation" or args.separation_levels) and (k != "statistic" or args.statistic_levels))
             for g, n in chosen.most_common(2))
         print(f"| {name} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['at_bar']}/{len(worlds)} | "
               f"{s['controls']} | {described} |")

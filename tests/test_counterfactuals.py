@@ -165,6 +165,22 @@ def test_class_swap_contrast_ignores_classes_whose_cues_only_suppress_the_featur
     assert pooled.background[0] > 0.1
 
 
+def test_class_swap_medians_keep_a_leaked_minority_of_donors_out_of_the_reference():
+    rng = np.random.default_rng(1)
+    n, s = 16, 8
+    classes = np.tile(np.repeat([1, 2], 4), (n, 1))
+    same = 1.0 + rng.normal(0, 0.02, (n, s, 1))
+    # other classes' backgrounds lower the feature to 0.7, but a fifth of class 1's swaps carry the cue (a leak)
+    others = 0.7 + rng.normal(0, 0.02, (n, s, 1))
+    others[:3, :4] = 1.0
+    mean, _, _ = class_swap_contrast(same, others, classes, np.array([1.0]), np.random.default_rng(0))
+    median, low, _ = class_swap_contrast(same, others, classes, np.array([1.0]), np.random.default_rng(0), statistic="median")
+    assert mean[0] == pytest.approx(0.3 - 0.3 * 12 / 64, abs=0.02)
+    assert median[0] == pytest.approx(0.3, abs=0.02) and low[0] > 0.25
+    with pytest.raises(InvalidInputError, match="median"):
+        class_swap_contrast(same, others, classes, np.array([1.0]), rng, statistic="mode")
+
+
 def test_class_swap_contrast_needs_enough_swaps_per_class_and_matching_shapes():
     rng = np.random.default_rng(0)
     same, random = np.ones((3, 2, 1)), np.zeros((3, 2, 1))

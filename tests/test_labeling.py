@@ -177,6 +177,7 @@ def test_background_swaps_tell_the_planted_features_apart(tmp_path):
     assert core.label == "core" and abs(core.background_reliance) < 0.05 and core.object_reliance > 0.9
     assert spurious.label == "spurious" and spurious.reliance_ci_low > 0.5 and not spurious.mixed
     assert spurious.swap_reliance > 0.5 and spurious.swap_ci_low > 0
+    assert spurious.class_median_swap_reliance > 0.5 and abs(core.class_median_swap_reliance) < 0.05
     assert spurious.random_background_drop > 0.5 > spurious.same_background_drop
     assert spurious.n_backgrounds[0] == 16 and 0 < spurious.n_backgrounds[1] < 16
     assert spurious.n_swaps == min(8, spurious.n_backgrounds[1])
@@ -360,7 +361,7 @@ def test_verdicts_keep_every_evidence_field_in_json(tmp_path):
     record = json.loads(json.dumps(to_jsonable(core)))
     for key in ("density_ratio", "object_drop", "background_drop", "heat_says_spurious", "ablation_says_spurious",
                 "confirmed", "background_reliance", "reliance_ci_low", "reliance_ci_high", "mixed", "decided_by",
-                "explanation", "object_reliance", "swap_reliance"):
+                "explanation", "object_reliance", "swap_reliance", "class_swap_reliance", "class_median_swap_reliance"):
         assert key in record
     assert isinstance(record["background_reliance"], float) and isinstance(record["explanation"], str)
 

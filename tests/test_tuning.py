@@ -190,11 +190,16 @@ def test_without_validation_nothing_is_held_out():
                        GapConfig(), seed=0)
     after = stage.results["low_spuriosity"].after
     assert after["evaluated_on"] == "train" and set(after["fitted_on"]) <= {"train"} and after["n_evaluated"] == 200
-    # reweighting halves the training split instead: what it reports was never fitted on
+    # reweighting halves the training split instead: what it reports was never fitted on (by default each half is
+    # judged by heads fitted on the other; without cross-fitting the held-out half alone)
     stage = run_tuning((weight, bias), cache, scores, cache, scores, TuningConfig(baselines=[]), GapConfig(), seed=0)
     after = stage.results["low_spuriosity"].after
+    assert after["evaluated_on"] == "train, both halves, each judged by heads fitted on the other"
+    assert after["n_evaluated"] == 200 and set(after["fitted_on"]) <= {"train"} and sum(after["fitted_on"].values()) <= 100
+    stage = run_tuning((weight, bias), cache, scores, cache, scores, TuningConfig(baselines=[], cross_fit=False), GapConfig(),
+                       seed=0)
+    after = stage.results["low_spuriosity"].after
     assert after["evaluated_on"] == "train, held-out half" and after["n_evaluated"] == 100
-    assert set(after["fitted_on"]) <= {"train"} and sum(after["fitted_on"].values()) <= 100
 
 
 def test_otsu_threshold_splits_two_modes_and_refuses_constant_values():
@@ -219,13 +224,14 @@ def test_tuning_groups_are_label_free_and_per_method():
 
 @pytest.mark.parametrize("val_cue_rate", [0.5, 0.9])
 def test_reweighting_lifts_the_worst_group_from_held_out_choices_only(val_cue_rate):
-    """Default mode: group-reweighted retraining on one validation half, chosen on the other; no group labels."""
+    """Default mode: group-reweighted retraining on one validation half, chosen on the other; no group labels.
+    (Without cross-fitting, so that the reported figures are the kept head's own; with it, see below.)"""
     p = planted_problem(val_cue_rate)
     train_x, train_y, val_x, val_y = p.train_x, p.train_y, p.val_x, p.val_y
     test_x, test_y, test_cues = p.test_x, p.test_y, p.test_cues
     weight, bias, spurious, train, val = p.weight, p.bias, p.spurious, p.train, p.val
     val_scores = spuriosity_scores(val_x, val_y, spurious)
-    config = TuningConfig(baselines=["random"], refit_on_validation=False)
+    config = TuningConfig(baselines=["random"], refit_on_validation=False, cross_fit=False)
     assert config.mode == "reweight" and config.selection == "worst_group"
     stage = run_tuning((weight, bias), train, spuriosity_scores(train_x, train_y, spurious), val, val_scores, config,
                        GapConfig(), seed=0)
@@ -251,6 +257,11 @@ def test_reweighting_lifts_the_worst_group_from_held_out_choices_only(val_cue_ra
     # candidates balanced the spuriosity groups and the model's mistakes; none may lose to the model's head on the former
     assert ours.after["groupings_tried"] == ["spuriosity", "error"] and ours.after["grouping"] in ("spuriosity", "error")
     assert ours.after["mean_group_accuracy"] >= ours.before["mean_group_accuracy"] - config.max_accuracy_drop
+    # judged on both halves (the default), the kept head lifts the worst group as well
+    crossed = run_tuning((weight, bias), train, spuriosity_scores(train_x, train_y, spurious), val, val_scores,
+                         TuningConfig(baselines=[]), GapConfig(), seed=0)
+    assert crossed.results["low_spuriosity"].after["n_evaluated"] == len(val_y)
+    assert worst_group(*crossed.heads["low_spuriosity"]) > erm + 0.08
 
 
 def test_low_spuriosity_share_compares_a_split_with_the_class_training_tail():
@@ -338,6 +349,43 @@ def test_refit_on_validation_uses_every_image_and_says_so():
     assert not np.allclose(full.heads["low_spuriosity"][0], half.heads["low_spuriosity"][0])
 
 
+def test_cross_fit_judges_every_candidate_out_of_fold_on_both_halves():
+    from auditor.evaluation import head_predictions
+    from auditor.tuning import fit_weighted_logistic, group_balanced_weights
+
+    p = planted_problem(0.5, seed=5, n_val=60)
+    config = TuningConfig(baselines=["random"], cross_fit=True)
+    half = run_tuning((p.weight, p.bias), p.train, p.train_scores, p.val, p.val_scores,
+                      dataclasses.replace(config, cross_fit=False), GapConfig(), seed=0, spurious=p.spurious)
+    both = run_tuning((p.weight, p.bias), p.train, p.train_scores, p.val, p.val_scores, config, GapConfig(), seed=0,
+                      spurious=p.spurious)
+    original_accuracy = float((head_predictions(p.val_x, p.weight, p.bias) == p.val_y).mean())
+    for method in ("low_spuriosity", "random"):
+        judged_half, judged_both = half.results[method], both.results[method]
+        assert judged_half.before["n_evaluated"] == 60 and judged_both.before["n_evaluated"] == 120
+        assert judged_both.before["evaluated_on"] == "val, both halves, each judged by heads fitted on the other"
+        assert judged_both.before["accuracy"] == pytest.approx(original_accuracy)
+        assert judged_both.after["worst_group_accuracy"] >= judged_both.before["worst_group_accuracy"]
+    # the kept class-balanced head's reported accuracy is that of heads fitted on one half, predicting the other
+    after = both.results["random"].after
+    assert after["inverse_l2"] is not None and "fitted on one half, on the other" in after["refit_on"]
+    fit, held = split_validation(p.val_y, 0.5, np.random.default_rng([0, 1]))
+    correct = []
+    for fitted, judged in ((fit, held), (held, fit)):
+        weights = group_balanced_weights(p.val_y[fitted], p.val_y[fitted])
+        w, b = fit_weighted_logistic(p.val_x[fitted], p.val_y[fitted], weights, 2, after["inverse_l2"])
+        correct.append(head_predictions(p.val_x[judged], w, b) == p.val_y[judged])
+    assert after["accuracy"] == pytest.approx(float(np.concatenate(correct).mean()))
+
+
+def test_cross_fit_is_validated():
+    from auditor.config import load_config
+
+    assert load_config(**{"tuning.cross_fit": True}).tuning.cross_fit is True
+    with pytest.raises(ConfigError, match="cross_fit"):
+        load_config(**{"tuning.cross_fit": "sometimes"})
+
+
 def test_reweighting_needs_a_fitting_share():
     from auditor.config import load_config
 
@@ -350,23 +398,16 @@ def test_auto_groups_compare_retrained_heads_on_every_grouping_but_never_lose_to
     from auditor.tuning import _choose_reweighted
 
     held_y = np.repeat([0, 1], 4)
-    held_x = np.eye(8)
     groupings = {"spuriosity": 2 * held_y, "error": 2 * held_y + np.tile([0, 0, 1, 1], 2)}  # 2 mistakes per class
 
-    def head(predictions):  # a head on one-hot features that predicts the given classes
-        weight = np.zeros((2, 8))
-        weight[predictions, np.arange(8)] = 1.0
-        return weight, np.zeros(2)
-
-    def candidate(predictions, own_worst, own_mean):
-        weight, bias = head(np.array(predictions))
-        return {"weight": weight, "bias": bias, "score": (-own_worst, -own_mean), "grouping": "x",
+    def candidate(predictions, own_worst, own_mean):  # a head judged by its held-out predictions
+        return {"correct": np.array(predictions) == held_y, "score": (-own_worst, -own_mean), "grouping": "x",
                 "metrics": {"worst_group_accuracy": own_worst}}
 
     fixes_nothing = candidate([0, 0, 1, 1, 1, 1, 0, 0], 0.8, 0.9)  # wrong on every "mistake" image
     fixes_mistakes = candidate([0, 0, 0, 1, 1, 1, 1, 0], 0.8, 0.85)  # right on half of them
     original = (-0.7, -0.8)
-    args = (groupings, np.arange(8), held_x, held_y, "worst_group")
+    args = (groupings, np.arange(8), held_y, "worst_group")
     assert _choose_reweighted([fixes_nothing, fixes_mistakes], original, *args) is fixes_mistakes
     worse_than_original = candidate([0, 0, 0, 1, 1, 1, 1, 0], 0.6, 0.85)
     assert _choose_reweighted([fixes_nothing, worse_than_original], original, *args) is fixes_nothing
@@ -387,12 +428,10 @@ def test_skewed_judge_rules_choose_among_the_mistakes_heads_differently():
 
     held_y = np.repeat([0, 1], 4)
     groupings = {"spuriosity": 2 * held_y, "error": 2 * held_y + np.tile([0, 0, 1, 1], 2)}
-    args = (groupings, np.arange(8), np.eye(8), held_y, "worst_group")
+    args = (groupings, np.arange(8), held_y, "worst_group")
 
     def mistakes_head(predictions, own_worst):
-        weight = np.zeros((2, 8))
-        weight[np.array(predictions), np.arange(8)] = 1.0
-        return {"weight": weight, "bias": np.zeros(2), "score": (-own_worst, -0.85), "grouping": "error",
+        return {"correct": np.array(predictions) == held_y, "score": (-own_worst, -0.85), "grouping": "error",
                 "metrics": {"worst_group_accuracy": own_worst}}
 
     right_on_every_mistake = mistakes_head([0, 0, 0, 0, 1, 1, 1, 1], 0.3)  # but poor on the spuriosity groups
