@@ -392,14 +392,14 @@ class TuningConfig:
         mode: "reweight" (default): DFR-style last-layer retraining on validation images, each class's label-free
             groups weighted equally (low-spuriosity: images below / above the class's Otsu split of its spuriosity;
             random: the class only; error: misclassified / correct), logistic regression on standardised features
-            with its inverse L2 strength chosen on the held-out half. "select": the paper-literal rule, fine-tune on
+            with its inverse L2 strength chosen on held-out images (``cross_fit``). "select": the paper-literal rule, fine-tune on
             the ``n_per_class`` least spurious training images (plus validation images, see above) by Adam.
             ``n_per_class``, ``epochs``, ``lr``, ``weight_decay``, ``val_fit_per_class_fraction``, ``size_scales``,
             ``start_from`` and ``target_gap`` apply to "select" only.
         inverse_l2_grid: "reweight": candidate inverse L2 strengths (``C`` of the logistic regression).
         groups: "reweight", low-spuriosity tuning: which label-free groups are balanced. "auto" (default): heads
-            are fitted balancing the Otsu split of spuriosity and, separately, the model's own mistakes; on the
-            held-out half the retrained heads are compared by their worst group over both groupings, and the
+            are fitted balancing the Otsu split of spuriosity and, separately, the model's own mistakes; on
+            held-out images (``cross_fit``) the retrained heads are compared by their worst group over both groupings, and the
             winner is kept only if it is at least as good as the original head on the spuriosity groups (else
             the best by the spuriosity groups). Mistakes are used only when the audit found a spurious feature.
             "spuriosity": the Otsu split only. "all": as "auto", with plain class-balanced heads (each class one
@@ -414,7 +414,7 @@ class TuningConfig:
             Default 0.5, chosen leave-one-world-out on the proving ground with balanced, intermediate (75% cue)
             and training-skewed validation.
         skewed_judge: how the heads balancing the mistakes are judged when validation counts as skewed (above):
-            "mistakes" (default): by their worst mistakes group on the held-out half; "both": by their worst group
+            "mistakes" (default): by their worst mistakes group on held-out images; "both": by their worst group
             over the mistakes and the spuriosity groups; "guarded": by the mistakes, but the winner is kept only
             if it scores at least as well as the original head on the spuriosity groups (else the unskewed rule).
             Default chosen leave-one-world-out on 17 proving worlds ("both" picks the same heads; "guarded" lost
@@ -431,12 +431,12 @@ class TuningConfig:
             split of spuriosity (a validation split as skewed as training holds a few of them per class, training
             many more, though their features are memorised). "when_skewed" (default): those images, only when the
             skew check (``skewed_validation_share``) calls validation as skewed as training. "all": every training
-            image. The held-out half still judges every head. Default chosen leave-one-world-out on 17 proving
+            image. Validation images alone judge every head. Default chosen leave-one-world-out on 17 proving
             worlds at stop 30 (14 of 17 folds): with skewed validation it lifts the mean test worst group from 0.432
             to 0.458; balanced validation is untouched (``benchmarks/RESULTS.md``).
-        refit_on_validation: "reweight": after choosing ``C`` on the held-out half, refit the kept head on every
+        refit_on_validation: "reweight": after choosing ``C`` on held-out images, refit the kept head on every
             validation image with that ``C`` (as DFR does). The reported ``after`` metrics are then those of the
-            half-fitted head on the held-out half: a held-out estimate of the procedure, not of the kept head,
+            half-fitted heads on the images they did not see: a held-out estimate of the procedure, not of the kept head,
             which has seen those images (``after["refit_on"]`` says so). False keeps the half-fitted head itself.
         cross_fit: "reweight": judge every candidate head on both halves of validation, not on the held-out half
             alone: each candidate (grouping, ``C``) is fitted on each half and scored on the other, so every
