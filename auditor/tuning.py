@@ -533,6 +533,8 @@ def label_free_groupings(method: str, labels: np.ndarray, scores: np.ndarray, co
         ['spuriosity', 'error']
         >>> list(label_free_groupings("low_spuriosity", labels, np.full(4, np.nan), correct))
         ['spuriosity']
+        >>> list(label_free_groupings("low_spuriosity", labels, np.array([0., 1., 0., 1.]), correct, "all"))
+        ['spuriosity', 'error', 'random']
     """
     if low_spuriosity_groups not in LOW_SPURIOSITY_GROUPS:
         raise ConfigError(f"`tuning.groups` must be one of {list(LOW_SPURIOSITY_GROUPS)}; got {low_spuriosity_groups!r}")

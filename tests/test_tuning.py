@@ -378,6 +378,18 @@ def test_cross_fit_judges_every_candidate_out_of_fold_on_both_halves():
     assert after["accuracy"] == pytest.approx(float(np.concatenate(correct).mean()))
 
 
+def test_all_groups_add_class_balanced_candidates_judged_like_the_rest():
+    p = planted_problem(0.5, seed=5, n_val=60)
+    groupings = label_free_groupings("low_spuriosity", p.val_y, p.val_scores, np.asarray(p.val.correct), "all")
+    assert list(groupings) == ["spuriosity", "error", "random"]
+    assert np.array_equal(groupings["random"], tuning_groups("random", p.val_y, p.val_scores, np.asarray(p.val.correct)))
+    stage = run_tuning((p.weight, p.bias), p.train, p.train_scores, p.val, p.val_scores,
+                       TuningConfig(baselines=[], groups="all"), GapConfig(), seed=0, spurious=p.spurious)
+    after = stage.results["low_spuriosity"].after
+    assert after["groupings_tried"] == ["spuriosity", "error", "random"]
+    assert after["worst_group_accuracy"] >= stage.results["low_spuriosity"].before["worst_group_accuracy"]
+
+
 def test_cross_fit_is_validated():
     from auditor.config import load_config
 
