@@ -315,3 +315,12 @@ def test_tuning_section_reports_the_validation_skew_check(results, tmp_path, ske
     assert ("stayed within the accuracy floor" in text) is (skewed and grouping != "error")
     del results["tuning"]["low_spuriosity"]["after"]["validation_skew"]
     assert "Validation skew check" not in render_html(results, tmp_path, tmp_path / "report2.html").read_text()
+
+
+@pytest.mark.parametrize("where, said", [
+    ("val, both halves, each judged by heads fitted on the other", "half-fitted versions, each on the half it was not fitted on"),
+    ("val, held-out half", "half-fitted version there")])
+def test_tuning_section_says_which_images_judged_the_heads(results, tmp_path, where, said):
+    results["tuning"]["low_spuriosity"]["after"]["evaluated_on"] = where  # tuning.cross_fit on / off
+    text = render_html(results, tmp_path, tmp_path / "report.html").read_text()
+    assert f"Measured on: {where}." in text and said in text
