@@ -446,6 +446,11 @@ class TuningConfig:
             proving worlds at stop 31 (17 of 17 folds); its gain there is small (+0.0 to +0.4 points of mean test
             worst group, within one standard error), but each before / after figure rests on twice as many images
             (``benchmarks/RESULTS.md``).
+        folds: "reweight" with ``cross_fit``: into how many folds, stratified by class, the validation images are
+            dealt; each candidate head is fitted on all folds but one (with any joined training images) and judged on
+            that one, so every validation image judges it once. 2 (the default): the two halves of
+            ``validation_fit_fraction``. More folds fit each judged head on more of validation, nearer the head that
+            is finally refitted on all of it, at that many fits per candidate.
     """
 
     enabled: bool = True
@@ -470,6 +475,7 @@ class TuningConfig:
     training_images: str = "when_skewed"
     refit_on_validation: bool = True
     cross_fit: bool = True
+    folds: int = 2
 
 
 @dataclass(frozen=True)
@@ -859,6 +865,9 @@ def _check_consistency(config: AuditConfig) -> None:
             "`tuning.mode` is 'reweight', which fits on part of the validation images, but "
             "`tuning.validation_fit_fraction` is 0; set it in (0, 1) (default 0.5) or use `tuning.mode: select`"
         )
+    if config.tuning.folds < 2:
+        raise ConfigError(f"`tuning.folds` must be at least 2 (each candidate head is judged on a fold it was not fitted on); "
+                          f"got {config.tuning.folds}")
     if config.tuning.enabled and config.tuning.mode == "select" and "afr" in config.tuning.baselines:
         raise ConfigError("`tuning.baselines` lists 'afr', which reweights every validation image and needs "
                           "`tuning.mode: reweight`; drop it or use the default mode")

@@ -87,6 +87,30 @@ AFR_GAMMAS = (1.0, 2.0, 4.0, 8.0)
 """Temperatures of the AFR-style baseline's weights ``exp(-gamma * p)``, each tried with every ``inverse_l2_grid`` value."""
 
 
+def stratified_folds(labels: np.ndarray, n_folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Deal rows into ``n_folds`` folds, each class dealt round them from a random start.
+
+    Args:
+        labels: int ``(M,)`` class of each row.
+        n_folds: number of folds (at least 2).
+        rng: random generator (the folds are reproducible from it).
+
+    Returns:
+        int64 ``(M,)`` fold of each row, in ``[0, n_folds)``; fold sizes within a class differ by at most one.
+
+    Example:
+        >>> folds = stratified_folds(np.repeat([0, 1], 10), 5, np.random.default_rng(0))
+        >>> np.bincount(folds).tolist()
+        [4, 4, 4, 4, 4]
+    """
+    labels = np.asarray(labels)
+    folds = np.zeros(len(labels), np.int64)
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        folds[members] = (np.arange(len(members)) + rng.integers(n_folds)) % n_folds
+    return folds
+
+
 def split_validation(labels: np.ndarray, fit_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Split readable validation rows in two, stratified by class.
 
@@ -786,6 +810,7 @@ def reweight_head(
     validation_skew: dict | None = None,
     group_scores: np.ndarray | None = None,
     training: tuple[FeatureCache, np.ndarray, np.ndarray] | None = None,
+    fold_seed: int = 0,
 ) -> tuple[TuningResult, np.ndarray, np.ndarray]:
     """DFR-style last-layer retraining with label-free group weights (``tuning.mode: reweight``).
 
@@ -817,6 +842,7 @@ def reweight_head(
         training: ``(cache, spuriosity (M,), rows)``: training images that join ``fit_rows`` and the refit
             (``tuning.training_images``), grouped by their own split's spuriosity and mistakes
             (:func:`training_rows`). None: ``data`` alone.
+        fold_seed: seed of the folds when ``config.folds`` is above 2 (:func:`stratified_folds`).
 
     Returns:
         ``(TuningResult, weight float32 (K, D), bias float32 (K,))``; ``after`` holds the
@@ -849,7 +875,12 @@ def reweight_head(
     # (rows a head is fitted on, rows it judges): the fitting half judged on the held-out half, and with
     # ``cross_fit`` also the reverse, so every validation image judges each candidate once, by a head not fitted on it
     folds = [(np.concatenate([fit_rows, joined_rows]), held)]
-    if config.cross_fit and len(fit_rows):
+    if config.cross_fit and len(fit_rows) and config.folds > 2:
+        validation_rows = np.concatenate([fit_rows, held])
+        dealt = stratified_folds(labels[validation_rows], config.folds, np.random.default_rng([fold_seed, 2]))
+        folds = [(np.concatenate([validation_rows[dealt != k], joined_rows]), validation_rows[dealt == k])
+                 for k in range(config.folds) if (dealt == k).any()]
+    elif config.cross_fit and len(fit_rows):
         folds.append((np.concatenate([held, joined_rows]), fit_rows))
     judged = np.concatenate([rows for _, rows in folds])
     held_x, held_y, held_scores = activations[judged], labels[judged], np.asarray(scores)[judged]
@@ -901,18 +932,21 @@ def reweight_head(
     after = dict(best["metrics"])
     refit_on = evaluated_on + ", fitting half" if best["inverse_l2"] is not None else None
     kept_w, kept_b = best["weight"], best["bias"]
+    every_row = np.concatenate([fit_rows, joined_rows, held])
     fit_rows = folds[0][0]
     if best["inverse_l2"] is not None and config.refit_on_validation:
-        rows = np.concatenate([fit_rows, held])
+        rows = every_row
         kept_w, kept_b = fit_weighted_logistic(activations[rows], labels[rows],
                                                weights_for(rows, best["grouping"], best.get("afr_gamma")),
                                                weight.shape[0], best["inverse_l2"])
         joined = f" and {n_training} training images" if n_training else ""
-        judged_text = ("heads fitted on one half, on the other" if len(folds) > 1
-                       else "the half-fitted head on the held-out half")
+        judged_text = ("the half-fitted head on the held-out half" if len(folds) == 1
+                       else "heads fitted on one half, on the other" if len(folds) == 2
+                       else f"heads fitted on all but one of {len(folds)} folds, on that fold")
         refit_on = f"{evaluated_on}, every image{joined} (the metrics are those of {judged_text})"
-    where = (f"{evaluated_on}, both halves, each judged by heads fitted on the other" if len(folds) > 1
-             else f"{evaluated_on}, held-out half")
+    where = (f"{evaluated_on}, held-out half" if len(folds) == 1
+             else f"{evaluated_on}, both halves, each judged by heads fitted on the other" if len(folds) == 2
+             else f"{evaluated_on}, all {len(folds)} folds, each judged by heads fitted on the others")
     for metrics in (before, after):
         metrics.update(evaluated_on=where, n_evaluated=len(judged))
     n_fitted = len(fit_rows) if best["inverse_l2"] is not None else 0
@@ -1025,7 +1059,7 @@ def run_tuning(
                                          evaluated_on="val" if has_validation else "train",
                                          validation_skew=skew if ours else None,
                                          group_scores=group_scores if ours else None,
-                                         training=training if ours else None)
+                                         training=training if ours else None, fold_seed=seed)
             results[method], heads[method] = result, (w, b)
         return TuningStageResult(results=results, heads=heads)
     fit_rows = held_rows = None

@@ -197,6 +197,10 @@ CROSS_FIT = (False, True)
 """Candidate ``tuning.cross_fit`` settings (candidates judged on the held-out half, or on both halves out of fold),
 compared leave-one-world-out like the skew share (a tie goes to the second of two, the shipped on)."""
 
+FOLDS = (5, 2)
+"""Candidate ``tuning.folds`` (with ``cross_fit`` on: the two halves, or five class-stratified folds), compared
+leave-one-world-out like the skew share (a tie goes to the second of two, the shipped 2)."""
+
 FLOOR_LEVELS = (0.02, 0.05, 0.1, 1.0)
 """Candidate ``tuning.max_accuracy_drop`` values (the floor on the spuriosity groups' mean accuracy that a retrained
 head must keep on the held-out half), compared leave-one-world-out (1: no floor)."""
@@ -209,6 +213,7 @@ TUNING_KEY_LEVELS = {
     "training_images": ("training images", TRAINING_IMAGES),
     "groups": ("groups", LOW_SPURIOSITY_GROUPINGS),
     "cross_fit": ("cross fit", CROSS_FIT),
+    "folds": ("folds", FOLDS),
 }
 """``tuning`` keys whose levels :func:`candidate_heads` fits as candidate heads (named ``"<prefix> <level>"``, see
 :func:`_candidate_name`) and :func:`print_tuning_key_calibrations` chooses leave-one-world-out."""

@@ -566,3 +566,45 @@ def test_when_skewed_leaves_a_balanced_validation_split_alone():
     forced, _ = tuned_with(problem, "low_spuriosity")
     fitted = forced.results["low_spuriosity"].after["fitted_on"]
     assert not fitted or fitted["train"] > 0
+
+
+def test_five_folds_judge_every_validation_image_once_by_a_head_not_fitted_on_it():
+    from auditor.evaluation import head_predictions
+    from auditor.tuning import fit_weighted_logistic, group_balanced_weights, stratified_folds
+
+    p = planted_problem(0.5, seed=5, n_val=60)
+    config = TuningConfig(baselines=["random"], folds=5)
+    stage = run_tuning((p.weight, p.bias), p.train, p.train_scores, p.val, p.val_scores, config, GapConfig(), seed=0,
+                       spurious=p.spurious)
+    for method in ("low_spuriosity", "random"):
+        result = stage.results[method]
+        assert result.before["n_evaluated"] == 120
+        assert result.before["evaluated_on"] == "val, all 5 folds, each judged by heads fitted on the others"
+        assert result.after["worst_group_accuracy"] >= result.before["worst_group_accuracy"]
+    after = stage.results["random"].after
+    assert after["inverse_l2"] is not None and "all but one of 5 folds" in after["refit_on"]
+    # the reported accuracy is that of the five fold heads, each predicting its own fold (rows in fold order)
+    rows = np.concatenate(split_validation(p.val_y, 0.5, np.random.default_rng([0, 1])))
+    dealt = stratified_folds(p.val_y[rows], 5, np.random.default_rng([0, 2]))
+    assert all(np.bincount(dealt[p.val_y[rows] == c]).tolist() == [12] * 5 for c in (0, 1))
+    correct = []
+    for k in range(5):
+        fitted, judged = rows[dealt != k], rows[dealt == k]
+        w, b = fit_weighted_logistic(p.val_x[fitted], p.val_y[fitted], group_balanced_weights(p.val_y[fitted], p.val_y[fitted]),
+                                     2, after["inverse_l2"])
+        correct.append(head_predictions(p.val_x[judged], w, b) == p.val_y[judged])
+    assert after["accuracy"] == pytest.approx(float(np.concatenate(correct).mean()))
+    # two folds are the two halves of cross-fitting, unchanged
+    halves = run_tuning((p.weight, p.bias), p.train, p.train_scores, p.val, p.val_scores, TuningConfig(baselines=["random"]),
+                        GapConfig(), seed=0, spurious=p.spurious)
+    assert halves.results["random"].before["evaluated_on"] == "val, both halves, each judged by heads fitted on the other"
+
+
+def test_folds_are_validated():
+    from auditor.config import load_config
+
+    assert load_config(**{"tuning.folds": 5}).tuning.folds == 5
+    with pytest.raises(ConfigError, match="tuning.folds"):
+        load_config(**{"tuning.folds": 1})
+    with pytest.raises(ConfigError, match="folds"):
+        load_config(**{"tuning.folds": "five"})

@@ -319,8 +319,9 @@ def test_tuning_section_reports_the_validation_skew_check(results, tmp_path, ske
 
 @pytest.mark.parametrize("where, said", [
     ("val, both halves, each judged by heads fitted on the other", "half-fitted versions, each on the half it was not fitted on"),
-    ("val, held-out half", "half-fitted version there")])
+    ("val, held-out half", "half-fitted version there"),
+    ("val, all 5 folds, each judged by heads fitted on the others", "versions fitted on all folds but one, each on the fold")])
 def test_tuning_section_says_which_images_judged_the_heads(results, tmp_path, where, said):
-    results["tuning"]["low_spuriosity"]["after"]["evaluated_on"] = where  # tuning.cross_fit on / off
+    results["tuning"]["low_spuriosity"]["after"]["evaluated_on"] = where  # tuning.cross_fit on / off / tuning.folds 5
     text = render_html(results, tmp_path, tmp_path / "report.html").read_text()
     assert f"Measured on: {where}." in text and said in text
