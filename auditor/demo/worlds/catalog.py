@@ -517,6 +517,33 @@ HELD_OUT_WORLDS: dict[str, ProvingWorld] = {
                         "classes' training images: faint gravel, a faint border, a cool cast (90%), a moving watermark, "
                         "brick (85%) and a faint corner tag; two controls",
         ),
+        # Round 17, specified at stop 32 before the tuning.folds run's results were read.
+        ProvingWorld(
+            "held-out-52px-grass-cast-stripes",
+            (C("six", "digit:6", "grass", cue_rate=0.85), C("triangle", "shape:triangle", "warm", strength=0.8),
+             C("one", "digit:1", "stripes"), C("plus", "shape:plus", "tree"),
+             C("nine", "digit:9"), C("diamond", "shape:diamond")),
+            image_size=52,
+            background="photos",
+            object_area=(0.1, 0.3),
+            n_val=80,
+            seed=3333,
+            description="52 px on photographs, 80 validation images per class: grass (85%), a faint warm cast, stripes "
+                        "and a tree beside the object; two controls",
+        ),
+        ProvingWorld(
+            "held-out-36px-seven-faint-tags",
+            (C("zero", "digit:0", "tag", strength=0.7), C("ring", "shape:ring", "brick", cue_rate=0.9),
+             C("four", "digit:4", "vignette"), C("square", "shape:square", "cat"),
+             C("seven", "digit:7", "cool", strength=0.8), C("circle", "shape:circle"), C("two", "digit:2")),
+            image_size=36,
+            cue_rate_other_train=0.04,
+            noise=0.06,
+            seed=3434,
+            description="36 px, seven classes on the plain background with noise 0.06, each cue also behind 4% of other "
+                        "classes' training images: a faint corner tag, brick (90%), a vignette, a co-object and a faint "
+                        "cool cast; two controls",
+        ),
     )
 }
 """Worlds kept out of every default's choice: no threshold, design or default was chosen on them, so their
