@@ -190,12 +190,12 @@ def test_without_validation_nothing_is_held_out():
                        GapConfig(), seed=0)
     after = stage.results["low_spuriosity"].after
     assert after["evaluated_on"] == "train" and set(after["fitted_on"]) <= {"train"} and after["n_evaluated"] == 200
-    # reweighting halves the training split instead: what it reports was never fitted on (by default each half is
-    # judged by heads fitted on the other; without cross-fitting the held-out half alone)
+    # reweighting holds out part of the training split instead: what it reports was never fitted on (by default each
+    # of five folds is judged by heads fitted on the other four; without cross-fitting the held-out half alone)
     stage = run_tuning((weight, bias), cache, scores, cache, scores, TuningConfig(baselines=[]), GapConfig(), seed=0)
     after = stage.results["low_spuriosity"].after
-    assert after["evaluated_on"] == "train, both halves, each judged by heads fitted on the other"
-    assert after["n_evaluated"] == 200 and set(after["fitted_on"]) <= {"train"} and sum(after["fitted_on"].values()) <= 100
+    assert after["evaluated_on"] == "train, all 5 folds, each judged by heads fitted on the others"
+    assert after["n_evaluated"] == 200 and set(after["fitted_on"]) <= {"train"} and sum(after["fitted_on"].values()) <= 160
     stage = run_tuning((weight, bias), cache, scores, cache, scores, TuningConfig(baselines=[], cross_fit=False), GapConfig(),
                        seed=0)
     after = stage.results["low_spuriosity"].after
@@ -257,7 +257,7 @@ def test_reweighting_lifts_the_worst_group_from_held_out_choices_only(val_cue_ra
     # candidates balanced the spuriosity groups and the model's mistakes; none may lose to the model's head on the former
     assert ours.after["groupings_tried"] == ["spuriosity", "error"] and ours.after["grouping"] in ("spuriosity", "error")
     assert ours.after["mean_group_accuracy"] >= ours.before["mean_group_accuracy"] - config.max_accuracy_drop
-    # judged on both halves (the default), the kept head lifts the worst group as well
+    # judged out of fold on every validation image (the default), the kept head lifts the worst group as well
     crossed = run_tuning((weight, bias), train, spuriosity_scores(train_x, train_y, spurious), val, val_scores,
                          TuningConfig(baselines=[]), GapConfig(), seed=0)
     assert crossed.results["low_spuriosity"].after["n_evaluated"] == len(val_y)
@@ -290,14 +290,18 @@ def test_auto_groups_balance_the_mistakes_when_validation_is_as_skewed_as_traini
     assert after["groupings_tried"] == ["spuriosity", "error"]
     erm = planted_worst_group(p.weight, p.bias, p.test_x, p.test_y, p.test_cues)
     ours = planted_worst_group(*stage.heads["low_spuriosity"], p.test_x, p.test_y, p.test_cues)
-    assert ours > erm + 0.08 if not skew["skewed"] else ours >= erm
-    if skew["skewed"]:
+    if not skew["skewed"]:
+        assert ours > erm + 0.08
+    else:
         # 10 of the 600 validation images are mistakes, mostly ambiguous ones: a head balancing them inverts the core
-        # feature (the `error` baseline keeps it); the floor on the spuriosity groups refuses it
+        # feature (the `error` baseline keeps it); the floor on the spuriosity groups refuses it. Ours is not promised
+        # to beat ERM here: over twelve seeds of this problem it falls below ERM's test worst group on 4 (two folds)
+        # or 5 (five folds) of them (stop 32), but never to the inverted head.
         error_baseline = run_tuning((p.weight, p.bias), p.train, spuriosity_scores(p.train_x, p.train_y, p.spurious), p.val,
                                     spuriosity_scores(p.val_x, p.val_y, p.spurious), dataclasses.replace(config, baselines=["error"]),
                                     GapConfig(), seed=0, spurious=p.spurious)
-        assert planted_worst_group(*error_baseline.heads["error"], p.test_x, p.test_y, p.test_cues) < erm - 0.2
+        inverted = planted_worst_group(*error_baseline.heads["error"], p.test_x, p.test_y, p.test_cues)
+        assert inverted < erm - 0.2 and ours > inverted + 0.2
         validation_only, _ = tuned_with(p, "none")
         assert validation_only.results["low_spuriosity"].after["grouping"] != "error"
         # by default the training images' low tail joins the fit, and the mistakes head no longer inverts
@@ -354,7 +358,7 @@ def test_cross_fit_judges_every_candidate_out_of_fold_on_both_halves():
     from auditor.tuning import fit_weighted_logistic, group_balanced_weights
 
     p = planted_problem(0.5, seed=5, n_val=60)
-    config = TuningConfig(baselines=["random"], cross_fit=True)
+    config = TuningConfig(baselines=["random"], cross_fit=True, folds=2)
     half = run_tuning((p.weight, p.bias), p.train, p.train_scores, p.val, p.val_scores,
                       dataclasses.replace(config, cross_fit=False), GapConfig(), seed=0, spurious=p.spurious)
     both = run_tuning((p.weight, p.bias), p.train, p.train_scores, p.val, p.val_scores, config, GapConfig(), seed=0,
@@ -595,8 +599,8 @@ def test_five_folds_judge_every_validation_image_once_by_a_head_not_fitted_on_it
         correct.append(head_predictions(p.val_x[judged], w, b) == p.val_y[judged])
     assert after["accuracy"] == pytest.approx(float(np.concatenate(correct).mean()))
     # two folds are the two halves of cross-fitting, unchanged
-    halves = run_tuning((p.weight, p.bias), p.train, p.train_scores, p.val, p.val_scores, TuningConfig(baselines=["random"]),
-                        GapConfig(), seed=0, spurious=p.spurious)
+    halves = run_tuning((p.weight, p.bias), p.train, p.train_scores, p.val, p.val_scores,
+                        TuningConfig(baselines=["random"], folds=2), GapConfig(), seed=0, spurious=p.spurious)
     assert halves.results["random"].before["evaluated_on"] == "val, both halves, each judged by heads fitted on the other"
 
 
