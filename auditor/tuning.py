@@ -24,9 +24,9 @@ the user's model is never modified. Two designs (``tuning.mode``):
   (``tuning.training_images: when_skewed``, :func:`training_rows`), and the heads fitted on the
   mistakes are preferred and compared by the mistakes, still under the floor on the spuriosity
   groups. With ``tuning.cross_fit`` (the default) every candidate is also fitted on the second
-  half and scored on the first, so both halves judge it out of fold (with ``tuning.folds``, the default 5, validation
-  is dealt into five class-stratified folds instead, each candidate fitted on four and judged on the fifth); the
-  reported ``before`` /
+  half and scored on the first, so both halves judge it out of fold (with ``tuning.folds`` above 2, validation is
+  dealt into that many class-stratified folds instead, each candidate judged on each fold by a head fitted on the
+  others); the reported ``before`` /
   ``after`` figures are those out-of-fold predictions (on the held-out half only without it).
   Without validation data, the training split is halved instead (a warning says so: features of
   memorised images).
