@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from auditor.data import ImageSource
 from auditor.features import FeatureCache, extract_features
 from auditor.model import ModelAdapter
-from auditor.tuning import fit_weighted_logistic
+from auditor.tuning import fit_weighted_logistic, stratified_folds
 
 
 def load_records(paths: Sequence[str | Path]) -> list[dict]:
@@ -161,10 +161,7 @@ def oracle_dfr(
             if worst > best_score[0]:
                 best_c, best_score = c, (worst, 0.0)
     else:
-        fold = np.zeros(len(y), np.int64)
-        for q in np.unique(g):  # each group dealt round the folds from a random start
-            members = rng.permutation(np.flatnonzero(g == q))
-            fold[members] = (np.arange(len(members)) + rng.integers(n_folds)) % n_folds
+        fold = stratified_folds(g, n_folds, rng)  # stratified by the true group, not only the class
         for c in c_grid:
             predictions = np.zeros(len(y), np.int64)
             for f in range(n_folds):
@@ -183,6 +180,18 @@ def oracle_dfr(
     return weight.astype(np.float32), bias.astype(np.float32)
 
 
+def split_activations(model, split, batch_size: int = 512) -> np.ndarray:
+    """Penultimate activations float32 ``(N, D)`` of ``model`` on a ProvingSplit's images, ``batch_size`` at a time."""
+    import torch
+
+    from auditor.demo.world.dataset import images_to_tensor
+
+    adapter = ModelAdapter(model)
+    with torch.no_grad():
+        return np.concatenate([adapter.forward(images_to_tensor(split.images[i:i + batch_size])).features.numpy()
+                               for i in range(0, len(split.images), batch_size)])
+
+
 def cached_model_activations(world_name: str, arch: str, seed: int, split: str, batch_size: int = 512):
     """Penultimate activations of a proving-ground model on one split of its world, and the split.
 
@@ -197,17 +206,10 @@ def cached_model_activations(world_name: str, arch: str, seed: int, split: str, 
     Returns:
         ``(activations float32 (N, D), the ProvingSplit)``.
     """
-    import torch
-
-    from auditor.demo.world.dataset import images_to_tensor
     from auditor.demo.worlds import get_world
     from auditor.demo.worlds.train import load_or_train, load_split, model_spec
 
     world = get_world(world_name)
     model, _ = load_or_train(world, model_spec(arch, seed))
     data = load_split(world, split)
-    adapter = ModelAdapter(model)
-    with torch.no_grad():
-        activations = np.concatenate([adapter.forward(images_to_tensor(data.images[i:i + batch_size])).features.numpy()
-                                      for i in range(0, len(data.images), batch_size)])
-    return activations, data
+    return split_activations(model, data, batch_size), data

@@ -29,33 +29,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import cached_model_activations, group_accuracy, oracle_dfr, skewed_val_spec
-from auditor.demo.world.dataset import images_to_tensor
+from _common import group_accuracy, oracle_dfr, skewed_val_spec, split_activations
 from auditor.demo.worlds import HELD_OUT_WORLDS, PROMOTED_WORLDS, RISK_WORLDS, WORLDS, get_world
 from auditor.demo.worlds.train import load_or_train, load_split, model_spec
-from auditor.model import ModelAdapter
 from bench_proving_ground import group_ids
 
 SELECTIONS = ("half", "out_of_fold")
 
 
-def _activations(model, split) -> np.ndarray:
-    adapter = ModelAdapter(model)
-    with torch.no_grad():
-        return np.concatenate([adapter.forward(images_to_tensor(split.images[i:i + 512])).features.numpy()
-                               for i in range(0, len(split.images), 512)])
-
-
 def measure(world_name: str, arch: str, seed: int) -> list[dict]:
     """Test (average, worst-group) accuracy of both oracles, with balanced and with skewed validation."""
     world = get_world(world_name)
-    test_x, test = cached_model_activations(world_name, arch, seed, "test")
-    test_g = group_ids(test, world)
     model, _ = load_or_train(world, model_spec(arch, seed))
+    test = load_split(world, "test")
+    test_x, test_g = split_activations(model, test), group_ids(test, world)
     rows = []
     for kind in ("balanced", "skewed"):
         val = load_split(world, "val") if kind == "balanced" else load_split(skewed_val_spec(world), "train")
-        x, g = _activations(model, val), group_ids(val, world)
+        x, g = split_activations(model, val), group_ids(val, world)
         row = {"world": world_name, "model": arch, "seed": seed, "val": kind}
         for selection in SELECTIONS:
             w, b = oracle_dfr(x, val.labels, g, seed=seed, c_selection=selection)
