@@ -252,6 +252,13 @@ def examined_images(activations: np.ndarray, members: np.ndarray, n_images: int,
     return np.sort(members[order[ranks]])
 
 
+def _twin(rng: np.random.Generator) -> np.random.Generator:
+    """A generator that will draw what ``rng`` draws next, without advancing ``rng``."""
+    twin = np.random.Generator(type(rng.bit_generator)())
+    twin.bit_generator.state = rng.bit_generator.state
+    return twin
+
+
 def _fmt(value: float) -> str:
     return f"{value:+.2f}"
 
@@ -305,7 +312,9 @@ def decide_verdict(
     value, low, high = background
     swap_value, swap_low, swap_high = swap
     threshold, swap_threshold = config.reliance_threshold, config.swap_threshold
-    ci = f"background reliance {_fmt(value)} [{_fmt(low)}, {_fmt(high)}]"
+    grown = (f", object masks grown by {config.background_test_dilation} pixel"
+             f"{'s' if config.background_test_dilation > 1 else ''} for this test" if config.background_test_dilation > 0 else "")
+    ci = f"background reliance {_fmt(value)} [{_fmt(low)}, {_fmt(high)}]{grown}"
     swap_ci = f"swap reliance {_fmt(swap_value)} [{_fmt(swap_low)}, {_fmt(swap_high)}]"
     mixed = object_reliance >= config.mixed_threshold
     tail = (f"; the object matters too (object reliance {_fmt(object_reliance)}), so the feature is mixed"
@@ -402,11 +411,13 @@ def run_verdicts(
     valid = np.flatnonzero(labels >= 0)
     masks = _Masks(source, mask_provider, labels)
     backgrounds = _Backgrounds(source, masks, config.background_dilation)
+    grown = config.background_test_dilation > 0
+    test_backgrounds = _Backgrounds(source, masks, config.background_dilation + config.background_test_dilation) if grown else backgrounds
     swap = config.counterfactual == "swap"
     batch = max(1, source.batch_size)
     pool = np.sort(rng.choice(valid, size=min(config.n_donors, len(valid)), replace=False)) if swap else valid[:0]
     pool_set = set(pool.tolist())
-    pool_features = None
+    pool_features = ungrown_pool_features = None
     verdicts = []
     for c, features in tqdm(list(important.items()), desc="core/spurious verdicts", disable=not progress):
         if not features:
@@ -441,9 +452,12 @@ def run_verdicts(
             n_swaps = min(same_donors.shape[1], rand_donors.shape[1])
         if n_swaps > 0:
             if pool_features is None:
-                pool_features = _features(adapter, backgrounds.get(pool), batch)
+                pool_features = _features(adapter, test_backgrounds.get(pool), batch)
+                ungrown_pool_features = _features(adapter, backgrounds.get(pool), batch) if grown else pool_features
             other_bg = pool_features[labels[pool] != c]
-            same_bg = _features(adapter, backgrounds.get(same_pool), batch)
+            same_bg = _features(adapter, test_backgrounds.get(same_pool), batch)
+            ungrown_other_bg = ungrown_pool_features[labels[pool] != c]
+            ungrown_same_bg = _features(adapter, backgrounds.get(same_pool), batch) if grown else same_bg
             same_acts = np.stack([_features(adapter, _swap(images, mask_tensor, backgrounds.get(same_donors[:, s]), config, source),
                                             batch) for s in range(n_swaps)], 1)
             rand_acts = np.stack([_features(adapter, _swap(images, mask_tensor, backgrounds.get(rand_donors[:, s]), config, source),
@@ -451,6 +465,7 @@ def run_verdicts(
             removed = _features(adapter, remove_object(images, dilate_masks(mask_tensor, config.background_dilation)), batch)
             for index in set(same_pool.tolist()) - pool_set:  # not needed by later classes
                 backgrounds.memo.pop(int(index), None)
+                test_backgrounds.memo.pop(int(index), None)
         elif swap:
             logger.warning("class %d: no background swap possible (%d same-class and %d other-class donors, %d images with a "
                            "partial object mask); the %s fill ablation decides", c, len(same_pool), len(other_pool),
@@ -480,16 +495,21 @@ def run_verdicts(
             object_reliance = object_high = float("nan")
             if n_swaps > 0 and len(swap_rows) >= 2:
                 scale = base[rows, f].mean(keepdims=True)
+                ungrown = _twin(rng) if grown else None  # the same resamples, with the masks as they are
                 value, low, high = background_contrast(same_bg[:, [f]], other_bg[:, [f]], scale, rng,
                                                        config.reliance_quantile, config.reliance_confidence)
                 background = (float(value[0]), float(low[0]), float(high[0]))
+                ungrown_background = background
+                if grown:
+                    u_value, u_low, u_high = background_contrast(ungrown_same_bg[:, [f]], ungrown_other_bg[:, [f]], scale,
+                                                                 ungrown, config.reliance_quantile, config.reliance_confidence)
+                    ungrown_background = (float(u_value[0]), float(u_low[0]), float(u_high[0]))
                 on_same, on_others = same_acts[swap_rows][..., [f]], rand_acts[swap_rows][..., [f]]
                 donor_classes = labels[rand_donors[swap_rows, :n_swaps]]
                 rel = reliance_scores(base[swap_rows][:, [f]], on_same, on_others, removed[swap_rows][:, [f]], rng,
                                       config.reliance_confidence, quantile=config.reliance_quantile)
                 object_reliance, object_high = float(rel.object[0]), float(rel.object_high[0])
-                twin = np.random.Generator(type(rng.bit_generator)())  # the median on the mean's resamples
-                twin.bit_generator.state = rng.bit_generator.state
+                twin = _twin(rng)  # the median on the mean's resamples
                 by_class = class_swap_contrast(on_same, on_others, donor_classes, scale, rng,
                                                confidence=config.reliance_confidence)
                 by_class_median = class_swap_contrast(on_same, on_others, donor_classes, scale, twin,
@@ -507,6 +527,10 @@ def run_verdicts(
                     background_reliance=background[0],
                     reliance_ci_low=background[1],
                     reliance_ci_high=background[2],
+                    background_test_dilation=config.background_test_dilation,
+                    ungrown_background_reliance=ungrown_background[0],
+                    ungrown_reliance_ci_low=ungrown_background[1],
+                    ungrown_reliance_ci_high=ungrown_background[2],
                     swap_reliance=float(rel.background[0]),
                     swap_ci_low=float(rel.background_low[0]),
                     swap_ci_high=float(rel.background_high[0]),

@@ -56,6 +56,12 @@ class FeatureVerdict:
             fraction of its mean activation on the examined images; NaN without swaps.
         reliance_ci_low: lower end of its bootstrap confidence interval (resampling backgrounds).
         reliance_ci_high: upper end.
+        background_test_dilation: pixels by which the masks were grown further for ``background_reliance`` only
+            (``verdicts.background_test_dilation``; 0: the masks of the swaps).
+        ungrown_background_reliance: ``background_reliance`` with the masks of the swaps (equal to it when
+            ``background_test_dilation`` is 0), on the same bootstrap resamples.
+        ungrown_reliance_ci_low: lower end of its interval.
+        ungrown_reliance_ci_high: upper end.
         swap_reliance: with the object kept, activation on same-class backgrounds minus the
             ``reliance_quantile`` of the activations on other-class backgrounds (Backgrounds Challenge
             mixed-same vs mixed-rand), per image, as a fraction.
@@ -105,6 +111,10 @@ class FeatureVerdict:
     background_reliance: float = float("nan")
     reliance_ci_low: float = float("nan")
     reliance_ci_high: float = float("nan")
+    background_test_dilation: int = 0
+    ungrown_background_reliance: float = float("nan")
+    ungrown_reliance_ci_low: float = float("nan")
+    ungrown_reliance_ci_high: float = float("nan")
     swap_reliance: float = float("nan")
     swap_ci_low: float = float("nan")
     swap_ci_high: float = float("nan")

@@ -15,6 +15,9 @@ worlds at the bar and the control features flagged, and the settings chosen most
 With ``--separation-levels`` and ``--statistic-levels`` the separation path and the class swap statistic
 (``verdicts.class_swap_statistic``) are chosen with the thresholds.
 
+With ``--swap-levels`` only the swap threshold is chosen, the others kept at their shipped values (with SAM evidence:
+``verdicts.estimated_mask_swap_threshold``, alone or with a variant).
+
 With ``--variants NAME=FILE[,FILE...] ...`` the evidence comes in variants audited with different settings (e.g.
 ``verdicts.swap_relight`` off and on, same worlds and seeds), and the variant is chosen with the thresholds: each
 objective then also runs with the thresholds at their shipped values and only the variant chosen, and the first
@@ -93,6 +96,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("evidence", nargs="*", help="evidence JSONs of one model and one mask source (merged)")
     parser.add_argument("--variants", nargs="+", default=None, metavar="NAME=FILE[,FILE...]",
                         help="evidence of the same worlds audited with different settings; the first is the shipped one")
+    parser.add_argument("--swap-levels", nargs="+", type=float, default=None, metavar="THRESHOLD",
+                        help="choose only the swap threshold among these (every other threshold at its shipped value): "
+                             "with SAM evidence, the choice of verdicts.estimated_mask_swap_threshold")
     parser.add_argument("--separation-levels", nargs="+", type=float, default=None, metavar="AUROC",
                         help="also choose verdicts.separation_threshold among these (0 = off); needs evidence with swap_auroc")
     parser.add_argument("--statistic-levels", nargs="+", choices=("mean", "median"), default=None,
@@ -116,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"the variants cover different worlds: { {n: len(ws) for n, ws in world_sets.items()} }")
     first = next(iter(variants.values()))
     default = shipped_default(first)
-    grid = threshold_grid(default)
+    grid = threshold_grid(default) if args.swap_levels is None else [{**default, "swap": level} for level in args.swap_levels]
     if default not in grid:
         grid.append(default)
     if args.separation_levels:

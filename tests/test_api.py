@@ -223,6 +223,8 @@ def test_estimated_masks_get_the_stricter_swap_threshold_and_no_relighting():
     assert _verdict_config(sam, with_masks).swap_threshold == 0.2
     grown = load_config(**{"verdicts.estimated_mask_background_dilation": 2})
     assert _verdict_config(grown, without).background_dilation == 2 and _verdict_config(grown, with_masks).background_dilation == 0
+    assert _verdict_config(config, without).background_test_dilation == config.verdicts.estimated_mask_background_test_dilation == 1
+    assert _verdict_config(config, with_masks).background_test_dilation == config.verdicts.background_test_dilation == 0
     assert _verdict_config(config, with_masks).swap_relight is True and _verdict_config(config, without).swap_relight is False
     relit = load_config(**{"verdicts.estimated_mask_swap_relight": True, "verdicts.swap_relight": False})
     assert _verdict_config(relit, without).swap_relight is True and _verdict_config(relit, with_masks).swap_relight is False

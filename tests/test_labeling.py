@@ -8,6 +8,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from auditor.config import VerdictConfig
+from auditor.counterfactuals import dilate_masks
 from auditor.data import ImageSource
 from auditor.errors import InvalidInputError
 from auditor.features import class_feature_importance, extract_features
@@ -481,3 +482,65 @@ def test_a_swap_whose_backgrounds_separate_the_feature_by_rank_is_spurious_throu
     assert not decide_verdict(config, **{**evidence, "background_drop": 0.05}, separation=0.95)[0]
     assert not decide_verdict(config, **{**evidence, "background": (-0.2, -0.3, -0.1)}, separation=0.95)[0]
     assert not decide_verdict(dataclasses.replace(config, separation_threshold=0.0), **evidence, separation=0.99)[0]
+
+
+class TwoObjects(Dataset):
+    """Class 0: a 5x5 object bright in channel 0; class 1: one bright in channel 1; dim noise behind both (channel 2 a
+    constant 0.2, so :class:`TwoChannelNet`'s feature 0 is class 0's object and feature 1 class 1's)."""
+
+    def __init__(self, n: int = 24, size: int = 16):
+        rng = np.random.default_rng(0)
+        self.items = []
+        for label in (0, 1):
+            for _ in range(n):
+                image = np.full((3, size, size), 0.2, np.float32)
+                image[:2] = rng.uniform(0.0, 0.2, size=(2, size, size))
+                mask = np.zeros((size, size), bool)
+                y, x = rng.integers(3, size - 8, size=2)
+                mask[y : y + 5, x : x + 5] = True
+                image[label][mask] = rng.uniform(0.7, 1.0)
+                self.items.append((torch.from_numpy(image), label, mask))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+class ShrunkMasks:
+    """The dataset's masks eroded by one pixel: a rim of each object is left outside, as an estimated mask may."""
+
+    def __init__(self, source: ImageSource):
+        self.inner = DatasetMaskProvider(source)
+
+    def masks(self, images, labels, indices):
+        full = torch.from_numpy(self.inner.masks(images, labels, indices))
+        return (~dilate_masks(~full, 1)).numpy()
+
+
+def test_masks_grown_for_the_backgrounds_alone_test_keep_an_object_rim_from_calling_the_object_spurious(tmp_path):
+    source = ImageSource(TwoObjects())
+    adapter = ModelAdapter(TwoChannelNet())
+    cache = extract_features(adapter, source, tmp_path, progress=False)
+    importance = class_feature_importance(cache.activations, cache.labels, adapter.head_weight().numpy())
+
+    def verdict(**settings):
+        # The swaps keep the masks as they are, so the donors' rims reach them too (what the higher swap threshold for
+        # estimated masks allows for); with the swap and separation paths out of reach, the backgrounds-alone test decides.
+        config = VerdictConfig(n_images=8, n_donors=16, swap_threshold=5.0, separation_threshold=0.0, **settings)
+        (only,) = label_features(adapter, source, cache, {0: [0]}, importance, ShrunkMasks(source), config,
+                                 np.random.default_rng(0), progress=False)
+        return only
+
+    as_they_are, grown = verdict(), verdict(background_test_dilation=1)
+    # The rim left in class 0's own backgrounds raises its object feature there, and nowhere else.
+    assert as_they_are.reliance_ci_low > 0.3 and as_they_are.label == "spurious" and as_they_are.decided_by == "background"
+    assert grown.background_reliance < 0.1 and grown.label == "core"
+    assert grown.background_test_dilation == 1 and "grown by 1 pixel" in grown.explanation
+    # The grown run records the test with the masks as they are, on the same resamples, and leaves the swaps alone.
+    assert (grown.ungrown_background_reliance, grown.ungrown_reliance_ci_low, grown.ungrown_reliance_ci_high) == (
+        as_they_are.background_reliance, as_they_are.reliance_ci_low, as_they_are.reliance_ci_high)
+    assert as_they_are.ungrown_background_reliance == as_they_are.background_reliance
+    for field in ("swap_reliance", "class_swap_reliance", "swap_auroc", "object_reliance", "background_drop"):
+        assert getattr(grown, field) == getattr(as_they_are, field), field
