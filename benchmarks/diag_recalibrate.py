@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("evidence", nargs="*", help="evidence JSONs of one model and one mask source (merged)")
     parser.add_argument("--variants", nargs="+", default=None, metavar="NAME=FILE[,FILE...]",
                         help="evidence of the same worlds audited with different settings; the first is the shipped one")
+    parser.add_argument("--per-world", action="store_true",
+                        help="also print each world's P / R / control features for every variant at the shipped thresholds")
     parser.add_argument("--swap-levels", nargs="+", type=float, default=None, metavar="THRESHOLD",
                         help="choose only the swap threshold among these (every other threshold at its shipped value): "
                              "with SAM evidence, the choice of verdicts.estimated_mask_swap_threshold")
@@ -170,6 +172,20 @@ def main(argv: list[str] | None = None) -> None:
             for g, n in chosen.most_common(2))
         print(f"| {name} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['at_bar']}/{len(worlds)} | "
               f"{s['controls']} | {described} |")
+
+
+    if args.per_world:
+        names = list(variants)
+        print("\n| world | " + " | ".join(f"{n} P / R / ctrl" for n in names) + " |")
+        print("|---|" + "---|" * len(names))
+        rows = {n: table[settings.index((n, default))] for n in names}
+        for world in worlds:
+            cells = []
+            for n in names:
+                tp, fp, fn, controls = rows[n][world]
+                precision, recall, _ = rates(tp, fp, fn)
+                cells.append(f"{precision:.2f} / {recall:.2f} / {controls}".replace("nan", "n/a"))
+            print(f"| {world} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
