@@ -29,6 +29,12 @@ def load_records(paths: Sequence[str | Path]) -> list[dict]:
     return [r for path in paths for r in json.loads(Path(path).read_text())["records"]]
 
 
+def record_key(record: dict) -> tuple:
+    """``(world, model, masks, seed, class, feature)``: what identifies one verdict record across evidence files."""
+    return (record["world"], record["model"], record["masks"], int(record["seed"]), int(record["class_index"]),
+            int(record["feature"]))
+
+
 def report_adapter(report) -> ModelAdapter:
     """The audited model's adapter (same head as the audit)."""
     return ModelAdapter(report.model, head=report.meta.get("head"))

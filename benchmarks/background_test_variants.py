@@ -20,20 +20,16 @@ import argparse
 import json
 from pathlib import Path
 
-from _common import load_records
+from _common import load_records, record_key
 
 FIELDS = ("background_reliance", "reliance_ci_low", "reliance_ci_high")
 UNGROWN = ("ungrown_background_reliance", "ungrown_reliance_ci_low", "ungrown_reliance_ci_high")
 
 
-def _key(record: dict) -> tuple:
-    return record["world"], record["model"], record["masks"], int(record["seed"]), int(record["class_index"]), int(record["feature"])
-
-
 def hybrid(plain: list[dict], grown: list[dict]) -> list[dict]:
     """``plain``'s records with ``grown``'s background reliance (records missing from ``grown`` are dropped)."""
-    by_key = {_key(r): r for r in grown}
-    return [{**r, **{f: by_key[_key(r)][f] for f in FIELDS}} for r in plain if _key(r) in by_key]
+    by_key = {record_key(r): r for r in grown}
+    return [{**r, **{f: by_key[record_key(r)][f] for f in FIELDS}} for r in plain if record_key(r) in by_key]
 
 
 def ungrown(records: list[dict]) -> list[dict]:

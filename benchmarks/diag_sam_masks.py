@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from auditor.demo.worlds import get_world
 from auditor.demo.world.train import cache_root
+from auditor.demo.worlds import get_world
 from auditor.demo.worlds.train import load_split
 
 

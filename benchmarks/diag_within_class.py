@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from _common import load_records, split_activations
+from _common import load_records, record_key, split_activations
 from auditor.counterfactuals import clean_backgrounds, paste_object, relight_object
 from auditor.demo.world.dataset import images_to_tensor
 from auditor.labeling import examined_images
@@ -124,15 +124,11 @@ def summarise(rows: list[dict]) -> None:
               f"{np.median([r[key] for r in controls]):.3f} | {np.median(missed):.3f} | {np.median(clean):.3f} |")
 
 
-def _key(r: dict) -> tuple:
-    return r["world"], r["model"], r["masks"], int(r["seed"]), int(r["class_index"]), int(r["feature"])
-
-
 def added_flags(rows: list[dict], records: list[dict], thresholds=(0.3, 0.4, 0.5, 0.6)) -> None:
     """Pooled P / R / control features flagged if features the shipped verdict calls core were also flagged when their
     background share reaches a threshold: alone, and gated as the swap path is (class swap interval above 0 and the
     class's own backgrounds raising the feature over a neutral one by at least 0.15)."""
-    evidence = {_key(r): r for r in records}
+    evidence = {record_key(r): r for r in records}
     tp = sum(r["truth"] and r["label"] == "spurious" for r in rows)
     flagged = sum(r["label"] == "spurious" for r in rows)
     positives = sum(r["truth"] for r in rows)
@@ -146,7 +142,7 @@ def added_flags(rows: list[dict], records: list[dict], thresholds=(0.3, 0.4, 0.5
     }
     for name, gate in gates.items():
         for t in thresholds:
-            added = [r for r in rows if r["label"] == "core" and r["background_share"] >= t and gate(evidence[_key(r)])]
+            added = [r for r in rows if r["label"] == "core" and r["background_share"] >= t and gate(evidence[record_key(r)])]
             true = sum(r["truth"] for r in added)
             print(f"| {name} | {t:g} | {len(added)} | {true} | {controls + sum(r['control'] for r in added)} | "
                   f"{(tp + true) / (flagged + len(added)):.3f} | {(tp + true) / positives:.3f} |")
