@@ -172,8 +172,6 @@ def main(argv: list[str] | None = None) -> None:
             for g, n in chosen.most_common(2))
         print(f"| {name} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['at_bar']}/{len(worlds)} | "
               f"{s['controls']} | {described} |")
-
-
     if args.per_world:
         names = list(variants)
         print("\n| world | " + " | ".join(f"{n} P / R / ctrl" for n in names) + " |")
