@@ -35,6 +35,14 @@ def record_key(record: dict) -> tuple:
             int(record["feature"]))
 
 
+def sam_mask_dir(world) -> Path:
+    """Where ``bench_proving_ground.py --masks sam`` caches a ProvingWorld's SAM masks (keyed by the world's fingerprint,
+    so a changed world never reads an older version's masks)."""
+    from auditor.demo.world.train import cache_root
+
+    return cache_root() / "proving" / "sam_masks" / f"{world.name}-{world.fingerprint()}"
+
+
 def report_adapter(report) -> ModelAdapter:
     """The audited model's adapter (same head as the audit)."""
     return ModelAdapter(report.model, head=report.meta.get("head"))

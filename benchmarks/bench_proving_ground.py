@@ -61,12 +61,11 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from _common import load_records, oracle_dfr, skewed_val_spec
+from _common import load_records, oracle_dfr, sam_mask_dir, skewed_val_spec
 from auditor.api import audit
 from auditor.config import load_config
 from auditor.data import ImageSource
 from auditor.demo.world.dataset import WorldDataset
-from auditor.demo.world.train import cache_root
 from auditor.demo.worlds.calibration import (
     CURRENT_DEFAULT,
     CURRENT_GRID,
@@ -400,7 +399,7 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
     if masks == "sam":
         config.update(sam_settings())
         # SAM masks are slow on CPU: keep them (keyed by image content) across runs
-        config["masks"]["cache_dir"] = str(cache_root() / "proving" / "sam_masks" / f"{world.name}-{world.fingerprint()}")
+        config["masks"]["cache_dir"] = str(sam_mask_dir(world))
     else:
         config["masks"] = {"provider": "dataset"}
     config = load_config(config, **(overrides or {}))

@@ -18,20 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from auditor.demo.world.train import cache_root
-from auditor.demo.worlds import get_world
+from _common import sam_mask_dir
+from auditor.demo.worlds import HELD_OUT_WORLDS, PROMOTED_WORLDS, RISK_WORLDS, WORLDS, get_world
 from auditor.demo.worlds.train import load_split
 
 
 def mask_folders(worlds: list[str] | None) -> list[tuple[str, Path]]:
-    """``(world name, folder)`` of every world with cached SAM masks (only ``worlds`` when given)."""
-    root = cache_root() / "proving" / "sam_masks"
-    found = []
-    for folder in sorted(root.iterdir()) if root.exists() else []:
-        name = folder.name.rsplit("-", 1)[0]
-        if worlds is None or name in worlds:
-            found.append((name, folder))
-    return found
+    """``(world name, folder)`` of every proving world (only ``worlds`` when given) whose current version has cached
+    SAM masks."""
+    names = worlds if worlds is not None else sorted({**WORLDS, **RISK_WORLDS, **PROMOTED_WORLDS, **HELD_OUT_WORLDS})
+    folders = [(name, sam_mask_dir(get_world(name))) for name in names]
+    return [(name, folder) for name, folder in folders if folder.exists()]
 
 
 def coverage(world_name: str, folder: Path) -> dict[int, np.ndarray]:
