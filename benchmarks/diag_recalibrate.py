@@ -18,6 +18,10 @@ With ``--separation-levels`` and ``--statistic-levels`` the separation path and 
 With ``--swap-levels`` only the swap threshold is chosen, the others kept at their shipped values (with SAM evidence:
 ``verdicts.estimated_mask_swap_threshold``, alone or with a variant).
 
+With ``--test-variants NAME=FILE[,FILE...] ...`` (the same variant names) each objective also chooses one setting on
+all the worlds of ``--variants`` and scores it on the test worlds, which took no part in the choice: calibrate on some
+worlds, report on others.
+
 With ``--variants NAME=FILE[,FILE...] ...`` the evidence comes in variants audited with different settings (e.g.
 ``verdicts.swap_relight`` off and on, same worlds and seeds), and the variant is chosen with the thresholds: each
 objective then also runs with the thresholds at their shipped values and only the variant chosen, and the first
@@ -91,11 +95,40 @@ def leave_one_world_out(table: list[dict[str, Counts]], worlds: Sequence[str],
     return scores, chosen
 
 
+def print_test(test_variants: dict[str, list[dict]], variants: dict[str, list[dict]], settings: list[tuple[str, dict]],
+               table: list[dict[str, Counts]], worlds: Sequence[str],
+               objectives: dict[str, Callable[[Sequence[str]], int]]) -> None:
+    """Each objective's setting chosen on every world of ``table``, scored on the worlds of ``test_variants``."""
+    if set(test_variants) != set(variants):
+        raise SystemExit(f"--test-variants names {sorted(test_variants)} differ from --variants names {sorted(variants)}")
+    test_worlds = sorted({r["world"] for records in test_variants.values() for r in records})
+    if set(test_worlds) & set(worlds):
+        raise SystemExit(f"test worlds also in the choice: {sorted(set(test_worlds) & set(worlds))}")
+    print(f"\nChosen on all {len(worlds)} worlds above, scored on {len(test_worlds)} other worlds:\n")
+    print("| choice | setting | P | R | F1 | worlds at the bar | control features flagged | per world P / R / ctrl |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, choose in objectives.items():
+        variant, params = settings[choose(worlds)]
+        per_world = world_counts(test_variants[variant], params, test_worlds)
+        tp, fp, fn, controls = (sum(c[i] for c in per_world.values()) for i in range(4))
+        precision, recall, f1 = rates(tp, fp, fn)
+        at_bar = sum(meets_bar(c) for c in per_world.values())
+        described = (f"{variant} " if len(variants) > 1 else "") + ", ".join(
+            f"{k}={v}" for k, v in params.items() if k not in ("drop", "check"))
+        cells = "; ".join(f"{w}: " + "{:.2f} / {:.2f} / {}".format(*rates(*c[:3])[:2], c[3]).replace("nan", "n/a")
+                          for w, c in per_world.items())
+        print(f"| {name} | {described} | {precision:.3f} | {recall:.3f} | {f1:.3f} | {at_bar}/{len(test_worlds)} | "
+              f"{controls} | {cells} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("evidence", nargs="*", help="evidence JSONs of one model and one mask source (merged)")
     parser.add_argument("--variants", nargs="+", default=None, metavar="NAME=FILE[,FILE...]",
                         help="evidence of the same worlds audited with different settings; the first is the shipped one")
+    parser.add_argument("--test-variants", nargs="+", default=None, metavar="NAME=FILE[,FILE...]",
+                        help="the same variants on other worlds: score there the setting each objective chooses on all "
+                             "the worlds of --variants")
     parser.add_argument("--per-world", action="store_true",
                         help="also print each world's P / R / control features for every variant at the shipped thresholds")
     parser.add_argument("--swap-levels", nargs="+", type=float, default=None, metavar="THRESHOLD",
@@ -109,13 +142,20 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if bool(args.evidence) == bool(args.variants):
         parser.error("give either evidence files or --variants")
-    if args.variants:
-        variants = {}
-        for item in args.variants:
+    if args.test_variants and not args.variants:
+        parser.error("--test-variants needs --variants")
+
+    def parse_variants(items: list[str], flag: str) -> dict[str, list[dict]]:
+        parsed = {}
+        for item in items:
             name, sep, files = item.partition("=")
             if not sep or not files:
-                parser.error(f"--variants entries look like NAME=FILE[,FILE...]; got {item!r}")
-            variants[name] = load_records(files.split(","))
+                parser.error(f"{flag} entries look like NAME=FILE[,FILE...]; got {item!r}")
+            parsed[name] = load_records(files.split(","))
+        return parsed
+
+    if args.variants:
+        variants = parse_variants(args.variants, "--variants")
     else:
         variants = {"": load_records(args.evidence)}
     world_sets = {name: sorted({r["world"] for r in records}) for name, records in variants.items()}
@@ -172,6 +212,8 @@ def main(argv: list[str] | None = None) -> None:
             for g, n in chosen.most_common(2))
         print(f"| {name} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['at_bar']}/{len(worlds)} | "
               f"{s['controls']} | {described} |")
+    if args.test_variants:
+        print_test(parse_variants(args.test_variants, "--test-variants"), variants, settings, table, worlds, objectives)
     if args.per_world:
         names = list(variants)
         print("\n| world | " + " | ".join(f"{n} P / R / ctrl" for n in names) + " |")
