@@ -28,7 +28,7 @@ from auditor.errors import ConfigError, InvalidInputError
 from auditor.evaluation import head_predictions
 from auditor.features import FeatureCache, run_features
 from auditor.gaps import run_gaps
-from auditor.labeling import run_verdicts, spurious_by_class
+from auditor.labeling import ranking_directions, run_verdicts, spurious_by_class
 from auditor.masks import MASK_PROVIDERS
 from auditor.model import ModelAdapter, resolve_device
 from auditor.ranking import run_ranking
@@ -226,8 +226,9 @@ def audit(
     weight, bias = adapter.head_weight().numpy(), adapter.head_bias().numpy()
 
     logger.info("stage verdicts: %d (class, feature) pairs", sum(len(f) for f in important.values()))
-    verdicts = list(run_verdicts(adapter, sources["train"], train_cache, important, importance, mask_provider,
-                                 _verdict_config(config, sources["train"]), rng, progress=progress).verdicts)
+    verdict_stage = run_verdicts(adapter, sources["train"], train_cache, important, importance, mask_provider,
+                                 _verdict_config(config, sources["train"]), rng, progress=progress)
+    verdicts = list(verdict_stage.verdicts)
 
     sections: dict[str, Any] = {}
     concept_scores = None
@@ -254,8 +255,11 @@ def audit(
         verdicts, spurious = human.verdicts, human.spurious
 
     logger.info("stage ranking and gaps")
-    rankings = run_ranking({s: c.activations for s, c in caches.items()}, {s: c.labels for s, c in caches.items()},
-                           spurious, concept_scores, config.ranking).scores
+    ranking = run_ranking({s: c.activations for s, c in caches.items()}, {s: c.labels for s, c in caches.items()},
+                          spurious, concept_scores, config.ranking,
+                          cue_directions=ranking_directions(verdicts, verdict_stage.cue_directions))
+    rankings = ranking.scores
+    sections["ranking"] = ranking.section
     gaps = run_gaps(rankings[evaluation_split], evaluation.labels, evaluation.correct, config.gaps, rng).gaps
 
     tuning, tuned_heads = {}, {}

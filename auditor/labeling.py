@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -369,9 +369,18 @@ def decide_verdict(
 
 @dataclass(frozen=True)
 class VerdictResult:
-    """Output of :func:`run_verdicts`: one :class:`FeatureVerdict` per important (class, feature)."""
+    """Output of :func:`run_verdicts`.
+
+    Attributes:
+        verdicts: one :class:`FeatureVerdict` per important (class, feature).
+        cue_directions: class -> float64 ``(D,)``, the mean change of every penultimate feature when the class's
+            examined objects move from other classes' backgrounds to their own class's (the background swaps, every
+            swap and image averaged): the direction in which the class's backgrounds move the model. Classes where no
+            swap was possible are absent.
+    """
 
     verdicts: tuple[FeatureVerdict, ...]
+    cue_directions: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 def run_verdicts(
@@ -400,7 +409,8 @@ def run_verdicts(
         progress: show a progress bar.
 
     Returns:
-        A :class:`VerdictResult`: one verdict per (class, feature), in class then importance order.
+        A :class:`VerdictResult`: one verdict per (class, feature), in class then importance order, and each swapped
+        class's cue direction.
 
     Raises:
         InvalidInputError: masks whose size differs from the images.
@@ -419,6 +429,7 @@ def run_verdicts(
     pool_set = set(pool.tolist())
     pool_features = ungrown_pool_features = None
     verdicts = []
+    cue_directions: dict[int, np.ndarray] = {}
     for c, features in tqdm(list(important.items()), desc="core/spurious verdicts", disable=not progress):
         if not features:
             continue
@@ -463,6 +474,7 @@ def run_verdicts(
             rand_acts = np.stack([_features(adapter, _swap(images, mask_tensor, backgrounds.get(rand_donors[:, s]), config, source),
                                             batch) for s in range(n_swaps)], 1)
             removed = _features(adapter, remove_object(images, dilate_masks(mask_tensor, config.background_dilation)), batch)
+            cue_directions[int(c)] = (same_acts[swappable] - rand_acts[swappable]).astype(np.float64).mean((0, 1))
             for index in set(same_pool.tolist()) - pool_set:  # not needed by later classes
                 backgrounds.memo.pop(int(index), None)
                 test_backgrounds.memo.pop(int(index), None)
@@ -574,7 +586,7 @@ def run_verdicts(
                     **{"counterfactual": legacy_fill, **evidence},
                 )
             )
-    return VerdictResult(verdicts=tuple(verdicts))
+    return VerdictResult(verdicts=tuple(verdicts), cue_directions=cue_directions)
 
 
 def spurious_by_class(verdicts: Sequence[FeatureVerdict]) -> dict[int, list[int]]:
@@ -601,3 +613,25 @@ def spurious_by_class(verdicts: Sequence[FeatureVerdict]) -> dict[int, list[int]
         dominant = [v for v in found if not v.background_reliance < v.object_reliance]
         result[c] = [v.feature for v in (dominant or found)]
     return result
+
+
+COMPARATIVE_TESTS = ("background", "swap", "separation")
+"""The verdict tests that compare a class's own backgrounds with other classes' (``FeatureVerdict.decided_by``)."""
+
+
+def ranking_directions(verdicts: Sequence[FeatureVerdict], cue_directions: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """The cue directions fit to rank their class: those of classes with a spurious feature that a comparison of the
+    class's own backgrounds with other classes' found (``decided_by`` in :data:`COMPARATIVE_TESTS`).
+
+    Where a class's spurious features were found otherwise (a background shared by every class, the heatmap, the fill
+    ablation), its own backgrounds do not differ from the others' and its direction is noise.
+
+    Args:
+        verdicts: the final verdicts (after any human annotation).
+        cue_directions: ``VerdictResult.cue_directions``.
+
+    Returns:
+        class -> float64 ``(D,)``, a subset of ``cue_directions``.
+    """
+    found = {v.class_index for v in verdicts if v.label == "spurious" and v.decided_by in COMPARATIVE_TESTS}
+    return {c: d for c, d in cue_directions.items() if c in found}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -72,6 +72,94 @@ def spuriosity_scores(activations: np.ndarray, labels: np.ndarray, spurious: dic
     return scores
 
 
+def pooled_covariance(activations: np.ndarray, labels: np.ndarray, max_rows: int = 100_000,
+                      chunk_size: int = 8192) -> np.ndarray:
+    """The classes' pooled within-class covariance of the features (each class centred on its own mean).
+
+    Accumulated ``chunk_size`` rows at a time, so a memory-mapped feature cache is never loaded whole; above
+    ``max_rows`` labelled rows an evenly spaced subset of that many is used.
+
+    Args:
+        activations: float ``(N, D)`` (a memory map is fine).
+        labels: int ``(N,)``; rows with a negative label are left out.
+        max_rows: most rows used.
+        chunk_size: rows per step.
+
+    Returns:
+        float64 ``(D, D)``.
+
+    Raises:
+        ValueError: no more labelled rows than classes.
+    """
+    labels = np.asarray(labels)
+    rows = np.flatnonzero(labels >= 0)
+    if len(rows) > max_rows:
+        rows = rows[np.linspace(0, len(rows) - 1, max_rows).round().astype(int)]
+    classes, inverse = np.unique(labels[rows], return_inverse=True)
+    if len(rows) <= len(classes):
+        raise ValueError(f"a pooled covariance needs more labelled rows ({len(rows)}) than classes ({len(classes)})")
+    dims = activations.shape[1]
+    gram, sums = np.zeros((dims, dims)), np.zeros((len(classes), dims))
+    counts = np.bincount(inverse, minlength=len(classes)).astype(np.float64)
+    for start in range(0, len(rows), chunk_size):
+        block = np.asarray(activations[rows[start:start + chunk_size]], np.float64)
+        gram += block.T @ block
+        np.add.at(sums, inverse[start:start + chunk_size], block)
+    scatter = gram - (sums.T / counts) @ sums
+    return scatter / (len(rows) - len(classes))
+
+
+def direction_scores(activations: np.ndarray, labels: np.ndarray, directions: dict[int, np.ndarray],
+                     covariance: np.ndarray, shrinkage: float) -> np.ndarray:
+    """Each image's projection on its class's cue direction, whitened and z-scored within the class.
+
+    The weights are ``(covariance + ridge * I)^-1 direction`` (linear discriminant weights, with ``ridge`` =
+    ``shrinkage`` times the covariance's mean variance), so features that vary a lot within classes count less.
+
+    Args:
+        activations: float ``(N, D)`` (a memory map is fine: only each class's rows are read).
+        labels: int ``(N,)``.
+        directions: class -> float ``(D,)`` cue direction (``labeling.VerdictResult.cue_directions``).
+        covariance: float ``(D, D)`` (:func:`pooled_covariance`).
+        shrinkage: at least 0.
+
+    Returns:
+        float64 ``(N,)``; NaN for images of classes without a direction.
+
+    Raises:
+        ValueError: negative ``shrinkage`` or shapes that do not match.
+
+    Example:
+        >>> acts = np.array([[0., 1.], [0., 3.], [5., 0.]])
+        >>> direction_scores(acts, np.array([0, 0, 1]), {0: np.array([0., 1.])}, np.eye(2), 1.0).round(2).tolist()
+        [-1.0, 1.0, nan]
+    """
+    if shrinkage < 0:
+        raise ValueError(f"shrinkage must be at least 0; got {shrinkage}")
+    labels = np.asarray(labels)
+    covariance = np.asarray(covariance, np.float64)
+    dims = activations.shape[1]
+    if covariance.shape != (dims, dims):
+        raise ValueError(f"covariance of shape {covariance.shape} does not match {dims} features")
+    mean_variance = float(np.trace(covariance)) / dims
+    ridge = shrinkage * (mean_variance if mean_variance > 0 else 1.0)
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    inverse_spectrum = 1.0 / np.maximum(eigenvalues + ridge, 1e-12)
+    scores = np.full(len(labels), np.nan)
+    for c, direction in directions.items():
+        direction = np.asarray(direction, np.float64)
+        if direction.shape != (dims,):
+            raise ValueError(f"class {c}: direction of shape {direction.shape} does not match {dims} features")
+        members = np.flatnonzero(labels == c)
+        if len(members) == 0:
+            continue
+        weights = eigenvectors @ (inverse_spectrum * (eigenvectors.T @ direction))
+        projection = np.asarray(activations[members], np.float64) @ weights
+        spread = projection.std()
+        scores[members] = (projection - projection.mean()) / (spread if spread > 0 else 1.0)
+    return scores
+
+
 def combine_scores(*scores: np.ndarray) -> np.ndarray:
     """Mean of several per-image score arrays, ignoring NaN entries (NaN where all are NaN)."""
     stacked = np.vstack([np.asarray(s, np.float64) for s in scores])
@@ -83,9 +171,17 @@ def combine_scores(*scores: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RankingResult:
-    """Output of :func:`run_ranking`: split -> float64 ``(N,)`` spuriosity."""
+    """Output of :func:`run_ranking`.
+
+    Attributes:
+        scores: split -> float64 ``(N,)`` spuriosity.
+        section: the report's "ranking" section, plain JSON: ``source``, ``feature_score``, ``direction_shrinkage``,
+            ``by_direction`` and ``by_mean`` (the classes each score ranked) and ``cue_directions`` (class with
+            spurious features -> its cue direction, a list of D floats, whichever score ranked it).
+    """
 
     scores: dict[str, np.ndarray]
+    section: dict = field(default_factory=dict)
 
 
 def run_ranking(
@@ -94,15 +190,20 @@ def run_ranking(
     spurious: dict[int, list[int]],
     concept_scores: dict[str, np.ndarray] | None,
     config: RankingConfig,
+    cue_directions: dict[int, np.ndarray] | None = None,
+    covariance_split: str = "train",
 ) -> RankingResult:
     """The ranking stage: each image's spuriosity, from neural features, concepts or both.
 
     Args:
         activations: split -> float ``(N, D)`` cached features.
         labels: split -> int ``(N,)`` (negative rows get NaN).
-        spurious: class -> features judged spurious.
+        spurious: class -> features judged spurious; only these classes are ranked.
         concept_scores: split -> float ``(N,)`` concept spuriosity from the concept stage, or None.
-        config: ``source`` is "features", "concepts" or "both".
+        config: ``source`` is "features", "concepts" or "both"; ``feature_score`` "mean" or "cue_direction".
+        cue_directions: class -> float ``(D,)`` from the verdict stage; with ``feature_score: cue_direction`` they
+            rank their classes (the others keep the mean score).
+        covariance_split: the split whose pooled within-class covariance whitens the directions.
 
     Returns:
         A :class:`RankingResult`.
@@ -112,10 +213,19 @@ def run_ranking(
     """
     if config.source != "features" and concept_scores is None:
         raise ConfigError(f"`ranking.source` is {config.source!r}, which needs the concept stage; set `concepts.enabled: true`")
+    directions = {c: d for c, d in (cue_directions or {}).items() if spurious.get(c)}
+    covariance = None
+    if config.feature_score == "cue_direction" and directions and config.source != "concepts":
+        if covariance_split not in activations:
+            raise ConfigError(f"the cue directions are whitened on the {covariance_split!r} split, which is missing")
+        covariance = pooled_covariance(activations[covariance_split], labels[covariance_split])
     scores = {}
     for split, acts in activations.items():
         split_labels = np.asarray(labels[split])
         feature_scores = spuriosity_scores(acts, split_labels, spurious)
+        if covariance is not None:
+            by_direction = direction_scores(acts, split_labels, directions, covariance, config.direction_shrinkage)
+            feature_scores = np.where(np.isfinite(by_direction), by_direction, feature_scores)
         if config.source == "features":
             scores[split] = feature_scores
         elif config.source == "concepts":
@@ -123,4 +233,13 @@ def run_ranking(
         else:
             scores[split] = combine_scores(feature_scores, concept_scores[split])
         scores[split][split_labels < 0] = np.nan
-    return RankingResult(scores=scores)
+    by_direction = sorted(int(c) for c in directions) if covariance is not None else []
+    section = {
+        "source": config.source,
+        "feature_score": config.feature_score,
+        "direction_shrinkage": config.direction_shrinkage,
+        "by_direction": by_direction,
+        "by_mean": sorted(int(c) for c, features in spurious.items() if features and int(c) not in by_direction),
+        "cue_directions": {str(c): [float(x) for x in directions[c]] for c in sorted(directions)},
+    }
+    return RankingResult(scores=scores, section=section)

@@ -91,6 +91,25 @@ class PlantedDataset(Dataset):
         return self.images[i], self.labels[i]
 
 
+class TwoClassPlanted(Dataset):
+    """Class 0: the planted images (object in channel 0, striped cue in channel 1 around it);
+    class 1: the same kind of object on the same backdrop without the stripes (a clean class)."""
+
+    def __init__(self, n: int = 24):
+        cue, clean = PlantedDataset(n=n, seed=0), PlantedDataset(n=n, seed=1)
+        self.items = [(cue.images[i], 0, cue.masks[i]) for i in range(n)]
+        for i in range(n):
+            image = clean.images[i].clone()
+            image[1] = 0.0
+            self.items.append((image, 1, clean.masks[i]))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
 @pytest.fixture(scope="session")
 def tiny_clip():
     """``(model_name, checkpoint_path)`` of the test-size tiny CLIP (32 px), trained once and cached."""

@@ -37,6 +37,7 @@ def test_audit_on_planted_model_finds_the_spurious_feature_and_skips_tiny_classe
     assert scores.shape == (40,) and np.isnan(scores[:4]).all() and np.isfinite(scores[4:]).all()
     activations = torch.stack([dataset[i][0] for i in range(4, 40)])[:, 1]
     assert np.corrcoef(scores[4:], activations.clamp(min=0).mean((1, 2)).numpy())[0, 1] > 0.8  # ranks by feature 1
+    assert report.sections["ranking"]["feature_score"] == "mean" and report.sections["ranking"]["by_mean"] == [0]
 
     assert set(report.gaps) == {0}
     assert report.tuned_model is not None and report.tuned_model is not model
@@ -228,3 +229,36 @@ def test_estimated_masks_get_the_stricter_swap_threshold_and_no_relighting():
     assert _verdict_config(config, with_masks).swap_relight is True and _verdict_config(config, without).swap_relight is False
     relit = load_config(**{"verdicts.estimated_mask_swap_relight": True, "verdicts.swap_relight": False})
     assert _verdict_config(relit, without).swap_relight is True and _verdict_config(relit, with_masks).swap_relight is False
+
+
+def test_a_cue_direction_is_not_used_where_the_backgrounds_were_not_compared():
+    # the other class's images carry the same stripes, so feature 1 was found by the object test, not by comparing
+    # backgrounds: its class's cue direction is noise and the mean of its spurious features ranks the class
+    dataset = planted_two_class()
+    report = auditor.audit(TwoChannelNet(), dataset, config={**FAST, "ranking": {"feature_score": "cue_direction"}})
+    assert report.spurious_features(0) == [1] and report.verdicts[0].decided_by == "object"
+    assert report.sections["ranking"]["by_direction"] == [] and report.sections["ranking"]["by_mean"] == [0]
+    stripes = torch.stack([dataset[i][0] for i in range(4, 40)])[:, 1].clamp(min=0).mean((1, 2)).numpy()
+    assert np.corrcoef(report.spuriosity("train")[4:], stripes)[0, 1] > 0.8
+
+
+def test_the_cue_direction_ranks_by_what_the_class_backgrounds_move_and_is_kept_in_the_report(tmp_path):
+    from auditor.report.html import render_html
+    from tests.conftest import TwoClassPlanted
+
+    dataset = TwoClassPlanted()
+    config = {**FAST, "ranking": {"feature_score": "cue_direction"}}
+    report = auditor.audit(TwoChannelNet(), dataset, config=config)
+    section = report.sections["ranking"]
+    assert report.spurious_features(0) == [1] and section["feature_score"] == "cue_direction"
+    assert section["by_direction"] == [0] and section["by_mean"] == []
+    direction = section["cue_directions"]["0"]
+    assert len(direction) == 2 and direction[1] > 0 and abs(direction[0]) < 0.05 * direction[1]
+    scores = report.spuriosity("train")[:24]
+    stripes = torch.stack([dataset[i][0] for i in range(24)])[:, 1].clamp(min=0).mean((1, 2)).numpy()
+    assert np.corrcoef(scores, stripes)[0, 1] > 0.9
+    loaded = auditor.AuditReport.load(report.save(tmp_path / "out"))
+    assert loaded.sections["ranking"] == section
+    page = render_html(json.loads((tmp_path / "out" / "results.json").read_text()), tmp_path / "out",
+                       tmp_path / "report.html").read_text()
+    assert "How the spuriosity rankings were scored" in page and "Ranked by the cue direction (class_0)" in page

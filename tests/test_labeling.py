@@ -26,6 +26,7 @@ from auditor.results import to_jsonable
 from tests.conftest import (
     PlantedDataset,
     TwoChannelNet,
+    TwoClassPlanted,
     assert_untouched,
     state_snapshot,
 )
@@ -126,25 +127,6 @@ def test_dataset_provider_requires_masks():
         DatasetMaskProvider(ImageSource(PlantedDataset(n=4, with_masks=False)))
 
 
-class TwoClassPlanted(Dataset):
-    """Class 0: the planted images (object in channel 0, striped cue in channel 1 around it);
-    class 1: the same kind of object on the same backdrop without the stripes (a clean class)."""
-
-    def __init__(self, n: int = 24):
-        cue, clean = PlantedDataset(n=n, seed=0), PlantedDataset(n=n, seed=1)
-        self.items = [(cue.images[i], 0, cue.masks[i]) for i in range(n)]
-        for i in range(n):
-            image = clean.images[i].clone()
-            image[1] = 0.0
-            self.items.append((image, 1, clean.masks[i]))
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
-
-
 class ThreeChannelNet(TwoChannelNet):
     """TwoChannelNet plus feature 2 = mean relu(ch0 + 0.3 ch1 - ch2): it fires on the object and on the stripes."""
 
@@ -184,6 +166,23 @@ def test_background_swaps_tell_the_planted_features_apart(tmp_path):
     assert spurious.n_swaps == min(8, spurious.n_backgrounds[1])
     assert "responds more to its class's own backgrounds" in spurious.explanation
     assert "about as much" in core.explanation
+
+
+def test_the_cue_direction_points_along_the_feature_that_the_class_backgrounds_move(tmp_path):
+    source = ImageSource(TwoClassPlanted())
+    adapter = ModelAdapter(TwoChannelNet())
+    cache = extract_features(adapter, source, tmp_path, progress=False)
+    importance = class_feature_importance(cache.activations, cache.labels, adapter.head_weight().numpy())
+    stage = run_verdicts(adapter, source, cache, {0: [0, 1]}, importance, DatasetMaskProvider(source),
+                         VerdictConfig(n_images=8, n_donors=16), np.random.default_rng(0), progress=False)
+    direction = stage.cue_directions[0]
+    assert direction.shape == (2,) and direction.dtype == np.float64
+    # the stripes of class 0's backgrounds raise feature 1; the object (feature 0) is the same in every swap
+    assert direction[1] > 0.05 and abs(direction[0]) < 0.05 * direction[1]
+    neutral = run_verdicts(adapter, source, cache, {0: [0, 1]}, importance, DatasetMaskProvider(source),
+                           VerdictConfig(n_images=8, n_donors=16, counterfactual="neutral"), np.random.default_rng(0),
+                           progress=False)
+    assert neutral.cue_directions == {}
 
 
 PIXEL_MEAN = torch.tensor([0.4, 0.3, 0.2]).view(3, 1, 1)

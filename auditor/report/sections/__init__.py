@@ -15,6 +15,7 @@ from auditor.report.sections import (  # noqa: F401 - imported to register the r
     model_comparison,
     neurontune,
     noise,
+    ranking,
 )
 from auditor.report.sections.base import (
     SECTION_RENDERERS,
