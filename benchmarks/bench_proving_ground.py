@@ -226,6 +226,37 @@ def skewed_val(world: ProvingWorld) -> ProvingSplit:
     return load_split(skewed_val_spec(world), "train")
 
 
+DIRECTION_SHRINKAGE_LEVELS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
+"""Candidate ``ranking.direction_shrinkage`` values scored in every audit (``cue_auroc_by_score``)."""
+
+
+def score_variants(report, train_acts: np.ndarray, train_labels: np.ndarray, val_acts: np.ndarray,
+                   val_labels: np.ndarray, levels: tuple[float, ...] = DIRECTION_SHRINKAGE_LEVELS) -> dict[str, np.ndarray]:
+    """Every ``ranking.feature_score`` of the images ``val_acts`` from one audit's recorded results (no cue flag used):
+    "mean" and "cue_direction@<shrinkage>" for each of ``levels``, with the cue directions of the report's "ranking"
+    section, whitened on the training split. Float64 ``(N,)`` each, NaN where the class is not ranked; no
+    "cue_direction@" entry when no class has a direction."""
+    from auditor.labeling import spurious_by_class
+    from auditor.ranking import direction_scores, pooled_covariance, spuriosity_scores
+
+    spurious = spurious_by_class(report.verdicts)
+    mean = spuriosity_scores(val_acts, val_labels, spurious)
+    out = {"mean": mean}
+    stored = (report.sections.get("ranking") or {}).get("cue_directions") or {}
+    directions = {int(c): np.asarray(d, np.float64) for c, d in stored.items() if spurious.get(int(c))}
+    if directions:
+        covariance = pooled_covariance(train_acts, train_labels)
+        for level in levels:
+            scores = direction_scores(val_acts, val_labels, directions, covariance, level)
+            out[f"cue_direction@{level:g}"] = np.where(np.isfinite(scores), scores, mean)
+    return out
+
+
+DIRECTION_TUNING_LEVELS = (0.0, 0.01, 0.1, 1.0)
+"""``ranking.direction_shrinkage`` levels whose rankings also drive a candidate tuning head (``--tuning-keys
+feature_score``: "cue direction <level>", beside "mean score", the head that ``feature_score: mean`` gives)."""
+
+
 def probe_ceiling(acts: np.ndarray, labels: np.ndarray, flags: np.ndarray, c: int) -> float:
     """Supervised bound on any ranking from these features: 5-fold cross-validated AUROC of a logistic probe
     fitted with the true cue flags on class c's validation images (NaN when a fold would lack a side)."""
@@ -290,6 +321,17 @@ def candidate_heads(report, ctx: _Inputs, seed: int, val_cache: FeatureCache | N
                                seed, spurious=spurious)
             fitted[repr(config)] = stage.heads["low_spuriosity"]
         out[name] = fitted[repr(config)]
+    if tuning_keys and "feature_score" in tuning_keys:
+        train_acts, train_labels = np.asarray(ctx.train_cache.activations), np.asarray(ctx.train_cache.labels)
+        on_train = score_variants(report, train_acts, train_labels, train_acts, train_labels, DIRECTION_TUNING_LEVELS)
+        on_val = score_variants(report, train_acts, train_labels, np.asarray(val_cache.activations),
+                                np.asarray(val_cache.labels), DIRECTION_TUNING_LEVELS)
+        for name, label in [("mean", "mean score"), *((f"cue_direction@{level:g}", f"cue direction {level:g}")
+                                                       for level in DIRECTION_TUNING_LEVELS)]:
+            if name in on_train:
+                stage = run_tuning(head, ctx.train_cache, on_train[name], val_cache, on_val[name],
+                                   dataclasses.replace(TuningConfig(), baselines=[]), GapConfig(), seed, spurious=spurious)
+                out[label] = stage.heads["low_spuriosity"]
     return out
 
 
@@ -433,12 +475,19 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
 
     spuriosity = report.spuriosity("val")
     val_acts = np.asarray(ctx.val_cache.activations)
+    by_score = score_variants(report, train_acts, train_labels, val_acts, val.labels)
     cue_auroc, ceiling = {}, {}
+    cue_auroc_by_score: dict[str, dict[str, float]] = {name: {} for name in by_score}
     for c in world.cue_of_class:
         members = val.labels == c
-        values = spuriosity[members]
         name = world.class_names[c]
-        cue_auroc[name] = float(roc_auc_score(val.own_cue[members], values)) if np.isfinite(values).all() else math.nan
+        for score_name, values in [("shipped", spuriosity), *by_score.items()]:
+            values = values[members]
+            auroc = float(roc_auc_score(val.own_cue[members], values)) if np.isfinite(values).all() else math.nan
+            if score_name == "shipped":
+                cue_auroc[name] = auroc
+            else:
+                cue_auroc_by_score[score_name][name] = auroc
         ceiling[name] = probe_ceiling(val_acts, val.labels, val.own_cue, c)
 
     methods: dict = {}
@@ -455,7 +504,7 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
         "precision": tp / flagged if flagged else math.nan,
         "recall": tp / positives if positives else math.nan,
         "controls_flagged": flagged_controls, "n_controls": len(world.control_classes),
-        "cue_auroc": cue_auroc, "probe_ceiling": ceiling, "methods": methods, "candidates": candidates,
+        "cue_auroc": cue_auroc, "cue_auroc_by_score": cue_auroc_by_score, "probe_ceiling": ceiling, "methods": methods, "candidates": candidates,
         "neurontune_guard": nt_guard,
         "skewed": skewed_row, "seconds": seconds,
         "mask_provider": report.meta.get("mask_provider"),
@@ -891,7 +940,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calibrate-selection", nargs="+", default=None, metavar="SELECTION=FILE[,FILE...]",
                         help="skip auditing; choose verdicts.image_selection leave-one-world-out on each selection's evidence")
     parser.add_argument("--table-only", nargs="+", default=None, help="skip auditing; print the table of these --rows-json files")
-    parser.add_argument("--tuning-keys", nargs="+", default=None, choices=list(TUNING_KEY_LEVELS),
+    parser.add_argument("--tuning-keys", nargs="+", default=None, choices=[*TUNING_KEY_LEVELS, "feature_score"],
                         help="fit the candidate heads of these tuning keys' levels only (no tuning design), for a faster "
                              "run; their leave-one-world-out tables are printed as usual")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
