@@ -7,9 +7,12 @@ backgrounds of (a) its own class, (b) every other class and (c) only the classes
 spurious feature; all other classes when there is none), eight swaps each, and ranks the class's validation images by
 ``own - reference`` whitened as the library does (pooled covariance, ridge 0.01). No cue flag is used but for scoring.
 
+``--quick-demo`` does the same on the quick demo world (``run_demo(quick=True)``, audited afresh; its model is cached).
+
 Usage (from ``benchmarks/``; models come from the proving ground's cache)::
 
     python diag_cue_reference.py proving_ground_evidence_held_out_r16_r17.json proving_ground_evidence_held_out_r18.json
+    python diag_cue_reference.py --quick-demo
 """
 from __future__ import annotations
 
@@ -51,11 +54,64 @@ def backgrounds(split, indices: np.ndarray) -> torch.Tensor:
     return clean_backgrounds(images_to_tensor(split.images[indices]), torch.from_numpy(split.masks[indices]))
 
 
+def class_scores(adapter: ModelAdapter, split, train_acts: np.ndarray, val_acts: np.ndarray, val_labels: np.ndarray,
+                 flags: np.ndarray, c: int, mean_score: np.ndarray, clean: list[int], covariance: np.ndarray,
+                 rng: np.random.Generator) -> dict[str, float]:
+    """Class ``c``'s AUROCs against its cue ``flags`` (its validation images): the mean score and both directions."""
+    own = np.flatnonzero(split.labels == c)
+    others = np.flatnonzero(split.labels != c)
+    reference = np.flatnonzero(np.isin(split.labels, clean)) if clean else others
+    examined = rng.choice(own, N_IMAGES, replace=False)
+    images, masks = images_to_tensor(split.images[examined]), torch.from_numpy(split.masks[examined])
+    on_own = swap_mean(adapter, images, masks, backgrounds(split, rng.choice(own, N_IMAGES, replace=False)), rng)
+    scores = {"mean score": roc_auc_score(flags, mean_score)}
+    for name, pool in (("every other class", others), ("clean classes", reference)):
+        on_pool = swap_mean(adapter, images, masks, backgrounds(split, rng.choice(pool, N_IMAGES, replace=False)), rng)
+        ranked = direction_scores(val_acts, val_labels, {c: on_own - on_pool}, covariance, RIDGE)[val_labels == c]
+        scores[name] = roc_auc_score(flags, ranked)
+    return scores
+
+
+def quick_demo(rng: np.random.Generator) -> None:
+    """The three directions on the quick demo world's cue classes."""
+    from auditor.demo.run import QUICK_TRAINING, QUICK_WORLD, run_demo
+    from auditor.demo.world.train import load_or_train_model
+    from auditor.demo.world.train import load_split as load_demo_split
+    from auditor.labeling import spurious_by_class
+    from auditor.ranking import spuriosity_scores
+
+    report = run_demo(output_dir=None, quick=True, progress=False).report
+    model = load_or_train_model(QUICK_WORLD, QUICK_TRAINING, progress=False)
+    adapter = ModelAdapter(model)
+    train, val = load_demo_split(QUICK_WORLD, "train"), load_demo_split(QUICK_WORLD, "val")
+    train_acts = _features(adapter, images_to_tensor(train.images))
+    val_acts = _features(adapter, images_to_tensor(val.images))
+    spurious = spurious_by_class(report.verdicts)
+    clean = [k for k in range(len(QUICK_WORLD.class_names)) if k not in spurious]
+    mean = spuriosity_scores(val_acts, val.labels, spurious)
+    covariance = pooled_covariance(train_acts, train.labels)
+    print("| quick demo class | mean score | direction, every other class | direction, clean classes |")
+    print("|---|---|---|---|")
+    for c, spec in enumerate(QUICK_WORLD.classes):
+        if spec.cue is None or c not in spurious:
+            continue
+        members = val.labels == c
+        scores = class_scores(adapter, train, train_acts, val_acts, val.labels, val.cue_flag(spec.cue)[members], c,
+                              mean[members], clean, covariance, rng)
+        print(f"| {QUICK_WORLD.class_names[c]} | " + " | ".join(f"{v:.3f}" for v in scores.values()) + " |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("evidence", nargs="+", help="evidence JSONs of bench_proving_ground.py (dataset masks)")
+    parser.add_argument("evidence", nargs="*", help="evidence JSONs of bench_proving_ground.py (dataset masks)")
+    parser.add_argument("--quick-demo", action="store_true", help="the quick demo world instead")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.quick_demo:
+        quick_demo(np.random.default_rng(0))
+        return
+    if not args.evidence:
+        parser.error("give evidence files or --quick-demo")
     runs = collections.defaultdict(list)
     for r in load_records(args.evidence):
         runs[(r["world"], r["model"], int(r["seed"]))].append(r)
@@ -82,17 +138,8 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             dominant = [r for r in spurious if not r["background_reliance"] < r["object_reliance"]] or spurious
             mean_score = z[members][:, [int(r["feature"]) for r in dominant]].mean(1)
-            own = np.flatnonzero(train.labels == c)
-            others = np.flatnonzero(train.labels != c)
-            reference = np.flatnonzero(np.isin(train.labels, clean)) if clean else others
-            examined = rng.choice(own, N_IMAGES, replace=False)
-            images, masks = images_to_tensor(train.images[examined]), torch.from_numpy(train.masks[examined])
-            on_own = swap_mean(adapter, images, masks, backgrounds(train, rng.choice(own, N_IMAGES, replace=False)), rng)
-            scores = {"mean score": roc_auc_score(flags, mean_score)}
-            for name, pool in (("every other class", others), ("clean classes", reference)):
-                on_pool = swap_mean(adapter, images, masks, backgrounds(train, rng.choice(pool, N_IMAGES, replace=False)), rng)
-                ranked = direction_scores(val_acts, val.labels, {c: on_own - on_pool}, covariance, RIDGE)[members]
-                scores[name] = roc_auc_score(flags, ranked)
+            scores = class_scores(adapter, train, train_acts, val_acts, val.labels, flags, c, mean_score, clean,
+                                  covariance, rng)
             for name, value in scores.items():
                 totals[name].append(value)
             print(f"| {world_name} | {seed} | {world.class_names[c]} | " + " | ".join(f"{v:.2f}" for v in scores.values()) + " |",
