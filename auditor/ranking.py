@@ -109,12 +109,76 @@ def pooled_covariance(activations: np.ndarray, labels: np.ndarray, max_rows: int
     return scatter / (len(rows) - len(classes))
 
 
+def whitened_directions(directions: dict[int, np.ndarray], covariance: np.ndarray,
+                        shrinkage: float) -> dict[int, np.ndarray]:
+    """Linear discriminant weights of each cue direction: ``(covariance + ridge * I)^-1 direction``.
+
+    ``ridge`` is ``shrinkage`` times the covariance's mean variance, so features that vary a lot within classes count
+    less. The covariance is decomposed once for every class.
+
+    Args:
+        directions: class -> float ``(D,)`` cue direction (``labeling.VerdictResult.cue_directions``).
+        covariance: float ``(D, D)`` (:func:`pooled_covariance`).
+        shrinkage: at least 0.
+
+    Returns:
+        class -> float64 ``(D,)`` weights.
+
+    Raises:
+        ValueError: negative ``shrinkage`` or shapes that do not match.
+    """
+    if shrinkage < 0:
+        raise ValueError(f"shrinkage must be at least 0; got {shrinkage}")
+    covariance = np.asarray(covariance, np.float64)
+    dims = covariance.shape[0]
+    if covariance.shape != (dims, dims):
+        raise ValueError(f"covariance of shape {covariance.shape} is not square")
+    mean_variance = float(np.trace(covariance)) / dims
+    ridge = shrinkage * (mean_variance if mean_variance > 0 else 1.0)
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    inverse_spectrum = 1.0 / np.maximum(eigenvalues + ridge, 1e-12)
+    weights = {}
+    for c, direction in directions.items():
+        direction = np.asarray(direction, np.float64)
+        if direction.shape != (dims,):
+            raise ValueError(f"class {c}: direction of shape {direction.shape} does not match {dims} features")
+        weights[c] = eigenvectors @ (inverse_spectrum * (eigenvectors.T @ direction))
+    return weights
+
+
+def projection_scores(activations: np.ndarray, labels: np.ndarray, weights: dict[int, np.ndarray]) -> np.ndarray:
+    """Each image's projection on its class's weights (:func:`whitened_directions`), z-scored within the class.
+
+    Args:
+        activations: float ``(N, D)`` (a memory map is fine: only each class's rows are read).
+        labels: int ``(N,)``.
+        weights: class -> float ``(D,)``.
+
+    Returns:
+        float64 ``(N,)``; NaN for images of classes without weights.
+
+    Raises:
+        ValueError: weights whose length is not the number of features.
+    """
+    labels = np.asarray(labels)
+    dims = activations.shape[1]
+    scores = np.full(len(labels), np.nan)
+    for c, weight in weights.items():
+        if weight.shape != (dims,):
+            raise ValueError(f"class {c}: weights of shape {weight.shape} do not match {dims} features")
+        members = np.flatnonzero(labels == c)
+        if len(members) == 0:
+            continue
+        projection = np.asarray(activations[members], np.float64) @ weight
+        spread = projection.std()
+        scores[members] = (projection - projection.mean()) / (spread if spread > 0 else 1.0)
+    return scores
+
+
 def direction_scores(activations: np.ndarray, labels: np.ndarray, directions: dict[int, np.ndarray],
                      covariance: np.ndarray, shrinkage: float) -> np.ndarray:
-    """Each image's projection on its class's cue direction, whitened and z-scored within the class.
-
-    The weights are ``(covariance + ridge * I)^-1 direction`` (linear discriminant weights, with ``ridge`` =
-    ``shrinkage`` times the covariance's mean variance), so features that vary a lot within classes count less.
+    """Each image's projection on its class's whitened cue direction, z-scored within the class
+    (:func:`whitened_directions`, then :func:`projection_scores`).
 
     Args:
         activations: float ``(N, D)`` (a memory map is fine: only each class's rows are read).
@@ -134,30 +198,10 @@ def direction_scores(activations: np.ndarray, labels: np.ndarray, directions: di
         >>> direction_scores(acts, np.array([0, 0, 1]), {0: np.array([0., 1.])}, np.eye(2), 1.0).round(2).tolist()
         [-1.0, 1.0, nan]
     """
-    if shrinkage < 0:
-        raise ValueError(f"shrinkage must be at least 0; got {shrinkage}")
-    labels = np.asarray(labels)
-    covariance = np.asarray(covariance, np.float64)
     dims = activations.shape[1]
-    if covariance.shape != (dims, dims):
-        raise ValueError(f"covariance of shape {covariance.shape} does not match {dims} features")
-    mean_variance = float(np.trace(covariance)) / dims
-    ridge = shrinkage * (mean_variance if mean_variance > 0 else 1.0)
-    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-    inverse_spectrum = 1.0 / np.maximum(eigenvalues + ridge, 1e-12)
-    scores = np.full(len(labels), np.nan)
-    for c, direction in directions.items():
-        direction = np.asarray(direction, np.float64)
-        if direction.shape != (dims,):
-            raise ValueError(f"class {c}: direction of shape {direction.shape} does not match {dims} features")
-        members = np.flatnonzero(labels == c)
-        if len(members) == 0:
-            continue
-        weights = eigenvectors @ (inverse_spectrum * (eigenvectors.T @ direction))
-        projection = np.asarray(activations[members], np.float64) @ weights
-        spread = projection.std()
-        scores[members] = (projection - projection.mean()) / (spread if spread > 0 else 1.0)
-    return scores
+    if np.shape(covariance) != (dims, dims):
+        raise ValueError(f"covariance of shape {np.shape(covariance)} does not match {dims} features")
+    return projection_scores(activations, labels, whitened_directions(directions, covariance, shrinkage))
 
 
 def combine_scores(*scores: np.ndarray) -> np.ndarray:
@@ -214,18 +258,19 @@ def run_ranking(
     if config.source != "features" and concept_scores is None:
         raise ConfigError(f"`ranking.source` is {config.source!r}, which needs the concept stage; set `concepts.enabled: true`")
     directions = {c: d for c, d in (cue_directions or {}).items() if spurious.get(c)}
-    covariance = None
+    weights: dict[int, np.ndarray] = {}
     if config.feature_score == "cue_direction" and directions and config.source != "concepts":
         if covariance_split not in activations:
             raise ConfigError(f"the cue directions are whitened on the {covariance_split!r} split, which is missing")
         covariance = pooled_covariance(activations[covariance_split], labels[covariance_split])
+        weights = whitened_directions(directions, covariance, config.direction_shrinkage)
     scores = {}
     for split, acts in activations.items():
         split_labels = np.asarray(labels[split])
         feature_scores = spuriosity_scores(acts, split_labels, spurious)
-        if covariance is not None:
-            by_direction = direction_scores(acts, split_labels, directions, covariance, config.direction_shrinkage)
-            feature_scores = np.where(np.isfinite(by_direction), by_direction, feature_scores)
+        if weights:
+            projected = projection_scores(acts, split_labels, weights)
+            feature_scores = np.where(np.isfinite(projected), projected, feature_scores)
         if config.source == "features":
             scores[split] = feature_scores
         elif config.source == "concepts":
@@ -233,7 +278,7 @@ def run_ranking(
         else:
             scores[split] = combine_scores(feature_scores, concept_scores[split])
         scores[split][split_labels < 0] = np.nan
-    by_direction = sorted(int(c) for c in directions) if covariance is not None else []
+    by_direction = sorted(int(c) for c in weights)
     section = {
         "source": config.source,
         "feature_score": config.feature_score,
