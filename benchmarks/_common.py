@@ -194,16 +194,22 @@ def oracle_dfr(
     return weight.astype(np.float32), bias.astype(np.float32)
 
 
-def split_activations(model, split, batch_size: int = 512) -> np.ndarray:
-    """Penultimate activations float32 ``(N, D)`` of ``model`` on a ProvingSplit's images, ``batch_size`` at a time."""
+def batched_features(adapter: ModelAdapter, images, batch_size: int = 512) -> np.ndarray:
+    """Penultimate activations float32 ``(N, D)`` of float ``(N, C, H, W)`` images, ``batch_size`` at a time."""
     import torch
 
+    with torch.no_grad():
+        return np.concatenate([adapter.forward(images[i:i + batch_size]).features.numpy()
+                               for i in range(0, len(images), batch_size)])
+
+
+def split_activations(model, split, batch_size: int = 512) -> np.ndarray:
+    """Penultimate activations float32 ``(N, D)`` of ``model`` on a ProvingSplit's images, ``batch_size`` at a time."""
     from auditor.demo.world.dataset import images_to_tensor
 
     adapter = ModelAdapter(model)
-    with torch.no_grad():
-        return np.concatenate([adapter.forward(images_to_tensor(split.images[i:i + batch_size])).features.numpy()
-                               for i in range(0, len(split.images), batch_size)])
+    return np.concatenate([batched_features(adapter, images_to_tensor(split.images[i:i + batch_size]), batch_size)
+                           for i in range(0, len(split.images), batch_size)])
 
 
 def cached_model_activations(world_name: str, arch: str, seed: int, split: str, batch_size: int = 512):

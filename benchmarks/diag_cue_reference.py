@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from _common import load_records, split_activations
+from _common import batched_features, load_records, split_activations
 from auditor.counterfactuals import clean_backgrounds, paste_object, relight_object
 from auditor.demo.world.dataset import images_to_tensor
 from auditor.demo.worlds import get_world
@@ -34,18 +34,13 @@ from auditor.ranking import class_zscores, direction_scores, pooled_covariance
 N_IMAGES, N_SWAPS, RIDGE = 32, 8, 0.01
 
 
-def _features(adapter: ModelAdapter, images: torch.Tensor) -> np.ndarray:
-    with torch.no_grad():
-        return np.concatenate([adapter.forward(images[i:i + 512]).features.numpy() for i in range(0, len(images), 512)])
-
-
 def swap_mean(adapter: ModelAdapter, images: torch.Tensor, masks: torch.Tensor, backgrounds: torch.Tensor,
               rng: np.random.Generator) -> np.ndarray:
     """Mean features float64 ``(D,)`` of ``images`` re-lit and pasted onto random ``backgrounds``, :data:`N_SWAPS` each."""
     out = []
     for _ in range(N_SWAPS):
         pick = backgrounds[rng.integers(0, len(backgrounds), len(images))]
-        out.append(_features(adapter, paste_object(relight_object(images, masks, pick), masks, pick)))
+        out.append(batched_features(adapter, paste_object(relight_object(images, masks, pick), masks, pick)))
     return np.concatenate(out).astype(np.float64).mean(0)
 
 
@@ -84,8 +79,7 @@ def quick_demo(rng: np.random.Generator) -> None:
     model = load_or_train_model(QUICK_WORLD, QUICK_TRAINING, progress=False)
     adapter = ModelAdapter(model)
     train, val = load_demo_split(QUICK_WORLD, "train"), load_demo_split(QUICK_WORLD, "val")
-    train_acts = _features(adapter, images_to_tensor(train.images))
-    val_acts = _features(adapter, images_to_tensor(val.images))
+    train_acts, val_acts = split_activations(model, train), split_activations(model, val)
     spurious = spurious_by_class(report.verdicts)
     clean = [k for k in range(len(QUICK_WORLD.class_names)) if k not in spurious]
     mean = spuriosity_scores(val_acts, val.labels, spurious)
