@@ -602,6 +602,33 @@ HELD_OUT_WORLDS: dict[str, ProvingWorld] = {
                         "images: grass, a printed page (85%), faint stripes, a corner tag, a faint border, a vignette and a "
                         "cool cast; three controls",
         ),
+        # Round 20, specified at stop 35 before round 19 was audited; no default has been chosen on them.
+        ProvingWorld(
+            "held-out-36px-tiny-objects-casts",
+            (C("four", "digit:4", "cool", strength=0.8), C("triangle", "shape:triangle", "gravel"),
+             C("seven", "digit:7", "tree"), C("ring", "shape:ring", "border", cue_rate=0.9),
+             C("two", "digit:2"), C("square", "shape:square")),
+            image_size=36,
+            object_area=(0.05, 0.12),
+            n_train=350,
+            seed=3939,
+            description="36 px, small objects (5-12%) on the plain background: a faint cool cast, gravel, a tree and a "
+                        "border (90%); two controls",
+        ),
+        ProvingWorld(
+            "held-out-56px-photo-casts-tags",
+            (C("six", "digit:6", "vignette"), C("plus", "shape:plus", "tag", strength=0.8),
+             C("three", "digit:3", "grass", cue_rate=0.85), C("diamond", "shape:diamond", "stripes", strength=0.6),
+             C("zero", "digit:0"), C("circle", "shape:circle"), C("eight", "digit:8")),
+            image_size=56,
+            background="photos",
+            object_area=(0.2, 0.4),
+            cue_rate_other_train=0.04,
+            n_train=300,
+            seed=4040,
+            description="56 px on photographs, large objects (20-40%), each cue also behind 4% of other classes' training "
+                        "images: a vignette, a faint corner tag, grass (85%) and faint stripes; three controls",
+        ),
     )
 }
 """Worlds kept out of every default's choice: no threshold, design or default was chosen on them, so their
