@@ -23,6 +23,27 @@ from auditor.features import FeatureCache, extract_features
 from auditor.model import ModelAdapter
 from auditor.tuning import fit_weighted_logistic, stratified_folds
 
+REPAIR_GAIN, REPAIR_ACCURACY_COST, ORACLE_DISTANCE = 0.08, 0.02, 0.03
+"""The issue's repair bar: worst-group gain over ERM, average-accuracy cost, and distance below the oracle's worst group."""
+
+
+def gains_over_erm(worst_group: float, accuracy: float, erm_worst_group: float, erm_accuracy: float) -> bool:
+    """Whether a repair lifts the worst group by :data:`REPAIR_GAIN` over ERM at no more than
+    :data:`REPAIR_ACCURACY_COST` of average accuracy (all arguments are accuracies in [0, 1])."""
+    return worst_group - erm_worst_group >= REPAIR_GAIN and accuracy - erm_accuracy >= -REPAIR_ACCURACY_COST
+
+
+def near_oracle(worst_group: float, oracle_worst_group: float | None) -> bool:
+    """Whether a repair's worst group is within :data:`ORACLE_DISTANCE` of the oracle's (True without an oracle)."""
+    return oracle_worst_group is None or oracle_worst_group - worst_group <= ORACLE_DISTANCE
+
+
+def meets_repair_bar(worst_group: float, accuracy: float, erm_worst_group: float, erm_accuracy: float,
+                     oracle_worst_group: float | None) -> bool:
+    """The whole repair bar: :func:`gains_over_erm` and :func:`near_oracle`."""
+    return (gains_over_erm(worst_group, accuracy, erm_worst_group, erm_accuracy)
+            and near_oracle(worst_group, oracle_worst_group))
+
 
 def load_records(paths: Sequence[str | Path]) -> list[dict]:
     """The per-(class, feature) records of evidence JSONs (``bench_proving_ground.py --evidence-json``), merged in order."""
