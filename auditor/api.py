@@ -255,9 +255,10 @@ def audit(
         verdicts, spurious = human.verdicts, human.spurious
 
     logger.info("stage ranking and gaps")
+    directions = ranking_directions(verdicts, verdict_stage.swap_means, config.ranking.direction_reference)
     ranking = run_ranking({s: c.activations for s, c in caches.items()}, {s: c.labels for s, c in caches.items()},
-                          spurious, concept_scores, config.ranking,
-                          cue_directions=ranking_directions(verdicts, verdict_stage.cue_directions))
+                          spurious, concept_scores, config.ranking, cue_directions=directions.directions,
+                          direction_errors=directions.standard_errors)
     rankings = ranking.scores
     sections["ranking"] = ranking.section
     gaps = run_gaps(rankings[evaluation_split], evaluation.labels, evaluation.correct, config.gaps, rng).gaps

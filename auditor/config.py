@@ -351,11 +351,18 @@ class RankingConfig:
             backgrounds, or without a swap, fall back to "mean".
         direction_shrinkage: ridge added to the pooled covariance before whitening, as a fraction of its mean
             variance (larger: closer to the plain projection).
+        direction_reference: whose backgrounds the cue direction is measured against: "clean_classes" (the classes
+            in which no feature was judged spurious, so that other classes' cues do not enter as their absence; every
+            other class when none is clean) or "other_classes" (every other class).
+        direction_denoise: shrink each component of the cue direction by its noise over the donor backgrounds drawn
+            (positive-part James-Stein), so that the few donors of a small reference do not add noise to the ranking.
     """
 
     source: str = "features"
     feature_score: str = "mean"
     direction_shrinkage: float = 0.01
+    direction_reference: str = "clean_classes"
+    direction_denoise: bool = False
 
 
 @dataclass(frozen=True)
@@ -707,6 +714,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "concepts.backend": ("open_clip", "hf_clip"),
     "ranking.source": ("features", "concepts", "both"),
     "ranking.feature_score": ("mean", "cue_direction"),
+    "ranking.direction_reference": ("clean_classes", "other_classes"),
     "tuning.start_from": ("best", "model", "scratch"),
     "tuning.selection": ("worst_group", "worst_decile", "gap"),
     "tuning.mode": ("reweight", "select"),

@@ -48,7 +48,7 @@ is possible (a single class, empty masks).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -259,6 +259,23 @@ def _twin(rng: np.random.Generator) -> np.random.Generator:
     return twin
 
 
+def _swap_means(on_own: np.ndarray, on_others: np.ndarray, own_donors: np.ndarray, other_donors: np.ndarray,
+                donor_classes: np.ndarray) -> SwapMeans:
+    """Average swap features ``on_own`` and ``on_others`` (float ``(N, S, D)``), whose donor backgrounds are
+    ``own_donors`` and ``other_donors`` (dataset indices, int ``(N, S)``) and whose other-class donors' classes are
+    ``donor_classes`` (int ``(N, S)``)."""
+    dims = on_own.shape[-1]
+    own_flat = on_own.reshape(-1, dims).astype(np.float64)
+    flat = on_others.reshape(-1, dims).astype(np.float64)
+    donors, others = donor_classes.reshape(-1), other_donors.reshape(-1)
+    classes = np.unique(donors)
+    return SwapMeans(own=own_flat.mean(0),
+                     by_donor_class={int(k): flat[donors == k].mean(0) for k in classes},
+                     counts={int(k): int((donors == k).sum()) for k in classes},
+                     own_donors=DonorMoments.of(own_flat, own_donors.reshape(-1)),
+                     donors_by_class={int(k): DonorMoments.of(flat[donors == k], others[donors == k]) for k in classes})
+
+
 def _fmt(value: float) -> str:
     return f"{value:+.2f}"
 
@@ -368,19 +385,110 @@ def decide_verdict(
 
 
 @dataclass(frozen=True)
+class DonorMoments:
+    """Sums over donor backgrounds of the mean features that the objects swapped onto each donor got.
+
+    Attributes:
+        n: donors.
+        total: float64 ``(D,)``, the sum of the donors' mean features.
+        total_sq: float64 ``(D,)``, the sum of their squares.
+    """
+
+    n: int
+    total: np.ndarray
+    total_sq: np.ndarray
+
+    @staticmethod
+    def of(features: np.ndarray, donors: np.ndarray) -> DonorMoments:
+        """The moments of swap ``features`` float ``(M, D)`` whose donors are int ``(M,)``."""
+        means = np.stack([features[donors == k].mean(0) for k in np.unique(donors)]).astype(np.float64)
+        return DonorMoments(n=len(means), total=means.sum(0), total_sq=(means**2).sum(0))
+
+    @staticmethod
+    def pooled(parts: Iterable[DonorMoments]) -> DonorMoments:
+        """The moments of several donor sets together."""
+        parts = list(parts)
+        return DonorMoments(n=sum(p.n for p in parts), total=sum(p.total for p in parts),
+                            total_sq=sum(p.total_sq for p in parts))
+
+    def mean_variance(self) -> np.ndarray | None:
+        """float64 ``(D,)``: the variance of the mean over donors (the donors' sample variance over ``n``); None with
+        fewer than two donors."""
+        if self.n < 2:
+            return None
+        mean = self.total / self.n
+        variance = np.maximum(self.total_sq / self.n - mean**2, 0.0) * self.n / (self.n - 1)
+        return variance / self.n
+
+
+@dataclass(frozen=True)
+class SwapMeans:
+    """A class's background swaps, averaged: its examined objects on its own class's backgrounds and on each other
+    class's.
+
+    Attributes:
+        own: float64 ``(D,)``, the mean penultimate features of the objects on their own class's backgrounds.
+        by_donor_class: donor class -> float64 ``(D,)``, the mean features of the objects on that class's backgrounds.
+        counts: donor class -> the number of swaps behind its mean (at least 1).
+        own_donors: the moments over the own class's donor backgrounds (None when not kept).
+        donors_by_class: donor class -> the moments over its donor backgrounds.
+    """
+
+    own: np.ndarray
+    by_donor_class: dict[int, np.ndarray]
+    counts: dict[int, int]
+    own_donors: DonorMoments | None = None
+    donors_by_class: dict[int, DonorMoments] = field(default_factory=dict)
+
+    def _classes(self, reference: Iterable[int] | None) -> list[int]:
+        wanted = set(self.counts) if reference is None else set(reference) & set(self.counts)
+        return sorted(wanted or self.counts)
+
+    def direction(self, reference: Iterable[int] | None = None) -> np.ndarray:
+        """The change of every feature when the objects move from the ``reference`` classes' backgrounds to their own.
+
+        Args:
+            reference: donor classes to measure against; None, or classes of which none was a donor, for every donor
+                class (weighted by its swaps).
+
+        Returns:
+            float64 ``(D,)``: ``own`` minus the swap-weighted mean over the reference donor classes.
+        """
+        classes = self._classes(reference)
+        weights = np.array([self.counts[k] for k in classes], np.float64)
+        donors = np.stack([self.by_donor_class[k] for k in classes])
+        return self.own - weights @ donors / weights.sum()
+
+    def standard_error(self, reference: Iterable[int] | None = None) -> np.ndarray | None:
+        """float64 ``(D,)``: the standard error of :meth:`direction` over the donor backgrounds drawn (each donor's
+        swaps averaged first, since swaps onto one background are not independent); None without the moments or with
+        fewer than two donors on either side."""
+        classes = self._classes(reference)
+        if self.own_donors is None or any(k not in self.donors_by_class for k in classes):
+            return None
+        own = self.own_donors.mean_variance()
+        other = DonorMoments.pooled(self.donors_by_class[k] for k in classes).mean_variance()
+        return None if own is None or other is None else np.sqrt(own + other)
+
+
+@dataclass(frozen=True)
 class VerdictResult:
     """Output of :func:`run_verdicts`.
 
     Attributes:
         verdicts: one :class:`FeatureVerdict` per important (class, feature).
-        cue_directions: class -> float64 ``(D,)``, the mean change of every penultimate feature when the class's
-            examined objects move from other classes' backgrounds to their own class's (the background swaps, every
-            swap and image averaged): the direction in which the class's backgrounds move the model. Classes where no
-            swap was possible are absent.
+        swap_means: class -> its :class:`SwapMeans`, from the background swaps of its examined images. Classes where
+            no swap was possible are absent.
     """
 
     verdicts: tuple[FeatureVerdict, ...]
-    cue_directions: dict[int, np.ndarray] = field(default_factory=dict)
+    swap_means: dict[int, SwapMeans] = field(default_factory=dict)
+
+    @property
+    def cue_directions(self) -> dict[int, np.ndarray]:
+        """class -> float64 ``(D,)``, the mean change of every penultimate feature when the class's examined objects
+        move from every other class's backgrounds to their own (every swap and image averaged)."""
+        return {c: means.direction() for c, means in self.swap_means.items()}
 
 
 def run_verdicts(
@@ -410,7 +518,7 @@ def run_verdicts(
 
     Returns:
         A :class:`VerdictResult`: one verdict per (class, feature), in class then importance order, and each swapped
-        class's cue direction.
+        class's :class:`SwapMeans`.
 
     Raises:
         InvalidInputError: masks whose size differs from the images.
@@ -429,7 +537,7 @@ def run_verdicts(
     pool_set = set(pool.tolist())
     pool_features = ungrown_pool_features = None
     verdicts = []
-    cue_directions: dict[int, np.ndarray] = {}
+    swap_means: dict[int, SwapMeans] = {}
     for c, features in tqdm(list(important.items()), desc="core/spurious verdicts", disable=not progress):
         if not features:
             continue
@@ -474,7 +582,8 @@ def run_verdicts(
             rand_acts = np.stack([_features(adapter, _swap(images, mask_tensor, backgrounds.get(rand_donors[:, s]), config, source),
                                             batch) for s in range(n_swaps)], 1)
             removed = _features(adapter, remove_object(images, dilate_masks(mask_tensor, config.background_dilation)), batch)
-            cue_directions[int(c)] = (same_acts[swappable] - rand_acts[swappable]).astype(np.float64).mean((0, 1))
+            swap_means[int(c)] = _swap_means(same_acts[swappable], rand_acts[swappable], same_donors[swappable, :n_swaps],
+                                             rand_donors[swappable, :n_swaps], labels[rand_donors[swappable, :n_swaps]])
             for index in set(same_pool.tolist()) - pool_set:  # not needed by later classes
                 backgrounds.memo.pop(int(index), None)
                 test_backgrounds.memo.pop(int(index), None)
@@ -586,7 +695,7 @@ def run_verdicts(
                     **{"counterfactual": legacy_fill, **evidence},
                 )
             )
-    return VerdictResult(verdicts=tuple(verdicts), cue_directions=cue_directions)
+    return VerdictResult(verdicts=tuple(verdicts), swap_means=swap_means)
 
 
 def spurious_by_class(verdicts: Sequence[FeatureVerdict]) -> dict[int, list[int]]:
@@ -619,19 +728,57 @@ COMPARATIVE_TESTS = ("background", "swap", "separation")
 """The verdict tests that compare a class's own backgrounds with other classes' (``FeatureVerdict.decided_by``)."""
 
 
-def ranking_directions(verdicts: Sequence[FeatureVerdict], cue_directions: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+DIRECTION_REFERENCES = ("clean_classes", "other_classes")
+"""What a class's cue direction is measured against (``ranking.direction_reference``)."""
+
+
+@dataclass(frozen=True)
+class CueDirections:
+    """Output of :func:`ranking_directions`.
+
+    Attributes:
+        directions: class -> float64 ``(D,)`` cue direction.
+        standard_errors: class -> float64 ``(D,)``, each component's standard error over the donor backgrounds drawn
+            (classes whose swaps kept too few donors to tell are absent).
+    """
+
+    directions: dict[int, np.ndarray]
+    standard_errors: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+def ranking_directions(verdicts: Sequence[FeatureVerdict], swap_means: dict[int, SwapMeans],
+                       reference: str = "clean_classes") -> CueDirections:
     """The cue directions fit to rank their class: those of classes with a spurious feature that a comparison of the
     class's own backgrounds with other classes' found (``decided_by`` in :data:`COMPARATIVE_TESTS`).
 
     Where a class's spurious features were found otherwise (a background shared by every class, the heatmap, the fill
     ablation), its own backgrounds do not differ from the others' and its direction is noise.
 
+    With ``reference="clean_classes"`` the direction is measured against the backgrounds of the classes in which no
+    feature was judged spurious, so that other classes' own cues do not enter it as their absence; where no donor class
+    is clean, against every other class.
+
     Args:
         verdicts: the final verdicts (after any human annotation).
-        cue_directions: ``VerdictResult.cue_directions``.
+        swap_means: ``VerdictResult.swap_means``.
+        reference: "clean_classes" or "other_classes".
 
     Returns:
-        class -> float64 ``(D,)``, a subset of ``cue_directions``.
+        A :class:`CueDirections` for a subset of ``swap_means``' classes.
+
+    Raises:
+        ValueError: an unknown ``reference``.
     """
+    if reference not in DIRECTION_REFERENCES:
+        raise ValueError(f"direction reference must be one of {DIRECTION_REFERENCES}; got {reference!r}")
+    flagged = {v.class_index for v in verdicts if v.label == "spurious"}
     found = {v.class_index for v in verdicts if v.label == "spurious" and v.decided_by in COMPARATIVE_TESTS}
-    return {c: d for c, d in cue_directions.items() if c in found}
+    directions, errors = {}, {}
+    for c, means in swap_means.items():
+        if c in found:
+            clean = set(means.counts) - flagged if reference == "clean_classes" else None
+            directions[c] = means.direction(clean)
+            error = means.standard_error(clean)
+            if error is not None:
+                errors[c] = error
+    return CueDirections(directions=directions, standard_errors=errors)

@@ -234,21 +234,28 @@ def score_variants(report, train_acts: np.ndarray, train_labels: np.ndarray, val
                    val_labels: np.ndarray, levels: tuple[float, ...] = DIRECTION_SHRINKAGE_LEVELS) -> dict[str, np.ndarray]:
     """Every ``ranking.feature_score`` of the images ``val_acts`` from one audit's recorded results (no cue flag used):
     "mean" and "cue_direction@<shrinkage>" for each of ``levels``, with the cue directions of the report's "ranking"
-    section, whitened on the training split. Float64 ``(N,)`` each, NaN where the class is not ranked; no
+    section, whitened on the training split, and "cue_direction_denoised@<shrinkage>" where the section has their
+    standard errors (``ranking.direction_denoise``). Float64 ``(N,)`` each, NaN where the class is not ranked; no
     "cue_direction@" entry when no class has a direction."""
     from auditor.labeling import spurious_by_class
-    from auditor.ranking import direction_scores, pooled_covariance, spuriosity_scores
+    from auditor.ranking import denoised_direction, direction_scores, pooled_covariance, spuriosity_scores
 
     spurious = spurious_by_class(report.verdicts)
     mean = spuriosity_scores(val_acts, val_labels, spurious)
     out = {"mean": mean}
-    stored = (report.sections.get("ranking") or {}).get("cue_directions") or {}
+    section = report.sections.get("ranking") or {}
+    stored, errors = section.get("cue_directions") or {}, section.get("direction_errors") or {}
     directions = {int(c): np.asarray(d, np.float64) for c, d in stored.items() if spurious.get(int(c))}
+    variants = {"cue_direction": directions}
+    if errors:
+        variants["cue_direction_denoised"] = {c: denoised_direction(d, np.asarray(errors[str(c)], np.float64))
+                                              if str(c) in errors else d for c, d in directions.items()}
     if directions:
         covariance = pooled_covariance(train_acts, train_labels)
-        for level in levels:
-            scores = direction_scores(val_acts, val_labels, directions, covariance, level)
-            out[f"cue_direction@{level:g}"] = np.where(np.isfinite(scores), scores, mean)
+        for name, chosen in variants.items():
+            for level in levels:
+                scores = direction_scores(val_acts, val_labels, chosen, covariance, level)
+                out[f"{name}@{level:g}"] = np.where(np.isfinite(scores), scores, mean)
     return out
 
 
@@ -504,7 +511,10 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
         "precision": tp / flagged if flagged else math.nan,
         "recall": tp / positives if positives else math.nan,
         "controls_flagged": flagged_controls, "n_controls": len(world.control_classes),
-        "cue_auroc": cue_auroc, "cue_auroc_by_score": cue_auroc_by_score, "probe_ceiling": ceiling, "methods": methods, "candidates": candidates,
+        "cue_auroc": cue_auroc, "cue_auroc_by_score": cue_auroc_by_score,
+        "direction_reference": (report.sections.get("ranking") or {}).get("direction_reference", "other_classes"),
+        "direction_denoise": bool((report.sections.get("ranking") or {}).get("direction_denoise", False)),
+        "probe_ceiling": ceiling, "methods": methods, "candidates": candidates,
         "neurontune_guard": nt_guard,
         "skewed": skewed_row, "seconds": seconds,
         "mask_provider": report.meta.get("mask_provider"),

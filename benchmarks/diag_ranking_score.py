@@ -25,10 +25,23 @@ from pathlib import Path
 
 import numpy as np
 
+from _common import meets_repair_bar
+
 
 def load_rows(paths: list[str]) -> list[dict]:
-    """The rows of ``bench_proving_ground.py --rows-json`` files that recorded ``cue_auroc_by_score``."""
+    """The rows of ``bench_proving_ground.py --rows-json`` files that recorded ``cue_auroc_by_score``.
+
+    A cue direction measured against the clean classes (``ranking.direction_reference``; rows before it measured
+    against every other class) or denoised (``ranking.direction_denoise``) is renamed "cue_direction[clean,denoised]@<level>"
+    (the tags that apply), so that audits of the same worlds and seeds under other settings can be read together (their
+    verdicts, and so their "mean" scores, are the same)."""
     rows = [r for path in paths for r in json.loads(Path(path).read_text())]
+    for r in rows:
+        tags = [t for t, on in (("clean", r.get("direction_reference") == "clean_classes"),
+                                ("denoised", r.get("direction_denoise"))) if on]
+        if tags:
+            r["cue_auroc_by_score"] = {k.replace("cue_direction@", f"cue_direction[{','.join(tags)}]@"): v
+                                       for k, v in (r.get("cue_auroc_by_score") or {}).items()}
     return [r for r in rows if r.get("cue_auroc_by_score")]
 
 
@@ -120,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
                     wg, acc = np.mean([e[0] for e in entries]), np.mean([e[1] for e in entries])
                     erm_wg, erm_acc = np.mean([e[2]["worst_group"] for e in entries]), np.mean([e[2]["accuracy"] for e in entries])
                     oracle = [e[3]["worst_group"] for e in entries if e[3]]
-                    met += wg - erm_wg >= 0.08 and acc - erm_acc >= -0.02 and (not oracle or np.mean(oracle) - wg <= 0.03)
+                    met += meets_repair_bar(wg, acc, erm_wg, erm_acc, float(np.mean(oracle)) if oracle else None)
                 bars.append(f"{met}/{len([w for w in by_world if w != 'no-cue'])}")
             print(f"| {head} | {cells[0]} | {cells[1]} | {' / '.join(bars)} |")
 

@@ -262,3 +262,5 @@ def test_the_cue_direction_ranks_by_what_the_class_backgrounds_move_and_is_kept_
     page = render_html(json.loads((tmp_path / "out" / "results.json").read_text()), tmp_path / "out",
                        tmp_path / "report.html").read_text()
     assert "How the spuriosity rankings were scored" in page and "Ranked by the cue direction (class_0)" in page
+    assert section["direction_reference"] == "clean_classes" and "in which nothing was judged spurious" in page
+    assert len(section["direction_errors"]["0"]) == 2 and section["direction_errors"]["0"][1] > 0

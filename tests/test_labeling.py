@@ -177,6 +177,7 @@ def test_the_cue_direction_points_along_the_feature_that_the_class_backgrounds_m
                          VerdictConfig(n_images=8, n_donors=16), np.random.default_rng(0), progress=False)
     direction = stage.cue_directions[0]
     assert direction.shape == (2,) and direction.dtype == np.float64
+    assert sum(stage.swap_means[0].counts.values()) > 0 and list(stage.swap_means[0].by_donor_class) == [1]
     # the stripes of class 0's backgrounds raise feature 1; the object (feature 0) is the same in every swap
     assert direction[1] > 0.05 and abs(direction[0]) < 0.05 * direction[1]
     neutral = run_verdicts(adapter, source, cache, {0: [0, 1]}, importance, DatasetMaskProvider(source),
@@ -184,6 +185,53 @@ def test_the_cue_direction_points_along_the_feature_that_the_class_backgrounds_m
                            progress=False)
     assert neutral.cue_directions == {}
 
+
+
+def test_the_cue_direction_is_measured_against_the_clean_classes_backgrounds_when_there_are_any():
+    from auditor.labeling import SwapMeans, ranking_directions
+    from auditor.results import FeatureVerdict
+
+    # Class 0's own backgrounds raise feature 0 (its cue); class 1's backgrounds carry a cue of their own on feature 1.
+    means = SwapMeans(own=np.array([1.0, 0.0]), by_donor_class={1: np.array([0.0, 3.0]), 2: np.array([0.0, 0.0])},
+                      counts={1: 30, 2: 10})
+    assert np.allclose(means.direction(), [1.0, -2.25])  # the absence of class 1's cue dominates
+    assert np.allclose(means.direction([2]), [1.0, 0.0])
+    assert np.allclose(means.direction([5]), means.direction())  # no reference class was a donor
+
+    def verdict(c, label, decided_by):
+        return FeatureVerdict(c, 0, label, 1.0, 0.5, 0.2, 1.0, 0.0, 0.0, False, False, False, decided_by=decided_by)
+
+    found = [verdict(0, "spurious", "swap"), verdict(1, "spurious", "background"), verdict(2, "core", "swap")]
+    assert np.allclose(ranking_directions(found, {0: means}).directions[0], [1.0, 0.0])
+    assert np.allclose(ranking_directions(found, {0: means}, "other_classes").directions[0], [1.0, -2.25])
+    every_donor_flagged = found[:2] + [verdict(2, "spurious", "heat")]
+    assert np.allclose(ranking_directions(every_donor_flagged, {0: means}).directions[0], [1.0, -2.25])
+    assert ranking_directions([verdict(0, "spurious", "heat")], {0: means}).directions == {}  # not found by comparing
+    assert ranking_directions(found, {0: means}).standard_errors == {}  # no donor moments kept
+    with pytest.raises(ValueError, match="direction reference"):
+        ranking_directions(found, {0: means}, "others")
+
+
+def test_the_standard_error_of_a_cue_direction_counts_donor_backgrounds_not_swaps():
+    from auditor.labeling import DonorMoments, SwapMeans
+
+    rng = np.random.default_rng(0)
+    # 4 own and 6 other donors, 5 swaps each; every swap onto one donor gives that donor's value plus small noise.
+    own_values, other_values = rng.normal(1.0, 1.0, 4), rng.normal(0.0, 1.0, 6)
+    own_donors, other_donors = np.repeat(np.arange(4), 5), np.repeat(np.arange(10, 16), 5)
+    on_own = (own_values[own_donors] + rng.normal(0, 0.01, 20))[:, None]
+    on_other = (other_values[other_donors - 10] + rng.normal(0, 0.01, 30))[:, None]
+    own, other = DonorMoments.of(on_own, own_donors), DonorMoments.of(on_other, other_donors)
+    assert own.n == 4 and other.n == 6
+    means = SwapMeans(own=on_own.mean(0), by_donor_class={1: on_other.mean(0)}, counts={1: 30}, own_donors=own,
+                      donors_by_class={1: other})
+    expected = np.sqrt(own_values.var(ddof=1) / 4 + other_values.var(ddof=1) / 6)
+    assert np.allclose(means.standard_error(), expected, rtol=0.05)
+    per_swap = np.sqrt(on_own.var(ddof=1) / 20 + on_other.var(ddof=1) / 30)  # as if every swap were independent
+    assert means.standard_error()[0] > 1.5 * per_swap
+    single = SwapMeans(own=on_own.mean(0), by_donor_class={1: on_other[:5].mean(0)}, counts={1: 5}, own_donors=own,
+                       donors_by_class={1: DonorMoments.of(on_other[:5], other_donors[:5])})
+    assert single.standard_error() is None  # one donor cannot tell its noise
 
 PIXEL_MEAN = torch.tensor([0.4, 0.3, 0.2]).view(3, 1, 1)
 PIXEL_STD = torch.tensor([0.2, 0.25, 0.3]).view(3, 1, 1)
