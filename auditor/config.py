@@ -346,23 +346,19 @@ class RankingConfig:
             activation of its spurious features, as in the paper) or "cue_direction" (each image's features projected
             on the class's cue direction, the change that the class's own backgrounds cause in the background swaps of
             the verdict stage, whitened by the classes' pooled feature covariance). "cue_direction" ranks better on
-            average over the proving ground but fails where other classes carry strong global cues and the class a
-            small one (``benchmarks/RESULTS.md``). Classes whose spurious features were not found by comparing
+            average over the proving ground but not on the quick demo world's small tree (``benchmarks/RESULTS.md``). Classes whose spurious features were not found by comparing
             backgrounds, or without a swap, fall back to "mean".
         direction_shrinkage: ridge added to the pooled covariance before whitening, as a fraction of its mean
             variance (larger: closer to the plain projection).
         direction_reference: whose backgrounds the cue direction is measured against: "clean_classes" (the classes
             in which no feature was judged spurious, so that other classes' cues do not enter as their absence; every
             other class when none is clean) or "other_classes" (every other class).
-        direction_denoise: shrink each component of the cue direction by its noise over the donor backgrounds drawn
-            (positive-part James-Stein), so that the few donors of a small reference do not add noise to the ranking.
     """
 
     source: str = "features"
     feature_score: str = "mean"
     direction_shrinkage: float = 0.01
     direction_reference: str = "clean_classes"
-    direction_denoise: bool = False
 
 
 @dataclass(frozen=True)

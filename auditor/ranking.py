@@ -109,29 +109,6 @@ def pooled_covariance(activations: np.ndarray, labels: np.ndarray, max_rows: int
     return scatter / (len(rows) - len(classes))
 
 
-def denoised_direction(direction: np.ndarray, standard_error: np.ndarray | None) -> np.ndarray:
-    """A cue direction with each component shrunk by its noise: ``d * max(0, 1 - se**2 / d**2)`` (positive-part
-    James-Stein per component), so that components the donors drawn cannot tell from 0 do not rank.
-
-    Args:
-        direction: float ``(D,)``.
-        standard_error: float ``(D,)`` (``labeling.CueDirections.standard_errors``), or None to keep ``direction``.
-
-    Returns:
-        float64 ``(D,)``.
-
-    Raises:
-        ValueError: shapes that do not match.
-    """
-    direction = np.asarray(direction, np.float64)
-    if standard_error is None:
-        return direction
-    standard_error = np.asarray(standard_error, np.float64)
-    if standard_error.shape != direction.shape:
-        raise ValueError(f"standard errors of shape {standard_error.shape} for a direction of shape {direction.shape}")
-    return direction * np.clip(1 - standard_error**2 / np.maximum(direction**2, 1e-300), 0.0, 1.0)
-
-
 def whitened_directions(directions: dict[int, np.ndarray], covariance: np.ndarray,
                         shrinkage: float) -> dict[int, np.ndarray]:
     """Linear discriminant weights of each cue direction: ``(covariance + ridge * I)^-1 direction``.
@@ -243,10 +220,10 @@ class RankingResult:
     Attributes:
         scores: split -> float64 ``(N,)`` spuriosity.
         section: the report's "ranking" section, plain JSON: ``source``, ``feature_score``, ``direction_shrinkage``,
-            ``direction_reference``, ``direction_denoise``, ``by_direction`` and ``by_mean`` (the classes each score
-            ranked), ``cue_directions`` (class with spurious features -> its cue direction as measured, before any
-            denoising, a list of D floats, whichever score ranked it) and ``direction_errors`` (their standard errors,
-            where known).
+            ``direction_reference``, ``by_direction`` and ``by_mean`` (the classes each score
+            ranked), ``cue_directions`` (class with spurious features -> its cue direction, a list of D floats, whichever
+            score ranked it) and ``direction_errors`` (each component's standard error over the donor backgrounds
+            drawn, where known).
     """
 
     scores: dict[str, np.ndarray]
@@ -274,8 +251,7 @@ def run_ranking(
         cue_directions: class -> float ``(D,)`` from the verdict stage; with ``feature_score: cue_direction`` they
             rank their classes (the others keep the mean score).
         covariance_split: the split whose pooled within-class covariance whitens the directions.
-        direction_errors: class -> float ``(D,)`` standard errors of the directions; with ``direction_denoise`` each
-            direction is shrunk by them (:func:`denoised_direction`) before it ranks.
+        direction_errors: class -> float ``(D,)`` standard errors of the directions, kept in the report's section.
 
     Returns:
         A :class:`RankingResult`.
@@ -291,9 +267,7 @@ def run_ranking(
         if covariance_split not in activations:
             raise ConfigError(f"the cue directions are whitened on the {covariance_split!r} split, which is missing")
         covariance = pooled_covariance(activations[covariance_split], labels[covariance_split])
-        errors = direction_errors or {}
-        used = {c: denoised_direction(d, errors.get(c)) if config.direction_denoise else d for c, d in directions.items()}
-        weights = whitened_directions(used, covariance, config.direction_shrinkage)
+        weights = whitened_directions(directions, covariance, config.direction_shrinkage)
     scores = {}
     for split, acts in activations.items():
         split_labels = np.asarray(labels[split])
@@ -314,7 +288,6 @@ def run_ranking(
         "feature_score": config.feature_score,
         "direction_shrinkage": config.direction_shrinkage,
         "direction_reference": config.direction_reference,
-        "direction_denoise": config.direction_denoise,
         "by_direction": by_direction,
         "by_mean": sorted(int(c) for c, features in spurious.items() if features and int(c) not in by_direction),
         "cue_directions": {str(c): [float(x) for x in directions[c]] for c in sorted(directions)},

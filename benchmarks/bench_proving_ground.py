@@ -61,7 +61,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from _common import load_records, oracle_dfr, sam_mask_dir, skewed_val_spec
+from _common import denoised_direction, load_records, oracle_dfr, sam_mask_dir, skewed_val_spec
 from auditor.api import audit
 from auditor.config import load_config
 from auditor.data import ImageSource
@@ -235,10 +235,10 @@ def score_variants(report, train_acts: np.ndarray, train_labels: np.ndarray, val
     """Every ``ranking.feature_score`` of the images ``val_acts`` from one audit's recorded results (no cue flag used):
     "mean" and "cue_direction@<shrinkage>" for each of ``levels``, with the cue directions of the report's "ranking"
     section, whitened on the training split, and "cue_direction_denoised@<shrinkage>" where the section has their
-    standard errors (``ranking.direction_denoise``). Float64 ``(N,)`` each, NaN where the class is not ranked; no
+    standard errors (:func:`_common.denoised_direction`). Float64 ``(N,)`` each, NaN where the class is not ranked; no
     "cue_direction@" entry when no class has a direction."""
     from auditor.labeling import spurious_by_class
-    from auditor.ranking import denoised_direction, direction_scores, pooled_covariance, spuriosity_scores
+    from auditor.ranking import direction_scores, pooled_covariance, spuriosity_scores
 
     spurious = spurious_by_class(report.verdicts)
     mean = spuriosity_scores(val_acts, val_labels, spurious)
@@ -513,7 +513,6 @@ def run_one(world: ProvingWorld, arch: str, masks: str, seed: int, work: Path, q
         "controls_flagged": flagged_controls, "n_controls": len(world.control_classes),
         "cue_auroc": cue_auroc, "cue_auroc_by_score": cue_auroc_by_score,
         "direction_reference": (report.sections.get("ranking") or {}).get("direction_reference", "other_classes"),
-        "direction_denoise": bool((report.sections.get("ranking") or {}).get("direction_denoise", False)),
         "probe_ceiling": ceiling, "methods": methods, "candidates": candidates,
         "neurontune_guard": nt_guard,
         "skewed": skewed_row, "seconds": seconds,

@@ -32,15 +32,12 @@ def load_rows(paths: list[str]) -> list[dict]:
     """The rows of ``bench_proving_ground.py --rows-json`` files that recorded ``cue_auroc_by_score``.
 
     A cue direction measured against the clean classes (``ranking.direction_reference``; rows before it measured
-    against every other class) or denoised (``ranking.direction_denoise``) is renamed "cue_direction[clean,denoised]@<level>"
-    (the tags that apply), so that audits of the same worlds and seeds under other settings can be read together (their
-    verdicts, and so their "mean" scores, are the same)."""
+    against every other class) is renamed "cue_direction[clean]@<level>", so that audits of the same worlds and seeds
+    under either reference can be read together (their verdicts, and so their "mean" scores, are the same)."""
     rows = [r for path in paths for r in json.loads(Path(path).read_text())]
     for r in rows:
-        tags = [t for t, on in (("clean", r.get("direction_reference") == "clean_classes"),
-                                ("denoised", r.get("direction_denoise"))) if on]
-        if tags:
-            r["cue_auroc_by_score"] = {k.replace("cue_direction@", f"cue_direction[{','.join(tags)}]@"): v
+        if r.get("direction_reference") == "clean_classes":
+            r["cue_auroc_by_score"] = {k.replace("cue_direction@", "cue_direction[clean]@"): v
                                        for k, v in (r.get("cue_auroc_by_score") or {}).items()}
     return [r for r in rows if r.get("cue_auroc_by_score")]
 

@@ -96,14 +96,3 @@ def test_the_pooled_covariance_in_chunks_equals_the_direct_one_and_ignores_unlab
     subset = pooled_covariance(activations, labels, max_rows=250)
     assert subset.shape == (7, 7) and np.allclose(subset, direct, atol=0.5)
 
-
-def test_a_denoised_direction_drops_the_components_its_donors_cannot_tell_from_zero():
-    from auditor.ranking import denoised_direction
-
-    direction = np.array([2.0, 0.1, -1.0, 0.5])
-    errors = np.array([0.2, 0.2, 0.5, 0.5])
-    denoised = denoised_direction(direction, errors)
-    assert np.allclose(denoised, [2.0 * 0.99, 0.0, -0.75, 0.0])
-    assert np.array_equal(denoised_direction(direction, None), direction)
-    with pytest.raises(ValueError, match="standard errors"):
-        denoised_direction(direction, errors[:3])

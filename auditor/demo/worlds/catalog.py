@@ -573,7 +573,7 @@ HELD_OUT_WORLDS: dict[str, ProvingWorld] = {
                         "images: gravel, faint grass, brick (90%), faint stripes, a moving watermark and a border; three "
                         "controls",
         ),
-        # Round 19, specified at stop 34 before round 18 was audited; no default has been chosen on them.
+        # Round 19, specified at stop 34 before round 18 was audited, audited once at stop 35; no default has been chosen on them.
         ProvingWorld(
             "held-out-48px-small-train-photos",
             (C("two", "digit:2", "brick", cue_rate=0.9), C("diamond", "shape:diamond", "watermark"),
