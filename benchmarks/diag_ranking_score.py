@@ -72,8 +72,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("rows", nargs="+", help="rows JSONs whose audits recorded cue_auroc_by_score")
     parser.add_argument("--test", nargs="*", default=[], help="rows of other worlds: score there the choice made on all the first")
+    parser.add_argument("--skip", nargs="*", default=[], metavar="PREFIX",
+                        help="leave out the scores whose names start so (a score that only some rows recorded would "
+                             "narrow every comparison to those rows)")
     args = parser.parse_args(argv)
     rows = load_rows(args.rows)
+    for row in rows:
+        row["cue_auroc_by_score"] = {k: v for k, v in row["cue_auroc_by_score"].items()
+                                     if not any(k.startswith(prefix) for prefix in args.skip)}
     aurocs = class_aurocs(rows)
     worlds = sorted({r["world"] for r in rows})
     print(f"{len(rows)} audits, {len(worlds)} worlds, {len(next(iter(aurocs.values()), {}))} ranked cue classes\n")
