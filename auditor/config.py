@@ -346,8 +346,9 @@ class RankingConfig:
             activation of its spurious features, as in the paper) or "cue_direction" (each image's features projected
             on the class's cue direction, the change that the class's own backgrounds cause in the background swaps of
             the verdict stage, whitened by the classes' pooled feature covariance). "cue_direction" ranks better on
-            average over the proving ground but not on the quick demo world's small tree (``benchmarks/RESULTS.md``). Classes whose spurious features were not found by comparing
-            backgrounds, or without a swap, fall back to "mean".
+            average over the proving ground but not on the quick demo world's small tree (``benchmarks/RESULTS.md``).
+            Classes whose spurious features were not found by comparing backgrounds, or without a swap, fall back to
+            "mean".
         direction_shrinkage: ridge added to the pooled covariance before whitening, as a fraction of its mean
             variance (larger: closer to the plain projection).
         direction_reference: whose backgrounds the cue direction is measured against: "clean_classes" (the classes
