@@ -693,6 +693,8 @@ class AuditConfig:
 
 
 BASELINE_SELECTIONS: tuple[str, ...] = ("random", "error", "afr")
+DIRECTION_REFERENCES: tuple[str, ...] = ("clean_classes", "other_classes")
+"""What a class's cue direction is measured against (``ranking.direction_reference``)."""
 """Selections allowed in ``tuning.baselines`` (tuned like the low-spuriosity head, for comparison)."""
 
 PREPROCESSING: tuple[str, ...] = ("auto", "model", "none")
@@ -711,7 +713,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "concepts.backend": ("open_clip", "hf_clip"),
     "ranking.source": ("features", "concepts", "both"),
     "ranking.feature_score": ("mean", "cue_direction"),
-    "ranking.direction_reference": ("clean_classes", "other_classes"),
+    "ranking.direction_reference": DIRECTION_REFERENCES,
     "tuning.start_from": ("best", "model", "scratch"),
     "tuning.selection": ("worst_group", "worst_decile", "gap"),
     "tuning.mode": ("reweight", "select"),

@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from auditor.config import VerdictConfig
+from auditor.config import DIRECTION_REFERENCES, VerdictConfig
 from auditor.counterfactuals import (
     background_contrast,
     class_swap_contrast,
@@ -484,12 +484,6 @@ class VerdictResult:
     verdicts: tuple[FeatureVerdict, ...]
     swap_means: dict[int, SwapMeans] = field(default_factory=dict)
 
-    @property
-    def cue_directions(self) -> dict[int, np.ndarray]:
-        """class -> float64 ``(D,)``, the mean change of every penultimate feature when the class's examined objects
-        move from every other class's backgrounds to their own (every swap and image averaged)."""
-        return {c: means.direction() for c, means in self.swap_means.items()}
-
 
 def run_verdicts(
     adapter: ModelAdapter,
@@ -726,10 +720,6 @@ def spurious_by_class(verdicts: Sequence[FeatureVerdict]) -> dict[int, list[int]
 
 COMPARATIVE_TESTS = ("background", "swap", "separation")
 """The verdict tests that compare a class's own backgrounds with other classes' (``FeatureVerdict.decided_by``)."""
-
-
-DIRECTION_REFERENCES = ("clean_classes", "other_classes")
-"""What a class's cue direction is measured against (``ranking.direction_reference``)."""
 
 
 @dataclass(frozen=True)

@@ -175,7 +175,7 @@ def test_the_cue_direction_points_along_the_feature_that_the_class_backgrounds_m
     importance = class_feature_importance(cache.activations, cache.labels, adapter.head_weight().numpy())
     stage = run_verdicts(adapter, source, cache, {0: [0, 1]}, importance, DatasetMaskProvider(source),
                          VerdictConfig(n_images=8, n_donors=16), np.random.default_rng(0), progress=False)
-    direction = stage.cue_directions[0]
+    direction = stage.swap_means[0].direction()  # against every other class
     assert direction.shape == (2,) and direction.dtype == np.float64
     assert sum(stage.swap_means[0].counts.values()) > 0 and list(stage.swap_means[0].by_donor_class) == [1]
     # the stripes of class 0's backgrounds raise feature 1; the object (feature 0) is the same in every swap
@@ -183,7 +183,7 @@ def test_the_cue_direction_points_along_the_feature_that_the_class_backgrounds_m
     neutral = run_verdicts(adapter, source, cache, {0: [0, 1]}, importance, DatasetMaskProvider(source),
                            VerdictConfig(n_images=8, n_donors=16, counterfactual="neutral"), np.random.default_rng(0),
                            progress=False)
-    assert neutral.cue_directions == {}
+    assert neutral.swap_means == {}
 
 
 
