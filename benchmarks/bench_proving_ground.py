@@ -61,7 +61,15 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from _common import denoised_direction, load_records, oracle_dfr, sam_mask_dir, skewed_val_spec
+from _common import (
+    blended_scores,
+    denoised_direction,
+    eigen_denoised_weights,
+    load_records,
+    oracle_dfr,
+    sam_mask_dir,
+    skewed_val_spec,
+)
 from auditor.api import audit
 from auditor.config import load_config
 from auditor.data import ImageSource
@@ -229,16 +237,23 @@ def skewed_val(world: ProvingWorld) -> ProvingSplit:
 DIRECTION_SHRINKAGE_LEVELS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
 """Candidate ``ranking.direction_shrinkage`` values scored in every audit (``cue_auroc_by_score``)."""
 
+EIGEN_DENOISED_LEVELS = (0.0, 0.01, 0.1, 1.0)
+"""Ridges at which the eigenbasis-filtered direction (:func:`_common.eigen_denoised_weights`, gains of power 1 and 2)
+and the blends with the mean score (:func:`_common.blended_scores`) are also scored."""
+
 
 def score_variants(report, train_acts: np.ndarray, train_labels: np.ndarray, val_acts: np.ndarray,
                    val_labels: np.ndarray, levels: tuple[float, ...] = DIRECTION_SHRINKAGE_LEVELS) -> dict[str, np.ndarray]:
     """Every ``ranking.feature_score`` of the images ``val_acts`` from one audit's recorded results (no cue flag used):
     "mean" and "cue_direction@<shrinkage>" for each of ``levels``, with the cue directions of the report's "ranking"
     section, whitened on the training split, and "cue_direction_denoised@<shrinkage>" where the section has their
-    standard errors (:func:`_common.denoised_direction`). Float64 ``(N,)`` each, NaN where the class is not ranked; no
-    "cue_direction@" entry when no class has a direction."""
+    standard errors (:func:`_common.denoised_direction`); at each of :data:`EIGEN_DENOISED_LEVELS` also
+    "cue_direction_eig<power>@<shrinkage>" (:func:`_common.eigen_denoised_weights`, power 1 and 2) and the blends
+    "mean+<score>" of the mean score with the plain and filtered directions (:func:`_common.blended_scores`). Float64
+    ``(N,)`` each; where a class is not ranked by a direction, the mean score. No direction entry when no class has a
+    direction."""
     from auditor.labeling import spurious_by_class
-    from auditor.ranking import direction_scores, pooled_covariance, spuriosity_scores
+    from auditor.ranking import direction_scores, pooled_covariance, projection_scores, spuriosity_scores
 
     spurious = spurious_by_class(report.verdicts)
     mean = spuriosity_scores(val_acts, val_labels, spurious)
@@ -256,6 +271,18 @@ def score_variants(report, train_acts: np.ndarray, train_labels: np.ndarray, val
             for level in levels:
                 scores = direction_scores(val_acts, val_labels, chosen, covariance, level)
                 out[f"{name}@{level:g}"] = np.where(np.isfinite(scores), scores, mean)
+        for level in EIGEN_DENOISED_LEVELS:
+            plain = direction_scores(val_acts, val_labels, directions, covariance, level)
+            out[f"mean+cue_direction@{level:g}"] = np.where(np.isfinite(plain), blended_scores(mean, plain, val_labels), mean)
+            if not errors:
+                continue
+            for power in (1, 2):
+                weights = {c: eigen_denoised_weights(d, np.asarray(errors[str(c)], np.float64) if str(c) in errors else None,
+                                                     covariance, level, power) for c, d in directions.items()}
+                scores = projection_scores(val_acts, val_labels, weights)
+                filtered = np.where(np.isfinite(scores), scores, mean)
+                out[f"cue_direction_eig{power}@{level:g}"] = filtered
+                out[f"mean+cue_direction_eig{power}@{level:g}"] = np.where(np.isfinite(scores), blended_scores(mean, filtered, val_labels), mean)
     return out
 
 

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         pick = choose(aurocs, set(worlds) - {world})
         chosen[pick] += 1
         held_out.update({k: v for k, v in aurocs[pick].items() if k[0] == world})
-    print(f"\nLeave one world out by mean AUROC: {summary(held_out)} (shipped mean: {summary(aurocs['mean'])}); "
+    print(f"\nLeave one world out by mean AUROC: {summary(held_out)} (the mean score: {summary(aurocs['mean'])}); "
           f"chosen: {dict(chosen.most_common())}")
     per_world = collections.defaultdict(list)
     for key, value in held_out.items():
@@ -102,6 +102,10 @@ def main(argv: list[str] | None = None) -> None:
     worse = sorted((float(np.mean(v)), w) for w, v in per_world.items())
     print("Held-out change against the mean, worst and best worlds: "
           + "; ".join(f"{w} {d:+.3f}" for d, w in worse[:3]) + " ... " + "; ".join(f"{w} {d:+.3f}" for d, w in worse[-3:]))
+    changes = np.array([value - aurocs["mean"][key] for key, value in held_out.items()])
+    print(f"Held-out class-seeds against the mean score: better by more than 0.05 on {(changes > 0.05).sum()}, worse by "
+          f"more than 0.05 on {(changes < -0.05).sum()} (more than 0.1: {(changes < -0.1).sum()}); below 0.8: "
+          f"{sum(v < 0.8 for v in held_out.values())} (the mean score: {sum(v < 0.8 for v in aurocs['mean'].values())})")
 
     if args.test:
         test = class_aurocs(load_rows(args.test))
