@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from auditor.config import RankingConfig
 from auditor.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -250,7 +253,8 @@ def run_ranking(
         config: ``source`` is "features", "concepts" or "both"; ``feature_score`` "mean" or "cue_direction".
         cue_directions: class -> float ``(D,)`` from the verdict stage; with ``feature_score: cue_direction`` they
             rank their classes (the others keep the mean score).
-        covariance_split: the split whose pooled within-class covariance whitens the directions.
+        covariance_split: the split whose pooled within-class covariance whitens the directions; where it has no
+            more labelled rows than classes, every class is ranked by the mean, with a warning.
         direction_errors: class -> float ``(D,)`` standard errors of the directions, kept in the report's section.
 
     Returns:
@@ -266,8 +270,12 @@ def run_ranking(
     if config.feature_score == "cue_direction" and directions and config.source != "concepts":
         if covariance_split not in activations:
             raise ConfigError(f"the cue directions are whitened on the {covariance_split!r} split, which is missing")
-        covariance = pooled_covariance(activations[covariance_split], labels[covariance_split])
-        weights = whitened_directions(directions, covariance, config.direction_shrinkage)
+        try:
+            covariance = pooled_covariance(activations[covariance_split], labels[covariance_split])
+        except ValueError as error:
+            logger.warning("ranking every class by the mean of its spurious features: %s", error)
+        else:
+            weights = whitened_directions(directions, covariance, config.direction_shrinkage)
     scores = {}
     for split, acts in activations.items():
         split_labels = np.asarray(labels[split])

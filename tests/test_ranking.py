@@ -74,6 +74,16 @@ def test_the_ranking_stage_uses_cue_directions_only_for_ranked_classes_and_falls
     assert np.allclose(by_mean[:60], mean[:60])
 
 
+def test_the_ranking_stage_falls_back_to_the_mean_when_the_covariance_cannot_be_estimated(caplog):
+    activations = np.array([[1.0, 0.0], [0.0, 2.0]])
+    labels = np.array([0, 1])  # one image per class: no within-class covariance
+    scores = run_ranking({"train": activations}, {"train": labels}, {0: [0]}, None, RankingConfig(),
+                         cue_directions={0: np.array([1.0, 0.0])})
+    assert scores.section["by_direction"] == [] and scores.section["by_mean"] == [0]
+    assert np.allclose(scores.scores["train"][:1], spuriosity_scores(activations, labels, {0: [0]})[:1])
+    assert "ranking every class by the mean" in caplog.text
+
+
 def test_direction_scores_reject_mismatched_shapes_and_negative_shrinkage():
     acts = np.zeros((4, 2))
     with pytest.raises(ValueError, match="shrinkage"):
