@@ -297,7 +297,7 @@ def decide_verdict(
     Args:
         config: the thresholds (``reliance_threshold``, ``swap_threshold``, ``swap_margin``,
             ``swap_min_background_drop``, ``swap_background_check``, ``density_threshold``,
-            ``min_activation_drop``) and the counterfactual in use.
+            ``min_activation_drop``), ``heat_fallback`` and the counterfactual in use.
         background: ``(background reliance, CI low, CI high)``, or None when no swap was possible.
         swap: ``(swap reliance, CI low, CI high)``.
         object_reliance: drop when the object is replaced by its own background; object_high its CI's upper end.
@@ -364,13 +364,14 @@ def decide_verdict(
             f"its own backgrounds raise it over a neutral one (drop {_fmt(background_drop)}), although the mean "
             f"effects stay under their thresholds ({ci}; {swap_ci}){tail}."
         )
-    if heat_spurious and object_high < 0:
+    if config.heat_fallback and heat_spurious and object_high < 0:
         return True, "object", True, False, (
             f"Replacing the object with the image's own background raises the feature (object reliance "
             f"{_fmt(object_reliance)}, interval below 0) and the {heat_text}: it measures the background, "
             f"even though other classes' backgrounds carry it as well ({ci})."
         )
-    if heat_spurious and value >= 0 and swap_value >= 0 and (high >= threshold or swap_high >= swap_threshold):
+    if (config.heat_fallback and heat_spurious and value >= 0 and swap_value >= 0
+            and (high >= threshold or swap_high >= swap_threshold)):
         return True, "heatmap", False, False, (
             f"The {heat_text}, so its evidence lies outside the object, and the background swaps point the "
             f"same way without being conclusive ({ci}; {swap_ci})."

@@ -802,7 +802,8 @@ def swap_rule(record: dict, params: dict) -> bool:
                            swap_margin=params.get("margin", VerdictConfig().swap_margin),
                            swap_min_background_drop=params.get("drop", VerdictConfig().swap_min_background_drop),
                            swap_background_check=params.get("check", VerdictConfig().swap_background_check),
-                           separation_threshold=params.get("separation", VerdictConfig().separation_threshold))
+                           separation_threshold=params.get("separation", VerdictConfig().separation_threshold),
+                           heat_fallback=params.get("fallback", VerdictConfig().heat_fallback))
     value = lambda key: record_number(record, key)
     density = value("density_ratio")
     swap = (value("swap_reliance"), value("swap_ci_low"), value("swap_ci_high"))
@@ -825,7 +826,8 @@ def _shipped_verdict_defaults() -> dict:
     return {"reliance": shipped.reliance_threshold, "swap": shipped.swap_threshold, "reference": shipped.swap_reference,
             "statistic": shipped.class_swap_statistic,
             "margin": shipped.swap_margin, "drop": shipped.swap_min_background_drop,
-            "check": shipped.swap_background_check, "separation": shipped.separation_threshold}
+            "check": shipped.swap_background_check, "separation": shipped.separation_threshold,
+            "fallback": shipped.heat_fallback}
 
 
 def shipped_default(records: list[dict]) -> dict:
@@ -835,6 +837,7 @@ def shipped_default(records: list[dict]) -> dict:
         from auditor.config import VerdictConfig
 
         default["swap"] = VerdictConfig().estimated_mask_swap_threshold
+        default["fallback"] = VerdictConfig().estimated_mask_heat_fallback
     return default
 
 
@@ -844,10 +847,10 @@ SWAP_DEFAULT = _shipped_verdict_defaults()
 
 
 def threshold_grid(default: dict) -> list[dict]:
-    """:data:`SWAP_GRID` with the neutral-drop gate, the background check, the separation path and the class swap
-    statistic at ``default``'s values."""
+    """:data:`SWAP_GRID` with the neutral-drop gate, the background check, the separation path, the class swap
+    statistic and the heat fallback at ``default``'s values."""
     return [{**p, "drop": default["drop"], "check": default["check"], "separation": default["separation"],
-             "statistic": default["statistic"]} for p in SWAP_GRID]
+             "statistic": default["statistic"], "fallback": default.get("fallback", True)} for p in SWAP_GRID]
 SWAP_DROP_LEVELS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25)
 """Candidate ``verdicts.swap_min_background_drop`` values, calibrated with the other thresholds at their shipped values."""
 SWAP_BACKGROUND_CHECKS = ("point", "interval")

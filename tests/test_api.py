@@ -208,9 +208,10 @@ def test_missing_sam_weights_fail_before_any_forward_pass_naming_the_split():
     assert model.calls == 0
 
 
-def test_estimated_masks_get_the_stricter_swap_threshold_and_no_relighting():
-    """SAM (or box) masks leave object pixels in the 'background', so the swap test needs a higher bar, and
-    re-lighting the 'object' would carry background pixels along."""
+def test_estimated_masks_get_the_stricter_swap_threshold_no_relighting_and_no_heat_fallback():
+    """SAM (or box) masks leave object pixels in the 'background', so the swap test needs a higher bar,
+    re-lighting the 'object' would carry background pixels along, and the heat's inside/outside split follows the
+    mask's errors."""
     from auditor.api import _verdict_config
     from auditor.config import load_config
     from auditor.data import ImageSource
@@ -230,6 +231,9 @@ def test_estimated_masks_get_the_stricter_swap_threshold_and_no_relighting():
     assert _verdict_config(config, with_masks).swap_relight is True and _verdict_config(config, without).swap_relight is False
     relit = load_config(**{"verdicts.estimated_mask_swap_relight": True, "verdicts.swap_relight": False})
     assert _verdict_config(relit, without).swap_relight is True and _verdict_config(relit, with_masks).swap_relight is False
+    assert _verdict_config(config, with_masks).heat_fallback is True and _verdict_config(config, without).heat_fallback is False
+    fallback = load_config(**{"verdicts.estimated_mask_heat_fallback": True, "verdicts.heat_fallback": False})
+    assert _verdict_config(fallback, without).heat_fallback is True and _verdict_config(fallback, with_masks).heat_fallback is False
 
 
 def test_a_cue_direction_is_not_used_where_the_backgrounds_were_not_compared():

@@ -497,6 +497,25 @@ def test_a_background_feature_shared_by_every_class_is_still_spurious(tmp_path):
     assert stripes.label == "spurious" and stripes.decided_by == "object"
 
 
+def test_the_heat_fallback_paths_decide_only_when_switched_on():
+    from auditor.config import VerdictConfig
+    from auditor.labeling import decide_verdict
+
+    config = VerdictConfig()
+    assert config.heat_fallback and not config.estimated_mask_heat_fallback
+    off = dataclasses.replace(config, heat_fallback=False)
+    # removing the object raises the feature and its heat lies outside, but no class's backgrounds are special
+    raised = dict(background=(0.02, -0.05, 0.09), swap=(0.01, -0.02, 0.04), object_reliance=-0.4, object_high=-0.2,
+                  heat_spurious=True, density=0.6, object_drop=0.0, background_drop=0.2)
+    assert decide_verdict(config, **raised)[:2] == (True, "object")
+    assert decide_verdict(off, **raised)[:2] == (False, "background")
+    # both reliances point outside without being conclusive
+    pointing = {**raised, "background": (0.15, -0.2, 0.4), "swap": (0.05, -0.03, 0.13), "object_reliance": 0.1,
+                "object_high": 0.3}
+    assert decide_verdict(config, **pointing)[:2] == (True, "heatmap")
+    assert decide_verdict(off, **pointing)[:2] == (False, "background")
+
+
 def test_spuriosity_uses_the_background_dominated_features_of_a_class():
     from auditor.results import FeatureVerdict
 
