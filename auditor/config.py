@@ -184,9 +184,10 @@ class VerdictConfig:
             (``"heatmap"``). On with the dataset's masks: chosen leave one world out on 44 worlds of cnn16 evidence
             (44 of 44 folds; there it decides one true flag and no false one).
         estimated_mask_heat_fallback: ``heat_fallback`` with estimated masks (SAM, boxes). Off since stop 36:
-            chosen leave one world out on 31 worlds of cnn16 SAM evidence (31 of 31 folds). With estimated masks the
-            heat's split into inside and outside follows the mask's errors (a thin shape's missed arms), and there
-            the fallback flagged 3 control features and no true one.
+            chosen leave one world out on 31 worlds of cnn16 SAM evidence (31 of 31 folds; replayed, the fallback
+            adds one control feature there and no true flag). With estimated masks the heat's split into inside and
+            outside follows the mask's errors (a thin shape's missed arms); both control features that SAM masks
+            flagged on round 20 came from these paths.
         swap_background_check: a swap verdict also needs backgrounds alone (objects removed) not to point the other
             way. "interval": the background reliance's confidence interval reaches 0 (it is not lower on the class's
             own backgrounds with confidence); "point": the estimate itself is at least 0 (the rule before stop 18,
