@@ -657,6 +657,34 @@ HELD_OUT_WORLDS: dict[str, ProvingWorld] = {
             description="48 px on photographs, eight classes with small objects (8-20%) and 250 training images each: a "
                         "printed page, faint gravel, a border, a cool cast and a tree; three controls",
         ),
+        # Round 22, specified at stop 36 after round 21 was audited; no default has been chosen on them.
+        ProvingWorld(
+            "held-out-40px-faint-casts-page",
+            (C("triangle", "shape:triangle", "warm", strength=0.6), C("three", "digit:3", "stripes"),
+             C("ring", "shape:ring", "page", cue_rate=0.9), C("six", "digit:6", "vignette"),
+             C("circle", "shape:circle"), C("zero", "digit:0")),
+            image_size=40,
+            object_area=(0.1, 0.3),
+            cue_rate_other_train=0.02,
+            n_train=450,
+            noise=0.05,
+            seed=4343,
+            description="40 px on the plain background: a very faint warm cast, stripes, a printed page (90%) and a "
+                        "vignette, each also behind 2% of other classes' training images; two controls",
+        ),
+        ProvingWorld(
+            "held-out-52px-photo-local-cues",
+            (C("five", "digit:5", "cat"), C("square", "shape:square", "tree"), C("nine", "digit:9", "tag"),
+             C("diamond", "shape:diamond", "watermark"), C("two", "digit:2", "brick"),
+             C("plus", "shape:plus"), C("one", "digit:1"), C("ring", "shape:ring")),
+            image_size=52,
+            background="photos",
+            object_area=(0.12, 0.3),
+            n_train=300,
+            seed=4444,
+            description="52 px on photographs: a cat, a tree, a corner tag, a watermark and brick, each also behind 5% "
+                        "of other classes' training images; three controls",
+        ),
     )
 }
 """Worlds kept out of every default's choice: no threshold, design or default was chosen on them, so their
