@@ -69,46 +69,55 @@ def denoised_direction(direction: np.ndarray, standard_error: np.ndarray | None)
     return direction * np.clip(1 - standard_error**2 / np.maximum(direction**2, 1e-300), 0.0, 1.0)
 
 
-def eigen_denoised_weights(direction: np.ndarray, standard_error: np.ndarray | None, covariance: np.ndarray,
-                           shrinkage: float, power: float = 2.0) -> np.ndarray:
+def eigen_denoised_weights(directions: dict[int, np.ndarray], standard_errors: dict[int, np.ndarray],
+                           covariance: np.ndarray, shrinkage: float, power: float = 2.0) -> dict[int, np.ndarray]:
     """Whitened cue-direction weights with the noise filtered where whitening amplifies it (measured at stop 36).
 
     Whitening divides each eigen-component of the direction by its eigenvalue, so the components along the features'
     least-varying directions, where the direction measured from a few donors is mostly noise, dominate the weights.
     Here each eigen-component ``a_k = e_k . d`` is kept with the gain ``max(0, 1 - v_k / a_k**2) ** power``, where
     ``v_k = sum_j e_kj**2 se_j**2`` is its variance over the donors drawn (components taken as independent), then
-    divided by ``eigenvalue_k + ridge`` as in ``ranking.whitened_directions``.
+    divided by ``eigenvalue_k + ridge`` as in ``ranking.whitened_directions``. The covariance is decomposed once for
+    every class.
 
     Args:
-        direction: float ``(D,)``.
-        standard_error: float ``(D,)`` (the report's ``ranking.direction_errors``), or None for no filtering.
+        directions: class -> float ``(D,)``.
+        standard_errors: class -> float ``(D,)`` (the report's ``ranking.direction_errors``); a class without one
+            is not filtered.
         covariance: float ``(D, D)`` pooled within-class covariance (``ranking.pooled_covariance``).
         shrinkage: ridge in units of the mean variance, at least 0.
         power: exponent of the gain (1: positive-part James-Stein per component; 2: squared).
 
     Returns:
-        float64 ``(D,)`` weights.
+        class -> float64 ``(D,)`` weights.
 
     Raises:
         ValueError: shapes that do not match or a negative ``shrinkage``.
     """
-    direction = np.asarray(direction, np.float64)
     covariance = np.asarray(covariance, np.float64)
+    dims = covariance.shape[0]
     if shrinkage < 0:
         raise ValueError(f"shrinkage must be at least 0; got {shrinkage}")
-    if covariance.shape != (direction.size, direction.size):
-        raise ValueError(f"covariance of shape {covariance.shape} for a direction of {direction.size} features")
+    if covariance.shape != (dims, dims):
+        raise ValueError(f"covariance of shape {covariance.shape} is not square")
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-    ridge = shrinkage * max(float(np.trace(covariance)) / direction.size, 1e-12)
-    components = eigenvectors.T @ direction
-    gain = np.ones_like(components)
-    if standard_error is not None:
-        standard_error = np.asarray(standard_error, np.float64)
-        if standard_error.shape != direction.shape:
-            raise ValueError(f"standard errors of shape {standard_error.shape} for a direction of shape {direction.shape}")
-        noise = (eigenvectors**2).T @ standard_error**2
-        gain = np.clip(1 - noise / np.maximum(components**2, 1e-300), 0.0, 1.0) ** power
-    return eigenvectors @ (gain * components / np.maximum(eigenvalues + ridge, 1e-12))
+    ridge = shrinkage * max(float(np.trace(covariance)) / dims, 1e-12)
+    weights = {}
+    for c, direction in directions.items():
+        direction = np.asarray(direction, np.float64)
+        if direction.shape != (dims,):
+            raise ValueError(f"class {c}: direction of shape {direction.shape} does not match {dims} features")
+        components = eigenvectors.T @ direction
+        gain = np.ones_like(components)
+        if c in standard_errors:
+            standard_error = np.asarray(standard_errors[c], np.float64)
+            if standard_error.shape != direction.shape:
+                raise ValueError(f"class {c}: standard errors of shape {standard_error.shape} for a direction of "
+                                 f"shape {direction.shape}")
+            noise = (eigenvectors**2).T @ standard_error**2
+            gain = np.clip(1 - noise / np.maximum(components**2, 1e-300), 0.0, 1.0) ** power
+        weights[c] = eigenvectors @ (gain * components / np.maximum(eigenvalues + ridge, 1e-12))
+    return weights
 
 
 def blended_scores(first: np.ndarray, second: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -239,7 +239,7 @@ DIRECTION_SHRINKAGE_LEVELS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 EIGEN_DENOISED_LEVELS = (0.0, 0.01, 0.1, 1.0)
 """Ridges at which the eigenbasis-filtered direction (:func:`_common.eigen_denoised_weights`, gains of power 1 and 2)
-and the blends with the mean score (:func:`_common.blended_scores`) are also scored."""
+and the blends with the mean score (:func:`_common.blended_scores`) are also scored (those among the levels scored)."""
 
 
 def score_variants(report, train_acts: np.ndarray, train_labels: np.ndarray, val_acts: np.ndarray,
@@ -267,18 +267,21 @@ def score_variants(report, train_acts: np.ndarray, train_labels: np.ndarray, val
                                               if str(c) in errors else d for c, d in directions.items()}
     if directions:
         covariance = pooled_covariance(train_acts, train_labels)
+        plain_by_level = {}
         for name, chosen in variants.items():
             for level in levels:
                 scores = direction_scores(val_acts, val_labels, chosen, covariance, level)
                 out[f"{name}@{level:g}"] = np.where(np.isfinite(scores), scores, mean)
-        for level in EIGEN_DENOISED_LEVELS:
-            plain = direction_scores(val_acts, val_labels, directions, covariance, level)
+                if name == "cue_direction":
+                    plain_by_level[level] = scores
+        standard_errors = {int(c): np.asarray(e, np.float64) for c, e in errors.items()}
+        for level in (level for level in EIGEN_DENOISED_LEVELS if level in plain_by_level):
+            plain = plain_by_level[level]
             out[f"mean+cue_direction@{level:g}"] = np.where(np.isfinite(plain), blended_scores(mean, plain, val_labels), mean)
             if not errors:
                 continue
             for power in (1, 2):
-                weights = {c: eigen_denoised_weights(d, np.asarray(errors[str(c)], np.float64) if str(c) in errors else None,
-                                                     covariance, level, power) for c, d in directions.items()}
+                weights = eigen_denoised_weights(directions, standard_errors, covariance, level, power)
                 scores = projection_scores(val_acts, val_labels, weights)
                 filtered = np.where(np.isfinite(scores), scores, mean)
                 out[f"cue_direction_eig{power}@{level:g}"] = filtered
@@ -850,7 +853,7 @@ def threshold_grid(default: dict) -> list[dict]:
     """:data:`SWAP_GRID` with the neutral-drop gate, the background check, the separation path, the class swap
     statistic and the heat fallback at ``default``'s values."""
     return [{**p, "drop": default["drop"], "check": default["check"], "separation": default["separation"],
-             "statistic": default["statistic"], "fallback": default.get("fallback", True)} for p in SWAP_GRID]
+             "statistic": default["statistic"], "fallback": default["fallback"]} for p in SWAP_GRID]
 SWAP_DROP_LEVELS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25)
 """Candidate ``verdicts.swap_min_background_drop`` values, calibrated with the other thresholds at their shipped values."""
 SWAP_BACKGROUND_CHECKS = ("point", "interval")

@@ -21,22 +21,20 @@ import collections
 from _common import load_records
 from auditor.demo.worlds.calibration import calibrate_lowo
 from bench_proving_ground import shipped_default, swap_rule
+from diag_recalibrate import rates, world_counts
 
 
 def pooled(records: list[dict], params: dict) -> tuple[int, int, int, int]:
-    """``(true positives, false positives, false negatives, control features flagged)`` of the rule at ``params``."""
-    tp = fp = fn = controls = 0
-    for record in records:
-        flagged, truth = swap_rule(record, params), bool(record["truth"])
-        tp, fp, fn = tp + (flagged and truth), fp + (flagged and not truth), fn + (truth and not flagged)
-        controls += flagged and bool(record.get("control"))
-    return tp, fp, fn, controls
+    """``(true positives, false positives, false negatives, control features flagged)`` of the rule at ``params``,
+    summed over the worlds of ``records`` (:func:`diag_recalibrate.world_counts`)."""
+    per_world = world_counts(records, params, sorted({r["world"] for r in records}))
+    return tuple(sum(counts[i] for counts in per_world.values()) for i in range(4))
 
 
 def line(counts: tuple[int, int, int, int]) -> str:
+    """One table row's cells: precision, recall, F1 (:func:`diag_recalibrate.rates`), the counts and the controls."""
     tp, fp, fn, controls = counts
-    precision, recall = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
-    f1 = 2 * tp / max(2 * tp + fp + fn, 1)
+    precision, recall, f1 = rates(tp, fp, fn)
     return f"{precision:.3f} | {recall:.3f} | {f1:.3f} | {tp}/{tp + fp}/{tp + fn} | {controls}"
 
 

@@ -40,11 +40,6 @@ from auditor.ranking import (
 RIDGE = 0.01
 
 
-def zscored(values: np.ndarray) -> np.ndarray:
-    """``values`` float ``(N,)`` centred and scaled to unit spread."""
-    return (values - values.mean()) / values.std()
-
-
 def explain(direction: np.ndarray, true_direction: np.ndarray, covariance: np.ndarray, train_acts: np.ndarray,
             train_flags: np.ndarray, val_acts: np.ndarray, val_flags: np.ndarray, top: int = 5) -> None:
     """Print why one class's direction ranks as it does (``--explain``): arrays of that class's images only."""
@@ -94,16 +89,16 @@ def main(argv: list[str] | None = None) -> None:
         mean = spuriosity_scores(val_acts, val.labels, spurious_by_class(report.verdicts))
         direction = direction_scores(val_acts, val.labels, directions, covariance, RIDGE)
         errors = {int(c): np.asarray(e) for c, e in report.sections["ranking"]["direction_errors"].items()}
-        filtered = projection_scores(val_acts, val.labels, {
-            c: eigen_denoised_weights(d, errors.get(c), covariance, RIDGE, power=2) for c, d in directions.items()})
+        filtered = projection_scores(val_acts, val.labels,
+                                     eigen_denoised_weights(directions, errors, covariance, RIDGE, power=2))
         filtered_sum = blended_scores(mean, filtered, val.labels)
+        both = blended_scores(mean, direction, val.labels)
         for c, spec in enumerate(QUICK_WORLD.classes):
             if spec.cue is None or c not in directions:
                 continue
             members = val.labels == c
             flags = val.cue_flag(spec.cue)[members]
-            both = zscored(mean[members]) + zscored(direction[members])
-            cells = [roc_auc_score(flags, x) for x in (mean[members], direction[members], both, filtered[members],
+            cells = [roc_auc_score(flags, x) for x in (mean[members], direction[members], both[members], filtered[members],
                                                         filtered_sum[members], from_flags[members])]
             print(f"| {seed} | {QUICK_WORLD.class_names[c]} | " + " | ".join(f"{v:.3f}" for v in cells) + " |")
             if args.explain:
