@@ -252,6 +252,29 @@ class VerdictConfig:
             grey light also strips the colour every background of the data shares; the other classes' light keeps
             it and takes off only what the class's own backgrounds add. On the 22 calibration worlds the two gave the
             same verdicts but one (stop 28), so "fill" stays.
+        population_images: random images of each swapped class whose objects are pasted onto ``n_swaps`` same-class
+            and other-class backgrounds each, after the examined images' verdicts, to measure the population AUROC
+            (``population_swap_auroc``, ``population_clean_swap_auroc``): how well the feature ranks the class's
+            objects on its own backgrounds above other classes' backgrounds, against the spread of the class's whole
+            population rather than its top images (as the truth line of ``benchmarks/`` judges a cue). 0: not
+            measured, and neither population check acts. It adds about ``2 * n_swaps * population_images`` forward
+            passes per class.
+        population_threshold: a spurious verdict also needs the population AUROC to reach this (0 turns the gate
+            off), so a feature whose top images a faint cue moves, but whose class it does not separate, is core.
+            0.7 since stop 37 with the dataset's masks, chosen with ``population_flag_threshold`` and
+            ``population_reference`` leave one world out on 43 worlds of cnn16 evidence (``benchmarks/RESULTS.md``).
+        population_flag_threshold: a feature the examined images called core is spurious when its population AUROC
+            reaches this (0 turns the path off): its top images are driven by the object, but across the class the
+            backgrounds separate its images. 0.82 since stop 37, chosen with the gate (42 of 43 folds, the best F1
+            among settings with precision at least 0.9 on the other worlds).
+        population_reference: the backgrounds both population checks compare with: "clean_classes" (classes with no
+            spurious verdict from the examined images, where any; ``population_clean_swap_auroc``) or
+            "other_classes" (``population_swap_auroc``).
+        estimated_mask_population_threshold: ``population_threshold`` with estimated masks (SAM, boxes). 0 (off): not
+            yet calibrated on estimated masks, whose object pixels left in the backgrounds raise the population AUROC
+            of object features.
+        estimated_mask_population_flag_threshold: ``population_flag_threshold`` with estimated masks; 0 (off), for
+            the same reason.
         reliance_confidence: confidence level of the bootstrap intervals.
         ablation_fill: fill of the legacy ablation evidence (``object_drop``, ``background_drop``):
             "neutral" (grey at the data's brightness with its pixel noise) or "blur".
@@ -288,6 +311,12 @@ class VerdictConfig:
     estimated_mask_swap_relight: bool = False
     neutral_relight: bool = True
     neutral_relight_reference: str = "fill"
+    population_images: int = 32
+    population_threshold: float = 0.7
+    population_flag_threshold: float = 0.82
+    population_reference: str = "clean_classes"
+    estimated_mask_population_threshold: float = 0.0
+    estimated_mask_population_flag_threshold: float = 0.0
     reliance_confidence: float = 0.95
     ablation_fill: str = "neutral"
     density_threshold: float = 1.0
@@ -740,6 +769,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "verdicts.swap_background_check": ("interval", "point"),
     "verdicts.relight_mode": ("shift", "ratio", "chroma"),
     "verdicts.neutral_relight_reference": ("fill", "other_classes"),
+    "verdicts.population_reference": ("clean_classes", "other_classes"),
     "verdicts.image_selection": ("top", "spread"),
     "neurontune.identification_split": ("val", "train"),
     "neurontune.combine": ("any", "mean"),
@@ -762,12 +792,12 @@ POSITIVE = {
 }
 NON_NEGATIVE = {"data.num_workers", "verdicts.background_dilation", "verdicts.estimated_mask_background_dilation",
                 "verdicts.background_test_dilation", "verdicts.estimated_mask_background_test_dilation",
-                "ranking.direction_shrinkage"}
+                "ranking.direction_shrinkage", "verdicts.population_images"}
 UNIT_INTERVAL = {
     "gaps.top_fraction", "gaps.confidence", "tuning.target_gap", "tuning.max_accuracy_drop",
     "tuning.val_fit_per_class_fraction", "tuning.skewed_validation_share",
     "discovery.min_confidence", "masks.pred_iou_thresh", "masks.stability_score_thresh",
-    "verdicts.min_activation_drop", "verdicts.reliance_threshold", "verdicts.swap_threshold", "verdicts.swap_margin", "verdicts.swap_min_background_drop", "verdicts.separation_threshold", "verdicts.estimated_mask_swap_threshold", "verdicts.mixed_threshold", "verdicts.reliance_quantile",
+    "verdicts.min_activation_drop", "verdicts.reliance_threshold", "verdicts.swap_threshold", "verdicts.swap_margin", "verdicts.swap_min_background_drop", "verdicts.separation_threshold", "verdicts.population_threshold", "verdicts.population_flag_threshold", "verdicts.estimated_mask_population_threshold", "verdicts.estimated_mask_population_flag_threshold", "verdicts.estimated_mask_swap_threshold", "verdicts.mixed_threshold", "verdicts.reliance_quantile",
     "verdicts.reliance_confidence", "concepts.min_enrichment", "concepts.max_redundancy",
     "neurontune.max_suppressed_fraction", "neurontune.min_gain_confidence", "data.max_skipped_fraction",
 }
@@ -898,6 +928,10 @@ def _check_consistency(config: AuditConfig) -> None:
         parse_conditions,
     )
 
+    for key in ("population_threshold", "population_flag_threshold"):
+        if getattr(config.verdicts, key) > 0 and config.verdicts.population_images == 0:
+            raise ConfigError(f"`verdicts.{key}` is above 0 but `verdicts.population_images` is 0, so it would have "
+                              "nothing to read; set `verdicts.population_images` (e.g. 32) or the threshold to 0")
     mean, std = config.data.mean, config.data.std
     if (mean is None) != (std is None):
         raise ConfigError(f"`data.mean` and `data.std` go together; got mean={mean!r}, std={std!r}. Set both or neither")

@@ -30,6 +30,7 @@ is a per-pixel selection, so it commutes with any per-channel normalisation).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -721,3 +722,34 @@ def swap_separation(
                  if (donor_classes == k).sum() >= min_swaps]
     worst = np.min(per_class, 0) if per_class else np.full(d, np.nan)
     return pooled, worst
+
+
+def separation_against(
+    same: np.ndarray,
+    random: np.ndarray,
+    random_classes: np.ndarray,
+    scale: np.ndarray,
+    classes: Iterable[int],
+) -> np.ndarray:
+    """:func:`swap_separation`'s pooled AUROC against the swaps onto backgrounds of ``classes`` only.
+
+    Args:
+        same: float ``(N, S, D)`` activations on same-class backgrounds.
+        random: float ``(N, S', D)`` activations on other-class backgrounds.
+        random_classes: int ``(N, S')`` the class of each other-class donor.
+        scale: float ``(D,)`` the features' mean activation; a negative mean flips the direction.
+        classes: the donor classes to compare with.
+
+    Returns:
+        float ``(D,)``: the AUROC per feature, NaN where no swap has a donor of ``classes``.
+
+    Raises:
+        InvalidInputError: mismatched shapes.
+    """
+    same, random, random_classes = _swap_arrays("swap separation", same, random, random_classes)
+    d = same.shape[2]
+    chosen = np.isin(random_classes.reshape(-1), np.fromiter(classes, np.int64))
+    if not chosen.any():
+        return np.full(d, np.nan)
+    sign = np.where(np.asarray(scale, np.float64) < 0, -1.0, 1.0)
+    return _auroc(same.reshape(-1, d) * sign, random.reshape(-1, d)[chosen] * sign)

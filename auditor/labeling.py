@@ -23,6 +23,13 @@ decided (``decided_by``) and why (``explanation``).
   over the whole scene leaves with it.
 * **object reliance**: the relative drop when the object is replaced by the image's own
   neighbouring background.
+* **population AUROC** (``population_images``): a random sample of the class's objects, not
+  its top images, pasted onto same-class and other-class backgrounds; how well the feature
+  ranks the former above the latter against the spread of the whole class. A spurious
+  verdict needs it to reach ``population_threshold``, and a core one reaching
+  ``population_flag_threshold`` turns spurious (both ``decided_by: "population"``): the
+  top images see a faint cue's effect against a small spread, and miss a cue whose top
+  images the object drives.
 * **heat density ratio**: the heatmap's mass per unit area inside the object divided by
   its mass per unit area outside (normalised for object area).
 * **legacy fill ablation** (``object_drop``, ``background_drop``): object or background
@@ -47,7 +54,9 @@ is possible (a single class, empty masks).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -67,6 +76,7 @@ from auditor.counterfactuals import (
     reliance_scores,
     relight_object,
     remove_object,
+    separation_against,
     swap_separation,
 )
 from auditor.data import ImageSource
@@ -280,6 +290,58 @@ def _fmt(value: float) -> str:
     return f"{value:+.2f}"
 
 
+def population_blocks(config: VerdictConfig, population: float) -> bool:
+    """Whether the population gate turns a spurious verdict core: ``config.population_threshold`` is above 0 and the
+    measured population AUROC (``population_swap_auroc`` or ``population_clean_swap_auroc``, per
+    ``config.population_reference``) is below it. An unmeasured (NaN) AUROC never blocks."""
+    return 0 < config.population_threshold and math.isfinite(population) and population < config.population_threshold
+
+
+def population_auroc(config: VerdictConfig, pooled: float, against_clean: float) -> float:
+    """The population AUROC the gate reads: against the clean classes' backgrounds where measured and
+    ``config.population_reference`` is "clean_classes", else against every other class's."""
+    if config.population_reference == "clean_classes" and math.isfinite(against_clean):
+        return against_clean
+    return pooled
+
+
+def population_verdict(config: VerdictConfig, verdict: tuple[bool, str, bool, bool, str], population: float,
+                       object_reliance: float) -> tuple[bool, str, bool, bool, str]:
+    """The examined images' verdict after the population checks.
+
+    A spurious verdict found by comparing the class's backgrounds with other classes' (``decided_by`` in
+    :data:`COMPARATIVE_TESTS`) whose population AUROC is below ``population_threshold`` turns core; a core one whose
+    population AUROC reaches ``population_flag_threshold`` turns spurious (both ``decided_by: "population"``). A
+    background feature every class shares, found by removing the object ("object", "heatmap"), is not the gate's to
+    clear: no class's backgrounds separate it. An unmeasured (NaN) AUROC changes nothing.
+
+    Args:
+        config: the thresholds (0 turns either check off) and ``mixed_threshold``.
+        verdict: ``(spurious, decided_by, counterfactual says spurious, mixed, explanation)`` from the examined images.
+        population: the population AUROC (:func:`population_auroc`).
+        object_reliance: the examined images' object reliance, for "mixed".
+
+    Returns:
+        The verdict tuple, changed or as given.
+    """
+    spurious, decided_by, test_spurious, _, reason = verdict
+    if not math.isfinite(population):
+        return verdict
+    sample = (f"Over a random sample of the class's images, object kept, the feature ranks them on the class's own "
+              f"backgrounds above other classes' backgrounds with AUROC {population:.2f}")
+    if spurious and decided_by in COMPARATIVE_TESTS and population_blocks(config, population):
+        return False, "population", test_spurious, False, (
+            f"{sample}, below {config.population_threshold:g}: across the class the backgrounds barely separate its "
+            f"images by this feature, so it is core although its top images said spurious. {reason}")
+    if not spurious and 0 < config.population_flag_threshold <= population:
+        mixed = math.isfinite(object_reliance) and object_reliance >= config.mixed_threshold
+        tail = f"; the object matters too (object reliance {_fmt(object_reliance)}), so the feature is mixed" if mixed else ""
+        return True, "population", True, mixed, (
+            f"{sample}, at least {config.population_flag_threshold:g}: across the class the backgrounds separate its "
+            f"images by this feature, although its top images alone were not conclusive{tail}. {reason}")
+    return verdict
+
+
 def decide_verdict(
     config: VerdictConfig,
     background: tuple[float, float, float] | None,
@@ -291,6 +353,7 @@ def decide_verdict(
     object_drop: float,
     background_drop: float,
     separation: float = float("nan"),
+    population: float = float("nan"),
 ) -> tuple[bool, str, bool, bool, str]:
     """The verdict rule on one (class, feature)'s measured evidence; replayable on recorded evidence.
 
@@ -306,10 +369,22 @@ def decide_verdict(
         object_drop, background_drop: the legacy fill ablation's drops (the verdict when ``background`` is
             None; otherwise ``background_drop`` gates the swap, see ``swap_min_background_drop``).
         separation: the swap AUROC (``swap_auroc``); decides only when ``separation_threshold`` is above 0.
+        population: the population AUROC (:func:`population_auroc`), read by :func:`population_verdict`. NaN: not
+            measured.
 
     Returns:
         ``(spurious, decided_by, counterfactual says spurious, mixed, explanation)``.
     """
+    verdict = _examined_verdict(config, background, swap, object_reliance, object_high, heat_spurious, density,
+                                object_drop, background_drop, separation)
+    return population_verdict(config, verdict, population, object_reliance)
+
+
+def _examined_verdict(config: VerdictConfig, background: tuple[float, float, float] | None,
+                      swap: tuple[float, float, float], object_reliance: float, object_high: float, heat_spurious: bool,
+                      density: float, object_drop: float, background_drop: float,
+                      separation: float) -> tuple[bool, str, bool, bool, str]:
+    """:func:`decide_verdict` on the examined images' evidence alone."""
     heat_text = f"heat density inside/outside the object is {density:.2f} (threshold {config.density_threshold:g})"
     if background is None:
         conclusive = max(object_drop, background_drop) >= config.min_activation_drop
@@ -533,6 +608,7 @@ def run_verdicts(
     pool_features = ungrown_pool_features = None
     verdicts = []
     swap_means: dict[int, SwapMeans] = {}
+    swap_pools: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for c, features in tqdm(list(important.items()), desc="core/spurious verdicts", disable=not progress):
         if not features:
             continue
@@ -577,6 +653,7 @@ def run_verdicts(
             rand_acts = np.stack([_features(adapter, _swap(images, mask_tensor, backgrounds.get(rand_donors[:, s]), config, source),
                                             batch) for s in range(n_swaps)], 1)
             removed = _features(adapter, remove_object(images, dilate_masks(mask_tensor, config.background_dilation)), batch)
+            swap_pools[int(c)] = (members, same_pool, other_pool)
             swap_means[int(c)] = _swap_means(same_acts[swappable], rand_acts[swappable], same_donors[swappable, :n_swaps],
                                              rand_donors[swappable, :n_swaps], labels[rand_donors[swappable, :n_swaps]])
             for index in set(same_pool.tolist()) - pool_set:  # not needed by later classes
@@ -690,7 +767,60 @@ def run_verdicts(
                     **{"counterfactual": legacy_fill, **evidence},
                 )
             )
+    if config.population_images > 0 and swap_pools:
+        verdicts = _with_population_separation(verdicts, swap_pools, adapter, source, cache, masks, backgrounds, config, rng,
+                                               progress)
     return VerdictResult(verdicts=tuple(verdicts), swap_means=swap_means)
+
+
+def _with_population_separation(verdicts: list[FeatureVerdict], swap_pools: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]],
+                                adapter: ModelAdapter, source: ImageSource, cache: FeatureCache, masks: _Masks,
+                                backgrounds: _Backgrounds, config: VerdictConfig, rng: np.random.Generator,
+                                progress: bool) -> list[FeatureVerdict]:
+    """``verdicts`` with ``population_swap_auroc`` and ``population_clean_swap_auroc`` filled in: each swapped class's
+    random sample of ``config.population_images`` objects pasted onto ``n_swaps`` same-class and other-class
+    backgrounds, the AUROC of every feature's activations on the former above the latter."""
+    labels = np.asarray(cache.labels)
+    clean = {int(c) for c in np.unique(labels[labels >= 0])} - {v.class_index for v in verdicts if v.label == "spurious"}
+    batch = max(1, source.batch_size)
+    measured: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for c, (members, same_pool, other_pool) in tqdm(list(swap_pools.items()), desc="population AUROC", disable=not progress):
+        sample = np.sort(rng.choice(members, size=min(config.population_images, len(members)), replace=False))
+        images, _, _ = source.load(sample)
+        sample_masks = masks.get(sample, images)
+        area = sample_masks.mean((1, 2))
+        keep = (area > 0) & (area < 1)
+        if keep.sum() < 2:
+            continue
+        sample, images, mask_tensor = sample[keep], images[torch.from_numpy(keep)], torch.from_numpy(sample_masks[keep])
+        same_donors = pick_donors(same_pool, sample, config.n_swaps, rng)
+        other_donors = pick_donors(other_pool, sample, config.n_swaps, rng)
+        n_swaps = min(same_donors.shape[1], other_donors.shape[1])
+        if n_swaps == 0:
+            continue
+        same = np.stack([_features(adapter, _swap(images, mask_tensor, backgrounds.get(same_donors[:, s]), config, source),
+                                   batch) for s in range(n_swaps)], 1)
+        other = np.stack([_features(adapter, _swap(images, mask_tensor, backgrounds.get(other_donors[:, s]), config, source),
+                                    batch) for s in range(n_swaps)], 1)
+        scale = np.asarray(cache.activations[members], np.float64).mean(0)
+        donor_classes = labels[other_donors[:, :n_swaps]]
+        measured[c] = (swap_separation(same, other, donor_classes, scale)[0],
+                       separation_against(same, other, donor_classes, scale, clean))
+    out = []
+    for v in verdicts:
+        if v.class_index in measured:
+            pooled, against_clean = (float(a[v.feature]) for a in measured[v.class_index])
+            v = dataclasses.replace(v, population_swap_auroc=pooled, population_clean_swap_auroc=against_clean)
+            examined = (v.label == "spurious", v.decided_by, v.ablation_says_spurious, v.mixed, v.explanation)
+            verdict = population_verdict(config, examined, population_auroc(config, pooled, against_clean),
+                                         v.object_reliance)
+            if verdict != examined:
+                spurious, decided_by, test_spurious, mixed, explanation = verdict
+                v = dataclasses.replace(v, label="spurious" if spurious else "core", decided_by=decided_by,
+                                        ablation_says_spurious=test_spurious, mixed=mixed, explanation=explanation,
+                                        confirmed=v.heat_says_spurious == spurious and test_spurious == spurious)
+        out.append(v)
+    return out
 
 
 def spurious_by_class(verdicts: Sequence[FeatureVerdict]) -> dict[int, list[int]]:
@@ -719,7 +849,7 @@ def spurious_by_class(verdicts: Sequence[FeatureVerdict]) -> dict[int, list[int]
     return result
 
 
-COMPARATIVE_TESTS = ("background", "swap", "separation")
+COMPARATIVE_TESTS = ("background", "swap", "separation", "population")
 """The verdict tests that compare a class's own backgrounds with other classes' (``FeatureVerdict.decided_by``)."""
 
 

@@ -79,6 +79,12 @@ class FeatureVerdict:
         swap_auroc: with the object kept, the AUROC of the feature's activations on same-class backgrounds
             above those on other classes' backgrounds (0.5: the backgrounds make no difference).
         class_swap_auroc: the same AUROC against the single other class whose backgrounds it separates worst.
+        population_swap_auroc: the swap AUROC over a random sample of the class's images instead of its examined
+            (top-activating) ones: ``verdicts.population_images`` objects, each pasted onto same-class and other-class
+            backgrounds (NaN when not measured). Like the truth line, it sees the cue against the spread of the class's
+            whole population.
+        population_clean_swap_auroc: the same against the backgrounds of classes with no spurious verdict only (NaN
+            when no class is clean or it was not measured).
         random_background_drop: relative drop from the original with other-class backgrounds.
         same_background_drop: relative drop from the original with same-class backgrounds.
         object_reliance: relative drop when the object is replaced by the image's own background.
@@ -87,7 +93,9 @@ class FeatureVerdict:
         mixed: spurious, yet the object matters as well (object reliance also reaches the threshold).
         decided_by: the signal that decided: "background" (backgrounds alone), "swap" (the object
             pasted onto backgrounds), "object" (removing the object raises the feature and the heatmap
-            lies outside it), "heatmap" or "ablation" (the legacy fill).
+            lies outside it), "heatmap", "ablation" (the legacy fill) or "population" (a random sample of the
+            class's images overruled the examined ones, ``verdicts.population_threshold`` and
+            ``population_flag_threshold``).
         explanation: one sentence saying why.
         n_swaps: donor backgrounds per image and kind in the swaps with the object kept (0 without swaps).
         n_backgrounds: ``[same-class, other-class]`` backgrounds behind ``background_reliance``.
@@ -126,6 +134,8 @@ class FeatureVerdict:
     class_median_swap_ci_high: float = float("nan")
     swap_auroc: float = float("nan")
     class_swap_auroc: float = float("nan")
+    population_swap_auroc: float = float("nan")
+    population_clean_swap_auroc: float = float("nan")
     random_background_drop: float = float("nan")
     same_background_drop: float = float("nan")
     object_reliance: float = float("nan")

@@ -795,7 +795,7 @@ RULES = {
 def swap_rule(record: dict, params: dict) -> bool:
     """The shipped verdict rule (``auditor.labeling.decide_verdict``) replayed on recorded evidence with other settings."""
     from auditor.config import VerdictConfig
-    from auditor.labeling import decide_verdict
+    from auditor.labeling import decide_verdict, population_auroc
 
     if not math.isfinite(float(record.get("background_reliance", math.nan) or math.nan)):
         return bool(record.get("label") == "spurious")  # no swap was possible: the legacy rule decided
@@ -806,7 +806,11 @@ def swap_rule(record: dict, params: dict) -> bool:
                            swap_min_background_drop=params.get("drop", VerdictConfig().swap_min_background_drop),
                            swap_background_check=params.get("check", VerdictConfig().swap_background_check),
                            separation_threshold=params.get("separation", VerdictConfig().separation_threshold),
-                           heat_fallback=params.get("fallback", VerdictConfig().heat_fallback))
+                           heat_fallback=params.get("fallback", VerdictConfig().heat_fallback),
+                           population_threshold=params.get("population", VerdictConfig().population_threshold),
+                           population_flag_threshold=params.get("population_flag",
+                                                                VerdictConfig().population_flag_threshold),
+                           population_reference=params.get("population_reference", VerdictConfig().population_reference))
     value = lambda key: record_number(record, key)
     density = value("density_ratio")
     swap = (value("swap_reliance"), value("swap_ci_low"), value("swap_ci_high"))
@@ -818,7 +822,8 @@ def swap_rule(record: dict, params: dict) -> bool:
     spurious, *_ = decide_verdict(
         config, (value("background_reliance"), value("reliance_ci_low"), value("reliance_ci_high")), swap,
         value("object_reliance"), value("object_ci_high"), bool(density < config.density_threshold), density,
-        value("object_drop"), value("background_drop"), separation=value("swap_auroc"))
+        value("object_drop"), value("background_drop"), separation=value("swap_auroc"),
+        population=population_auroc(config, value("population_swap_auroc"), value("population_clean_swap_auroc")))
     return bool(spurious)
 
 
@@ -830,7 +835,8 @@ def _shipped_verdict_defaults() -> dict:
             "statistic": shipped.class_swap_statistic,
             "margin": shipped.swap_margin, "drop": shipped.swap_min_background_drop,
             "check": shipped.swap_background_check, "separation": shipped.separation_threshold,
-            "fallback": shipped.heat_fallback}
+            "fallback": shipped.heat_fallback, "population": shipped.population_threshold,
+            "population_flag": shipped.population_flag_threshold, "population_reference": shipped.population_reference}
 
 
 def shipped_default(records: list[dict]) -> dict:
@@ -851,9 +857,11 @@ SWAP_DEFAULT = _shipped_verdict_defaults()
 
 def threshold_grid(default: dict) -> list[dict]:
     """:data:`SWAP_GRID` with the neutral-drop gate, the background check, the separation path, the class swap
-    statistic and the heat fallback at ``default``'s values."""
+    statistic, the heat fallback and the population checks at ``default``'s values."""
     return [{**p, "drop": default["drop"], "check": default["check"], "separation": default["separation"],
-             "statistic": default["statistic"], "fallback": default["fallback"]} for p in SWAP_GRID]
+             "statistic": default["statistic"], "fallback": default["fallback"], "population": default["population"],
+             "population_flag": default["population_flag"], "population_reference": default["population_reference"]}
+            for p in SWAP_GRID]
 SWAP_DROP_LEVELS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25)
 """Candidate ``verdicts.swap_min_background_drop`` values, calibrated with the other thresholds at their shipped values."""
 SWAP_BACKGROUND_CHECKS = ("point", "interval")

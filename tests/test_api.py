@@ -234,6 +234,12 @@ def test_estimated_masks_get_the_stricter_swap_threshold_no_relighting_and_no_he
     assert _verdict_config(config, with_masks).heat_fallback is True and _verdict_config(config, without).heat_fallback is False
     fallback = load_config(**{"verdicts.estimated_mask_heat_fallback": True, "verdicts.heat_fallback": False})
     assert _verdict_config(fallback, without).heat_fallback is True and _verdict_config(fallback, with_masks).heat_fallback is False
+    dataset_checks = (_verdict_config(config, with_masks).population_threshold,
+                      _verdict_config(config, with_masks).population_flag_threshold)
+    assert dataset_checks == (0.7, 0.82)
+    estimated = _verdict_config(config, without)
+    assert (estimated.population_threshold, estimated.population_flag_threshold) == (0.0, 0.0)
+    assert estimated.population_images == config.verdicts.population_images == 32  # measured, not acted on
 
 
 def test_a_cue_direction_is_not_used_where_the_backgrounds_were_not_compared():

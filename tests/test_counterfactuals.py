@@ -289,3 +289,19 @@ def test_swap_separation_ranks_own_backgrounds_against_all_and_against_the_worst
     assert np.isnan(swap_separation(same, random, classes, np.array([2.0]), min_swaps=100)[1][0])
     with pytest.raises(InvalidInputError):
         swap_separation(same, random[:, :4], classes, np.array([2.0]))
+
+
+def test_separation_against_some_classes_ranks_only_their_swaps():
+    from auditor.counterfactuals import separation_against, swap_separation
+
+    same = np.array([[[3.0], [4.0]], [[3.5], [4.5]]])
+    random = np.array([[[1.0], [3.75]], [[0.5], [3.75]]])  # class 1's backgrounds lower the feature, class 2's do not
+    classes = np.array([[1, 2], [1, 2]])
+    scale = np.array([2.0])
+    assert separation_against(same, random, classes, scale, [1])[0] == pytest.approx(1.0)
+    assert separation_against(same, random, classes, scale, [2])[0] == pytest.approx(0.5)
+    assert separation_against(same, random, classes, scale, [1, 2])[0] == pytest.approx(swap_separation(same, random, classes, scale)[0][0])
+    assert separation_against(-same, -random, classes, -scale, [1])[0] == pytest.approx(1.0)
+    assert np.isnan(separation_against(same, random, classes, scale, [7])[0])
+    with pytest.raises(InvalidInputError):
+        separation_against(same, random[:, :1, :], classes, scale, [1])

@@ -166,6 +166,10 @@ def test_background_swaps_tell_the_planted_features_apart(tmp_path):
     assert spurious.n_swaps == min(8, spurious.n_backgrounds[1])
     assert "responds more to its class's own backgrounds" in spurious.explanation
     assert "about as much" in core.explanation
+    # a random sample of the class's objects: the stripes of its backgrounds separate it, the object does not
+    assert spurious.population_swap_auroc > 0.9 and abs(core.population_swap_auroc - 0.5) < 0.1
+    assert spurious.population_clean_swap_auroc == spurious.population_swap_auroc  # class 1, never flagged, is clean
+    assert spurious.label == "spurious" and core.label == "core"  # the checks agree with the examined images
 
 
 def test_the_cue_direction_points_along_the_feature_that_the_class_backgrounds_move(tmp_path):
@@ -516,6 +520,45 @@ def test_the_heat_fallback_paths_decide_only_when_switched_on():
     assert decide_verdict(off, **pointing)[:2] == (False, "background")
 
 
+def test_the_population_checks_overrule_the_examined_images_either_way():
+    from auditor.config import VerdictConfig
+    from auditor.labeling import decide_verdict, population_auroc
+
+    config = VerdictConfig()
+    assert (config.population_threshold, config.population_flag_threshold) == (0.7, 0.82)
+    # backgrounds alone raise the feature on the class's own backgrounds: spurious by the examined images
+    flagged = dict(background=(0.4, 0.3, 0.5), swap=(0.3, 0.2, 0.4), object_reliance=0.2, object_high=0.3,
+                   heat_spurious=False, density=1.5, object_drop=0.2, background_drop=0.4)
+    assert decide_verdict(config, **flagged)[:2] == (True, "background")  # not measured: no change
+    assert decide_verdict(config, **flagged, population=0.75)[:2] == (True, "background")
+    spurious, decided_by, test_spurious, mixed, explanation = decide_verdict(config, **flagged, population=0.6)
+    assert (spurious, decided_by, test_spurious, mixed) == (False, "population", True, False)
+    assert "0.60" in explanation and "below 0.7" in explanation
+    # nothing conclusive on the top images, but a random sample of the class separates by its backgrounds
+    unmoved = dict(background=(0.02, -0.05, 0.09), swap=(0.01, -0.02, 0.04), object_reliance=0.4, object_high=0.5,
+                   heat_spurious=False, density=1.5, object_drop=0.4, background_drop=0.0)
+    assert decide_verdict(config, **unmoved, population=0.8)[:2] == (False, "background")
+    spurious, decided_by, _, mixed, explanation = decide_verdict(config, **unmoved, population=0.9)
+    assert (spurious, decided_by, mixed) == (True, "population", True) and "at least 0.82" in explanation
+    off = dataclasses.replace(config, population_threshold=0.0, population_flag_threshold=0.0)
+    assert decide_verdict(off, **flagged, population=0.1)[0] and not decide_verdict(off, **unmoved, population=1.0)[0]
+    # the clean classes' AUROC where measured, every other class's otherwise or on request
+    assert population_auroc(config, 0.6, 0.9) == 0.9 and population_auroc(config, 0.6, float("nan")) == 0.6
+    assert population_auroc(dataclasses.replace(config, population_reference="other_classes"), 0.6, 0.9) == 0.6
+
+
+def test_population_checks_need_the_population_measured():
+    from auditor.config import load_config
+    from auditor.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="population_images"):
+        load_config(**{"verdicts.population_images": 0})
+    assert load_config(**{"verdicts.population_images": 0, "verdicts.population_threshold": 0,
+                          "verdicts.population_flag_threshold": 0}).verdicts.population_images == 0
+    with pytest.raises(ConfigError):
+        load_config(**{"verdicts.population_reference": "others"})
+
+
 def test_spuriosity_uses_the_background_dominated_features_of_a_class():
     from auditor.results import FeatureVerdict
 
@@ -594,6 +637,8 @@ def test_masks_grown_for_the_backgrounds_alone_test_keep_an_object_rim_from_call
     def verdict(**settings):
         # The swaps keep the masks as they are, so the donors' rims reach them too (what the higher swap threshold for
         # estimated masks allows for); with the swap and separation paths out of reach, the backgrounds-alone test decides.
+        # The population checks are off, as they are for estimated masks (``_verdict_config``).
+        settings = {"population_threshold": 0.0, "population_flag_threshold": 0.0, **settings}
         config = VerdictConfig(n_images=8, n_donors=16, swap_threshold=5.0, separation_threshold=0.0, **settings)
         (only,) = label_features(adapter, source, cache, {0: [0]}, importance, ShrunkMasks(source), config,
                                  np.random.default_rng(0), progress=False)
@@ -610,3 +655,7 @@ def test_masks_grown_for_the_backgrounds_alone_test_keep_an_object_rim_from_call
     assert as_they_are.ungrown_background_reliance == as_they_are.background_reliance
     for field in ("swap_reliance", "class_swap_reliance", "swap_auroc", "object_reliance", "background_drop"):
         assert getattr(grown, field) == getattr(as_they_are, field), field
+    # Why they are off for estimated masks: the rims in the class's own backgrounds lift its object feature on them
+    # across the whole class, so the population path would call the object spurious.
+    with_population = verdict(background_test_dilation=1, population_flag_threshold=0.82)
+    assert with_population.population_swap_auroc >= 0.82 and with_population.decided_by == "population"

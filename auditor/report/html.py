@@ -47,6 +47,8 @@ EVIDENCE_COLUMNS = (
     ("background_drop", "drop w/o background", "number"),
     ("background_reliance", "background reliance [CI]", "reliance"),
     ("swap_auroc", "swap AUROC", "number"),
+    ("population_clean_swap_auroc", "population AUROC (clean classes)", "number"),
+    ("population_swap_auroc", "population AUROC", "number"),
     ("mixed", "mixed", "bool"),
     ("decided_by", "decided by", "text"),
     ("confirmed", "confirmed", "bool"),
