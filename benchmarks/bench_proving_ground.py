@@ -840,13 +840,16 @@ def _shipped_verdict_defaults() -> dict:
 
 
 def shipped_default(records: list[dict]) -> dict:
-    """The shipped verdict settings for ``records``: with estimated masks only (SAM), their own swap threshold."""
+    """The shipped verdict settings for ``records``: with estimated masks only (SAM), their own swap threshold, heat
+    fallback and population checks."""
     default = dict(SWAP_DEFAULT)
     if all(r.get("masks") == "sam" for r in records):
         from auditor.config import VerdictConfig
 
         default["swap"] = VerdictConfig().estimated_mask_swap_threshold
         default["fallback"] = VerdictConfig().estimated_mask_heat_fallback
+        default["population"] = VerdictConfig().estimated_mask_population_threshold
+        default["population_flag"] = VerdictConfig().estimated_mask_population_flag_threshold
     return default
 
 
