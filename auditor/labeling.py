@@ -784,6 +784,7 @@ def _with_population_separation(verdicts: list[FeatureVerdict], swap_pools: dict
     clean = {int(c) for c in np.unique(labels[labels >= 0])} - {v.class_index for v in verdicts if v.label == "spurious"}
     batch = max(1, source.batch_size)
     measured: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    kept = set(backgrounds.memo)  # the shared donor pool's backgrounds; a class's own donors are dropped after it
     for c, (members, same_pool, other_pool) in tqdm(list(swap_pools.items()), desc="population AUROC", disable=not progress):
         sample = np.sort(rng.choice(members, size=min(config.population_images, len(members)), replace=False))
         images, _, _ = source.load(sample)
@@ -802,6 +803,8 @@ def _with_population_separation(verdicts: list[FeatureVerdict], swap_pools: dict
                                    batch) for s in range(n_swaps)], 1)
         other = np.stack([_features(adapter, _swap(images, mask_tensor, backgrounds.get(other_donors[:, s]), config, source),
                                     batch) for s in range(n_swaps)], 1)
+        for index in set(same_donors[:, :n_swaps].ravel().tolist()) - kept:  # as the verdict loop does
+            backgrounds.memo.pop(int(index), None)
         scale = np.asarray(cache.activations[members], np.float64).mean(0)
         donor_classes = labels[other_donors[:, :n_swaps]]
         measured[c] = (swap_separation(same, other, donor_classes, scale)[0],
