@@ -238,7 +238,7 @@ def test_estimated_masks_get_the_stricter_swap_threshold_no_relighting_and_no_he
                       _verdict_config(config, with_masks).population_flag_threshold)
     assert dataset_checks == (0.7, 0.82)
     estimated = _verdict_config(config, without)
-    assert (estimated.population_threshold, estimated.population_flag_threshold) == (0.0, 0.0)
+    assert (estimated.population_threshold, estimated.population_flag_threshold) == (0.78, 0.0)
     assert estimated.population_images == config.verdicts.population_images == 32  # measured, not acted on
 
 

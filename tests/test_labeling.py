@@ -637,7 +637,8 @@ def test_masks_grown_for_the_backgrounds_alone_test_keep_an_object_rim_from_call
     def verdict(**settings):
         # The swaps keep the masks as they are, so the donors' rims reach them too (what the higher swap threshold for
         # estimated masks allows for); with the swap and separation paths out of reach, the backgrounds-alone test decides.
-        # The population checks are off, as they are for estimated masks (``_verdict_config``).
+        # The population checks are off, to see the backgrounds-alone test on its own (with estimated masks the flag
+        # path is off, ``_verdict_config``).
         settings = {"population_threshold": 0.0, "population_flag_threshold": 0.0, **settings}
         config = VerdictConfig(n_images=8, n_donors=16, swap_threshold=5.0, separation_threshold=0.0, **settings)
         (only,) = label_features(adapter, source, cache, {0: [0]}, importance, ShrunkMasks(source), config,
@@ -655,7 +656,7 @@ def test_masks_grown_for_the_backgrounds_alone_test_keep_an_object_rim_from_call
     assert as_they_are.ungrown_background_reliance == as_they_are.background_reliance
     for field in ("swap_reliance", "class_swap_reliance", "swap_auroc", "object_reliance", "background_drop"):
         assert getattr(grown, field) == getattr(as_they_are, field), field
-    # Why they are off for estimated masks: the rims in the class's own backgrounds lift its object feature on them
+    # Why the flag path is off for estimated masks: the rims in the class's own backgrounds lift its object feature on them
     # across the whole class, so the population path would call the object spurious.
     with_population = verdict(background_test_dilation=1, population_flag_threshold=0.82)
     assert with_population.population_swap_auroc >= 0.82 and with_population.decided_by == "population"
