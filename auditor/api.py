@@ -72,13 +72,7 @@ def _verdict_config(config: AuditConfig, train: ImageSource) -> Any:
     population checks for estimated masks when the masks are not the dataset's."""
     if _mask_provider_name(config, train) == "dataset":
         return config.verdicts
-    return dataclasses.replace(config.verdicts, swap_threshold=config.verdicts.estimated_mask_swap_threshold,
-                               background_dilation=config.verdicts.estimated_mask_background_dilation,
-                               background_test_dilation=config.verdicts.estimated_mask_background_test_dilation,
-                               swap_relight=config.verdicts.estimated_mask_swap_relight,
-                               heat_fallback=config.verdicts.estimated_mask_heat_fallback,
-                               population_threshold=config.verdicts.estimated_mask_population_threshold,
-                               population_flag_threshold=config.verdicts.estimated_mask_population_flag_threshold)
+    return config.verdicts.for_estimated_masks()
 
 
 def _mask_provider(config: AuditConfig, train: ImageSource, class_names: list[str], work_dir: Path, encoder: Any, device) -> Any:

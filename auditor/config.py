@@ -325,6 +325,17 @@ class VerdictConfig:
     density_threshold: float = 1.0
     min_activation_drop: float = 0.05
 
+    def for_estimated_masks(self) -> VerdictConfig:
+        """These settings with each ``estimated_mask_*`` value in place of its twin, for masks that are estimated (SAM,
+        boxes) rather than the dataset's."""
+        return dataclasses.replace(self, swap_threshold=self.estimated_mask_swap_threshold,
+                                   background_dilation=self.estimated_mask_background_dilation,
+                                   background_test_dilation=self.estimated_mask_background_test_dilation,
+                                   swap_relight=self.estimated_mask_swap_relight,
+                                   heat_fallback=self.estimated_mask_heat_fallback,
+                                   population_threshold=self.estimated_mask_population_threshold,
+                                   population_flag_threshold=self.estimated_mask_population_flag_threshold)
+
 
 @dataclass(frozen=True)
 class MaskConfig:

@@ -711,17 +711,22 @@ def swap_separation(
         >>> float(pooled[0]), float(worst[0])
         (0.8125, 0.625)
     """
-    same, random, random_classes = _swap_arrays("swap separation", same, random, random_classes)
-    sign = np.where(np.asarray(scale, np.float64) < 0, -1.0, 1.0)
-    d = same.shape[2]
-    same_flat = same.reshape(-1, d) * sign
-    random_flat = random.reshape(-1, d) * sign
-    donor_classes = random_classes.reshape(-1)
+    same_flat, random_flat, donor_classes = _signed_swaps(same, random, random_classes, scale)
     pooled = _auroc(same_flat, random_flat)
     per_class = [_auroc(same_flat, random_flat[donor_classes == k]) for k in np.unique(donor_classes)
                  if (donor_classes == k).sum() >= min_swaps]
-    worst = np.min(per_class, 0) if per_class else np.full(d, np.nan)
+    worst = np.min(per_class, 0) if per_class else np.full(same_flat.shape[1], np.nan)
     return pooled, worst
+
+
+def _signed_swaps(same: np.ndarray, random: np.ndarray, random_classes: np.ndarray,
+                  scale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The swaps of :func:`swap_separation`, checked and flattened: ``(same (N*S, D), random (N*S', D), donor classes
+    (N*S',))``, each feature's sign flipped where its ``scale`` is negative."""
+    same, random, random_classes = _swap_arrays("swap separation", same, random, random_classes)
+    sign = np.where(np.asarray(scale, np.float64) < 0, -1.0, 1.0)
+    d = same.shape[2]
+    return same.reshape(-1, d) * sign, random.reshape(-1, d) * sign, random_classes.reshape(-1)
 
 
 def separation_against(
@@ -746,10 +751,8 @@ def separation_against(
     Raises:
         InvalidInputError: mismatched shapes.
     """
-    same, random, random_classes = _swap_arrays("swap separation", same, random, random_classes)
-    d = same.shape[2]
-    chosen = np.isin(random_classes.reshape(-1), np.fromiter(classes, np.int64))
+    same_flat, random_flat, donor_classes = _signed_swaps(same, random, random_classes, scale)
+    chosen = np.isin(donor_classes, np.fromiter(classes, np.int64))
     if not chosen.any():
-        return np.full(d, np.nan)
-    sign = np.where(np.asarray(scale, np.float64) < 0, -1.0, 1.0)
-    return _auroc(same.reshape(-1, d) * sign, random.reshape(-1, d)[chosen] * sign)
+        return np.full(same_flat.shape[1], np.nan)
+    return _auroc(same_flat, random_flat[chosen])

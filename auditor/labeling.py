@@ -235,6 +235,15 @@ def _swap(images: torch.Tensor, masks: torch.Tensor, backgrounds: torch.Tensor, 
     return paste_object(images, masks, backgrounds)
 
 
+def _swapped_features(adapter: ModelAdapter, images: torch.Tensor, masks: torch.Tensor, backgrounds: _Backgrounds,
+                      donors: np.ndarray, n_swaps: int, config: VerdictConfig, source: ImageSource,
+                      batch_size: int) -> np.ndarray:
+    """float64 ``(N, n_swaps, D)`` features of the objects pasted onto the backgrounds of ``donors[:, s]`` (int
+    ``(N, S)``, S at least ``n_swaps``), for each swap s."""
+    return np.stack([_features(adapter, _swap(images, masks, backgrounds.get(donors[:, s]), config, source), batch_size)
+                     for s in range(n_swaps)], 1)
+
+
 def examined_images(activations: np.ndarray, members: np.ndarray, n_images: int, selection: str) -> np.ndarray:
     """The images of a class that one (class, feature)'s verdict examines.
 
@@ -290,13 +299,6 @@ def _fmt(value: float) -> str:
     return f"{value:+.2f}"
 
 
-def population_blocks(config: VerdictConfig, population: float) -> bool:
-    """Whether the population gate turns a spurious verdict core: ``config.population_threshold`` is above 0 and the
-    measured population AUROC (``population_swap_auroc`` or ``population_clean_swap_auroc``, per
-    ``config.population_reference``) is below it. An unmeasured (NaN) AUROC never blocks."""
-    return 0 < config.population_threshold and math.isfinite(population) and population < config.population_threshold
-
-
 def population_auroc(config: VerdictConfig, pooled: float, against_clean: float) -> float:
     """The population AUROC the gate reads: against the clean classes' backgrounds where measured and
     ``config.population_reference`` is "clean_classes", else against every other class's."""
@@ -329,7 +331,7 @@ def population_verdict(config: VerdictConfig, verdict: tuple[bool, str, bool, bo
         return verdict
     sample = (f"Over a random sample of the class's images, object kept, the feature ranks them on the class's own "
               f"backgrounds above other classes' backgrounds with AUROC {population:.2f}")
-    if spurious and decided_by in COMPARATIVE_TESTS and population_blocks(config, population):
+    if spurious and decided_by in COMPARATIVE_TESTS and 0 < config.population_threshold and population < config.population_threshold:
         return False, "population", test_spurious, False, (
             f"{sample}, below {config.population_threshold:g}: across the class the backgrounds barely separate its "
             f"images by this feature, so it is core although its top images said spurious. {reason}")
@@ -648,10 +650,8 @@ def run_verdicts(
             same_bg = _features(adapter, test_backgrounds.get(same_pool), batch)
             ungrown_other_bg = ungrown_pool_features[labels[pool] != c]
             ungrown_same_bg = _features(adapter, backgrounds.get(same_pool), batch) if grown else same_bg
-            same_acts = np.stack([_features(adapter, _swap(images, mask_tensor, backgrounds.get(same_donors[:, s]), config, source),
-                                            batch) for s in range(n_swaps)], 1)
-            rand_acts = np.stack([_features(adapter, _swap(images, mask_tensor, backgrounds.get(rand_donors[:, s]), config, source),
-                                            batch) for s in range(n_swaps)], 1)
+            same_acts = _swapped_features(adapter, images, mask_tensor, backgrounds, same_donors, n_swaps, config, source, batch)
+            rand_acts = _swapped_features(adapter, images, mask_tensor, backgrounds, rand_donors, n_swaps, config, source, batch)
             removed = _features(adapter, remove_object(images, dilate_masks(mask_tensor, config.background_dilation)), batch)
             swap_pools[int(c)] = (members, same_pool, other_pool)
             swap_means[int(c)] = _swap_means(same_acts[swappable], rand_acts[swappable], same_donors[swappable, :n_swaps],
@@ -799,10 +799,8 @@ def _with_population_separation(verdicts: list[FeatureVerdict], swap_pools: dict
         n_swaps = min(same_donors.shape[1], other_donors.shape[1])
         if n_swaps == 0:
             continue
-        same = np.stack([_features(adapter, _swap(images, mask_tensor, backgrounds.get(same_donors[:, s]), config, source),
-                                   batch) for s in range(n_swaps)], 1)
-        other = np.stack([_features(adapter, _swap(images, mask_tensor, backgrounds.get(other_donors[:, s]), config, source),
-                                    batch) for s in range(n_swaps)], 1)
+        same = _swapped_features(adapter, images, mask_tensor, backgrounds, same_donors, n_swaps, config, source, batch)
+        other = _swapped_features(adapter, images, mask_tensor, backgrounds, other_donors, n_swaps, config, source, batch)
         for index in set(same_donors[:, :n_swaps].ravel().tolist()) - kept:  # as the verdict loop does
             backgrounds.memo.pop(int(index), None)
         scale = np.asarray(cache.activations[members], np.float64).mean(0)

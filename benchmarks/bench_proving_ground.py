@@ -827,10 +827,11 @@ def swap_rule(record: dict, params: dict) -> bool:
     return bool(spurious)
 
 
-def _shipped_verdict_defaults() -> dict:
+def _shipped_verdict_defaults(shipped=None) -> dict:
+    """The replayable verdict settings of ``shipped`` (a ``VerdictConfig``; the library's defaults if None)."""
     from auditor.config import VerdictConfig
 
-    shipped = VerdictConfig()
+    shipped = shipped or VerdictConfig()
     return {"reliance": shipped.reliance_threshold, "swap": shipped.swap_threshold, "reference": shipped.swap_reference,
             "statistic": shipped.class_swap_statistic,
             "margin": shipped.swap_margin, "drop": shipped.swap_min_background_drop,
@@ -842,15 +843,11 @@ def _shipped_verdict_defaults() -> dict:
 def shipped_default(records: list[dict]) -> dict:
     """The shipped verdict settings for ``records``: with estimated masks only (SAM), their own swap threshold, heat
     fallback and population checks."""
-    default = dict(SWAP_DEFAULT)
     if all(r.get("masks") == "sam" for r in records):
         from auditor.config import VerdictConfig
 
-        default["swap"] = VerdictConfig().estimated_mask_swap_threshold
-        default["fallback"] = VerdictConfig().estimated_mask_heat_fallback
-        default["population"] = VerdictConfig().estimated_mask_population_threshold
-        default["population_flag"] = VerdictConfig().estimated_mask_population_flag_threshold
-    return default
+        return _shipped_verdict_defaults(VerdictConfig().for_estimated_masks())
+    return dict(SWAP_DEFAULT)
 
 
 SWAP_GRID = [{"reliance": r, "swap": w, "reference": ref, "margin": m} for ref in ("donors", "classes")
